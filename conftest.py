@@ -1,0 +1,76 @@
+"""Shared pytest fixtures: tiny random HF checkpoints (created, never downloaded) and markers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_COMMON = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    initializer_range=0.2,  # wide top-2 logit gaps, so fp32 reorderings cannot flip a token
+    eos_token_id=None,
+    bos_token_id=None,
+)
+
+
+def make_tiny_model(family: str, seed: int = 0):
+    """A random tiny Llama / Qwen2 / Qwen3 model in fp32 eval mode."""
+    import torch
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    torch.manual_seed(seed)
+    if family == "llama":
+        return LlamaForCausalLM(LlamaConfig(**TINY_COMMON)).eval()
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**TINY_COMMON)).eval()
+    if family == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(head_dim=32, **TINY_COMMON)).eval()
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """``tiny_checkpoint(family) -> (hf_model, folder)``, cached per session."""
+    cache: dict[str, tuple] = {}
+
+    def get(family: str):
+        if family not in cache:
+            model = make_tiny_model(family)
+            folder = tmp_path_factory.mktemp(f"tiny-{family}")
+            model.save_pretrained(folder)
+            cache[family] = (model, folder)
+        return cache[family]
+
+    return get
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

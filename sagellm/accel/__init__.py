@@ -1,0 +1,3 @@
+"""accel: AccelController, quantizers, sparse attention, speculative decoding. Filled by its own
+issue.
+"""

@@ -1,0 +1,1 @@
+"""benchmarks: workloads, BenchmarkRunner, metrics, results, ci_gate, sweep."""

@@ -1,0 +1,64 @@
+"""Run folders and atomic writes: ``results/<experiment>/<run_id>/``.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a
+reader (or a crashed run) never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def make_run_id(config_hash: str) -> str:
+    """``YYYYmmdd-HHMMSS-<config hash>-<pid>``: sortable, unique per process."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{config_hash}-{os.getpid()}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_parquet(path: Path, df) -> None:
+    """Write a pandas DataFrame as parquet atomically."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_chart(chart, path_stem: Path) -> list[Path]:
+    """Save an altair chart as PNG (vl-convert, offline) and HTML; returns the paths."""
+    import vl_convert as vlc
+
+    spec = chart.to_json()
+    png = path_stem.with_suffix(".png")
+    html = path_stem.with_suffix(".html")
+    atomic_write_bytes(png, vlc.vegalite_to_png(spec, scale=2))
+    atomic_write_text(html, chart.to_html())
+    return [png, html]

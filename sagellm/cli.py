@@ -1,0 +1,133 @@
+"""The ``sagellm`` command: generate, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sagellm.core.config import DEFAULT_MODEL
+from sagellm.core.errors import SageLLMError
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sagellm.core.config import EngineConfig, ModelConfig
+    from sagellm.core.types import SamplingParams
+    from sagellm.engines.native import NativeEngine
+
+    cfg = EngineConfig(
+        model=ModelConfig(path=args.model, dtype=args.dtype), num_threads=args.threads
+    )
+    engine = NativeEngine(cfg)
+    sp = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    out = engine.generate([args.prompt], sp, chat=False if args.no_chat else None)[0]
+    print(engine.tokenizer.decode(out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import papermill as pm
+
+    nb = Path(args.notebook)
+    out_dir = Path(args.results) / "quickstart"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / "00_quickstart.executed.ipynb"
+    params = {"results_root": str(args.results), "dtype": args.dtype}
+    if args.ci:
+        params["preset"] = "ci"
+    pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3")
+    runs = sorted((p for p in out_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        print("the notebook ran but wrote no run folder", file=sys.stderr)
+        return 1
+    import json
+
+    run = runs[-1]
+    completions = json.loads((run / "completions.json").read_text())
+    for c in completions:
+        print(f"> {c['prompt']}\n{c['completion']}\n")
+    print(f"results written to {run}")
+    print(f"executed notebook: {executed}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sagellm.benchmarks.quick import format_result, run_quick_bench
+
+    overrides = {
+        k: v
+        for k, v in (
+            ("num_requests", args.num_requests),
+            ("prompt_tokens", args.prompt_tokens),
+            ("output_tokens", args.output_tokens),
+        )
+        if v is not None
+    }
+    for dtype in args.dtype:
+        r = run_quick_bench(
+            args.preset,
+            model=args.model,
+            dtype=dtype,
+            compare_hf=args.compare_hf,
+            num_threads=args.threads,
+            **overrides,
+        )
+        print(format_result(r))
+        print(f"output tokens/s ({dtype}): {r.native_output_tok_per_s:.1f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sagellm", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="complete one prompt")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--model", default=DEFAULT_MODEL)
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    g.add_argument("--max-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    g.set_defaults(func=_generate)
+
+    d = sub.add_parser("demo", help="run notebooks/00_quickstart.ipynb through papermill")
+    d.add_argument("--notebook", default="notebooks/00_quickstart.ipynb")
+    d.add_argument("--results", default="results")
+    d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    d.add_argument("--ci", action="store_true", help="use the notebook's ci parameters")
+    d.set_defaults(func=_demo)
+
+    b = sub.add_parser("bench", help="offline throughput (output tokens/s)")
+    b.add_argument("--preset", default="ci")
+    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    b.add_argument("--compare-hf", action="store_true", help="also time HF generate")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--num-requests", type=int, default=None)
+    b.add_argument("--prompt-tokens", type=int, default=None)
+    b.add_argument("--output-tokens", type=int, default=None)
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SageLLMError, ValueError) as err:
+        print(f"sagellm {args.cmd}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

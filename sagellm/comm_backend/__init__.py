@@ -1,0 +1,3 @@
+"""comm_backend: CommBackendProtocol (gloo/nccl/mock), TopologyManager, CommFusion, OverlapWindow,
+KVTransferChannel. Filled by its own issue.
+"""

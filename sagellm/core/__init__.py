@@ -1,0 +1,52 @@
+"""Core: typed config, request/response types, errors, registries and the engine protocol."""
+
+from sagellm.core.config import (
+    DEFAULT_MODEL,
+    EngineConfig,
+    ModelConfig,
+    SageLLMConfig,
+    config_hash,
+    load_config,
+    parse_config,
+)
+from sagellm.core.errors import ConfigError, InvalidRequestError, ModelLoadError, SageLLMError
+from sagellm.core.protocol import BaseEngine
+from sagellm.core.registry import Registry
+from sagellm.core.types import (
+    SLO,
+    BlockId,
+    FinishReason,
+    Request,
+    RequestId,
+    RequestMetrics,
+    RequestOutput,
+    SamplingParams,
+    StepMetrics,
+    TenantId,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "SLO",
+    "BaseEngine",
+    "BlockId",
+    "ConfigError",
+    "EngineConfig",
+    "FinishReason",
+    "InvalidRequestError",
+    "ModelConfig",
+    "ModelLoadError",
+    "Registry",
+    "Request",
+    "RequestId",
+    "RequestMetrics",
+    "RequestOutput",
+    "SageLLMConfig",
+    "SageLLMError",
+    "SamplingParams",
+    "StepMetrics",
+    "TenantId",
+    "config_hash",
+    "load_config",
+    "parse_config",
+]

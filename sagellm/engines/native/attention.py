@@ -1,0 +1,153 @@
+"""Paged attention over the block-table KV cache, batched per group of sequences.
+
+A step's sequences are split into two groups so padding stays small: decodes (1 query token
+each) and prefill chunks (many). For each group the K/V blocks of every sequence are gathered
+with one ``index_select`` into a reused workspace (fresh multi-MB tensors cost page faults on
+every step on CPU), then:
+
+- decode: scores are one broadcast matmul per block, ``q [B,1,kvH,G,D] @ K [B,nb,kvH,D,bs]``,
+  softmax over all of a sequence's keys, and ``P @ V`` summed over blocks; no GQA copies.
+- prefill: K/V are laid out as ``[B, kvH, L, D]`` and fed to SDPA with a causal-and-length mask.
+
+Masks keep every query to keys at positions <= its own inside its own sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AttnGroup:
+    """Index tensors of one group of sequences (all on the model's device).
+
+    ``token_index[b, i]`` is the flat token row of query i of sequence b (0 on padding);
+    ``valid[b, i]`` marks real queries; ``flat_index == token_index[valid]``.
+    """
+
+    token_index: torch.Tensor  # [B, max_q] int64
+    valid: torch.Tensor  # [B, max_q] bool
+    flat_index: torch.Tensor  # [num_valid] int64
+    block_ids: torch.Tensor  # [B * max_blocks] int64, block tables padded with block 0
+    mask: torch.Tensor  # [B, 1, max_q, max_blocks * block_size] bool, True = attend
+    num_seqs: int
+    max_q: int
+    max_blocks: int
+
+
+@dataclass(frozen=True)
+class AttnMetadata:
+    slot_block: torch.Tensor  # [T] int64 KV block of every new token
+    slot_offset: torch.Tensor  # [T] int64 its slot inside that block
+    groups: tuple[AttnGroup, ...]
+
+
+def build_group(
+    starts: list[int],
+    q_lens: list[int],
+    num_computed: list[int],
+    block_tables: list[list[int]],
+    block_size: int,
+    device: torch.device,
+) -> AttnGroup:
+    """Index tensors for sequences whose new tokens sit at flat rows starts[b]..+q_lens[b]."""
+    max_q = max(q_lens)
+    max_blocks = max(len(bt) for bt in block_tables)
+    flat_bt = [0] * (len(block_tables) * max_blocks)
+    for i, row in enumerate(block_tables):
+        flat_bt[i * max_blocks : i * max_blocks + len(row)] = row
+    starts_t = torch.tensor(starts, dtype=torch.int64)[:, None]
+    qlen_t = torch.tensor(q_lens, dtype=torch.int64)[:, None]
+    done_t = torch.tensor(num_computed, dtype=torch.int64)[:, None]
+    ar = torch.arange(max_q, dtype=torch.int64)[None, :]
+    valid = ar < qlen_t
+    token_index = torch.where(valid, starts_t + ar, 0)
+    q_pos = torch.where(valid, done_t + ar, 0)  # padded queries see key 0 only (no NaN rows)
+    k_pos = torch.arange(max_blocks * block_size, dtype=torch.int64)
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None])[:, None]
+    return AttnGroup(
+        token_index=token_index.to(device),
+        valid=valid.to(device),
+        flat_index=token_index[valid].to(device),
+        block_ids=torch.tensor(flat_bt, dtype=torch.int64, device=device),
+        mask=mask.to(device),
+        num_seqs=len(starts),
+        max_q=max_q,
+        max_blocks=max_blocks,
+    )
+
+
+class Workspace:
+    """Reused gather buffers, grown on demand (one pair per model, shared by all layers)."""
+
+    def __init__(self) -> None:
+        self._buf: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        n = 1
+        for s in shape:
+            n *= s
+        b = self._buf.get(name)
+        if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+            b = torch.empty(
+                max(n, 2 * (b.numel() if b is not None else 0)),
+                dtype=like.dtype,
+                device=like.device,
+            )
+            self._buf[name] = b
+        return b[:n].view(shape)
+
+
+def _gather(cache: torch.Tensor, g: AttnGroup, ws: Workspace, name: str) -> torch.Tensor:
+    """Blocks of the group -> [B, max_blocks, kvH, bs, D] (a workspace view)."""
+    _, kvh, bs, d = cache.shape
+    out = ws.get(name, (g.block_ids.shape[0], kvh, bs, d), cache)
+    torch.index_select(cache, 0, g.block_ids, out=out)
+    return out.view(g.num_seqs, g.max_blocks, kvh, bs, d)
+
+
+def _decode(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
+    B, nb, kvh, bs, d = k.shape
+    grp = q.shape[1] // kvh
+    s = torch.matmul(q.view(B, 1, kvh, grp, d), k.transpose(-1, -2))  # [B,nb,kvH,G,bs]
+    s = s.permute(0, 2, 3, 1, 4).reshape(B, kvh, grp, nb * bs).float() * scale
+    s = s.masked_fill(~g.mask.view(B, 1, 1, nb * bs), float("-inf"))
+    p = s.softmax(-1).to(q.dtype).view(B, kvh, grp, nb, bs).permute(0, 3, 1, 2, 4)
+    return torch.matmul(p, v).sum(1).view(B, kvh * grp, d)  # [B, H, D]
+
+
+def _prefill(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
+    B, nb, kvh, bs, d = k.shape
+    k = k.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
+    v = v.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
+    qg = q[g.token_index].transpose(1, 2)  # [B, H, max_q, D]
+    o = F.scaled_dot_product_attention(
+        qg, k, v, attn_mask=g.mask, scale=scale, enable_gqa=kvh != qg.shape[1]
+    )
+    return o.transpose(1, 2)[g.valid]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttnMetadata,
+    scale: float,
+    ws: Workspace,
+) -> torch.Tensor:
+    """Attention of new queries ``q`` [T, H, D] over the paged cache (new K/V already written).
+
+    Returns [T, H, D]. The cache views are [num_blocks, kv_heads, block_size, D].
+    """
+    out = torch.empty_like(q)
+    for g in meta.groups:
+        k = _gather(k_cache, g, ws, "k")
+        v = _gather(v_cache, g, ws, "v")
+        if g.max_q == 1:
+            out[g.flat_index] = _decode(q[g.flat_index], k, v, g, scale)
+        else:
+            out[g.flat_index] = _prefill(q, k, v, g, scale)
+    return out

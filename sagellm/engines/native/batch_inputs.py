@@ -1,0 +1,73 @@
+"""Turns a scheduled batch into the flat tensors one forward needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sagellm.engines.native.attention import AttnMetadata, build_group
+from sagellm.engines.native.scheduler import ScheduledBatch
+from sagellm.engines.native.sequence import Sequence
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    input_ids: torch.Tensor  # [T]
+    positions: torch.Tensor  # [T]
+    meta: AttnMetadata
+    logits_index: torch.Tensor  # rows of the flat batch whose logits are sampled
+    sampled_seqs: list[Sequence]  # the sequences those rows belong to, same order
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    attended_tokens: int  # sum over new tokens of the keys each attends to (for FLOPs)
+
+
+def build_inputs(batch: ScheduledBatch, block_size: int, device: torch.device) -> BatchInputs:
+    ids: list[int] = []
+    pos: list[int] = []
+    slot_block: list[int] = []
+    logits_rows: list[int] = []
+    sampled: list[Sequence] = []
+    groups: dict[bool, tuple[list, list, list, list]] = {
+        True: ([], [], [], []),
+        False: ([], [], [], []),
+    }
+    attended = 0
+    num_prefill = 0
+    for seq, n in batch.items:
+        start = len(ids)
+        c = seq.num_computed_tokens
+        ids.extend(seq.token_ids[c : c + n])
+        pos.extend(range(c, c + n))
+        bt = seq.block_ids
+        slot_block.extend(bt[p // block_size] for p in range(c, c + n))
+        g = groups[n == 1]
+        g[0].append(start)
+        g[1].append(n)
+        g[2].append(c)
+        g[3].append(bt)
+        attended += n * c + n * (n + 1) // 2
+        if n > 1:
+            num_prefill += n
+        if c + n == len(seq.token_ids):
+            logits_rows.append(start + n - 1)
+            sampled.append(seq)
+    positions = torch.tensor(pos, dtype=torch.int64, device=device)
+    meta = AttnMetadata(
+        slot_block=torch.tensor(slot_block, dtype=torch.int64, device=device),
+        slot_offset=positions % block_size,
+        groups=tuple(
+            build_group(*g, block_size=block_size, device=device) for g in groups.values() if g[0]
+        ),
+    )
+    return BatchInputs(
+        input_ids=torch.tensor(ids, dtype=torch.int64, device=device),
+        positions=positions,
+        meta=meta,
+        logits_index=torch.tensor(logits_rows, dtype=torch.int64, device=device),
+        sampled_seqs=sampled,
+        num_prefill_tokens=num_prefill,
+        num_decode_tokens=len(ids) - num_prefill,
+        attended_tokens=attended,
+    )

@@ -1,0 +1,352 @@
+"""NativeEngine: the embedded default engine (real weights, paged KV, continuous batching)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence as Seq
+from pathlib import Path
+
+import torch
+
+from sagellm.core.config import EngineConfig, ModelConfig
+from sagellm.core.errors import InvalidRequestError
+from sagellm.core.types import (
+    Request,
+    RequestId,
+    RequestMetrics,
+    RequestOutput,
+    SamplingParams,
+    StepMetrics,
+)
+from sagellm.engines.native.batch_inputs import build_inputs
+from sagellm.engines.native.kv_cache import BlockAllocator, PagedKVCache
+from sagellm.engines.native.model import DecoderModel
+from sagellm.engines.native.runtime import tune_malloc
+from sagellm.engines.native.sampler import sample
+from sagellm.engines.native.scheduler import Scheduler
+from sagellm.engines.native.sequence import SeqStatus, Sequence
+from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
+from sagellm.engines.native.weights import load_checkpoint
+from sagellm.models import resolve_model_path
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidRequestError("engine.device is 'cuda' but CUDA is not available")
+    return torch.device(name)
+
+
+class NativeEngine:
+    """Runs a Llama/Qwen2/Qwen3 checkpoint over a paged KV cache with continuous batching.
+
+    Use ``add_request`` + ``step`` for streaming, or ``generate`` for a blocking batch.
+    Invariant after every step: KV blocks in use == sum of running sequences' block tables.
+    """
+
+    capabilities = frozenset(
+        {"continuous_batching", "chunked_prefill", "preemption_recompute", "streaming", "abort"}
+    )
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        tune_malloc()
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = _device(cfg.device)
+        self.dtype = _DTYPES[cfg.model.dtype]
+        path = resolve_model_path(cfg.model.path)
+        ckpt = load_checkpoint(path, self.dtype)
+        self.arch = ckpt.arch
+        self.model = DecoderModel(ckpt.arch, ckpt.state_dict, self.dtype, self.device)
+        del ckpt
+        self.tokenizer: Tokenizer | None = self._tokenizer(path, cfg.model)
+        self.max_model_len = cfg.max_model_len_tokens or self.arch.max_position_embeddings
+        bs = cfg.block_size_tokens
+        bytes_per_block = bs * self.arch.kv_bytes_per_token(self.dtype)
+        num_blocks = cfg.num_kv_blocks or max(1, cfg.kv_cache_bytes // bytes_per_block)
+        self.cache = PagedKVCache(
+            self.arch.num_layers,
+            num_blocks,
+            bs,
+            self.arch.num_kv_heads,
+            self.arch.head_dim,
+            self.dtype,
+            self.device,
+        )
+        self.allocator = BlockAllocator(num_blocks)
+        self.scheduler = Scheduler(
+            self.allocator,
+            bs,
+            cfg.max_num_seqs,
+            cfg.max_num_batched_tokens,
+            cfg.enable_chunked_prefill,
+        )
+        eos = set(self.arch.eos_token_ids)
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self._seqs: dict[RequestId, Sequence] = {}
+        self._metrics: dict[RequestId, RequestMetrics] = {}
+        self._steps: list[StepMetrics] = []
+        self._pending_outputs: list[RequestOutput] = []
+        self._ids = itertools.count()
+        # Debug/oracle hook: when True, the fp32 logits each request was sampled from are kept
+        # in ``recorded_logits[request_id]`` (one [vocab] tensor per output token).
+        self.record_logits = False
+        self.recorded_logits: dict[RequestId, list[torch.Tensor]] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> NativeEngine:
+        """Shorthand: ``NativeEngine.from_pretrained(path, dtype="bfloat16", num_kv_blocks=64)``."""
+        model_keys = {"dtype", "tokenizer"}
+        model = ModelConfig(
+            path=str(path), **{k: v for k, v in overrides.items() if k in model_keys}
+        )
+        rest = {k: v for k, v in overrides.items() if k not in model_keys}
+        return cls(EngineConfig(model=model, **rest))
+
+    @staticmethod
+    def _tokenizer(path: Path, mcfg: ModelConfig) -> Tokenizer | None:
+        has_tok = path.suffix == ".gguf" or (path / "tokenizer.json").exists() or mcfg.tokenizer
+        return load_tokenizer(path, mcfg.tokenizer) if has_tok else None
+
+    # ------------------------------------------------------------------ admission
+
+    def clock(self) -> float:
+        return time.perf_counter()
+
+    def add_request(self, request: Request) -> None:
+        """Validate and queue ``request``; raise :class:`InvalidRequestError` if it cannot run."""
+        self._validate(request)
+        now = self.clock()
+        arrival = request.arrival_s if request.arrival_s is not None else now
+        metrics = RequestMetrics(request.request_id, arrival, len(request.prompt_token_ids))
+        sp = request.sampling
+        gen = None
+        if not sp.greedy:
+            gen = torch.Generator().manual_seed(
+                sp.seed if sp.seed is not None else self.config.seed * 1_000_003 + next(self._ids)
+            )
+        seq = Sequence(
+            request=request,
+            token_ids=list(request.prompt_token_ids),
+            num_prompt_tokens=len(request.prompt_token_ids),
+            metrics=metrics,
+            generator=gen,
+            max_len_tokens=self.max_model_len,
+        )
+        self._seqs[request.request_id] = seq
+        self._metrics[request.request_id] = metrics
+        self.scheduler.add(seq)
+
+    def _validate(self, request: Request) -> None:
+        rid = request.request_id
+        if rid in self._seqs:
+            raise InvalidRequestError(f"request_id {rid!r} is already in use")
+        try:
+            request.sampling.validate()
+        except ValueError as err:
+            raise InvalidRequestError(f"request {rid!r}: {err}") from None
+        n = len(request.prompt_token_ids)
+        if n == 0:
+            raise InvalidRequestError(f"request {rid!r}: prompt is empty (need >= 1 token)")
+        if n >= self.max_model_len:
+            raise InvalidRequestError(
+                f"request {rid!r}: prompt has {n} tokens; the context is "
+                f"max_model_len_tokens={self.max_model_len}, leaving no room to generate"
+            )
+        bad = [t for t in request.prompt_token_ids if not 0 <= t < self.arch.vocab_size]
+        if bad:
+            raise InvalidRequestError(
+                f"request {rid!r}: token ids {bad[:5]} outside [0, {self.arch.vocab_size})"
+            )
+        total = min(n + request.sampling.max_tokens, self.max_model_len)
+        need = -(-total // self.config.block_size_tokens)
+        if need > self.allocator.num_blocks:
+            raise InvalidRequestError(
+                f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
+                f"only {self.allocator.num_blocks}; raise num_kv_blocks or kv_cache_bytes"
+            )
+
+    def abort(self, request_id: RequestId) -> bool:
+        """Stop a request; its final output (finish_reason "abort") comes with the next step."""
+        seq = self._seqs.get(request_id)
+        if seq is None or seq.status is SeqStatus.FINISHED:
+            return False
+        self.scheduler.release(seq)
+        self._finish(seq, "abort")
+        self._pending_outputs.append(RequestOutput(request_id, [], True, "abort"))
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished() or bool(self._pending_outputs)
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run one batched forward, sample, and return this step's deltas."""
+        outputs, self._pending_outputs = self._pending_outputs, []
+        t0 = self.clock()
+        batch = self.scheduler.schedule()
+        if not batch.items:
+            return outputs
+        for seq, _ in batch.items:
+            if seq.metrics.scheduled_s is None:
+                seq.metrics.scheduled_s = t0
+        inputs = build_inputs(batch, self.config.block_size_tokens, self.device)
+        t1 = self.clock()
+        try:
+            logits = self.model.forward(
+                inputs.input_ids, inputs.positions, inputs.meta, self.cache, inputs.logits_index
+            )
+        except RuntimeError as err:  # e.g. out of memory: fail this batch, keep serving
+            return outputs + self._fail_batch([s for s, _ in batch.items], err)
+        t2 = self.clock()
+        for seq, n in batch.items:
+            seq.num_computed_tokens += n
+        seqs = inputs.sampled_seqs
+        tokens = (
+            sample(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+            if seqs
+            else []
+        )
+        t3 = self.clock()
+        if self.record_logits:
+            for j, seq in enumerate(seqs):
+                self.recorded_logits.setdefault(seq.request_id, []).append(logits[j].cpu())
+        for seq, tok in zip(seqs, tokens, strict=True):
+            outputs.append(self._append_token(seq, tok, t3))
+        self._steps.append(self._step_metrics(batch, inputs, t0, t1, t2, t3))
+        return outputs
+
+    def _append_token(self, seq: Sequence, tok: int, now: float) -> RequestOutput:
+        seq.token_ids.append(tok)
+        m = seq.metrics
+        if m.first_token_s is None:
+            m.first_token_s = now
+        m.token_times_s.append(now)
+        m.num_output_tokens = seq.num_output_tokens
+        sp = seq.request.sampling
+        reason = None
+        if tok in sp.stop_token_ids or (not sp.ignore_eos and tok in self.eos_token_ids):
+            reason = "stop"
+        elif seq.num_output_tokens >= sp.max_tokens or len(seq.token_ids) >= seq.max_len_tokens:
+            reason = "length"
+        if reason is not None:
+            self.scheduler.release(seq)
+            self._finish(seq, reason)
+        return RequestOutput(seq.request_id, [tok], reason is not None, reason)
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = reason
+        seq.metrics.finished_s = self.clock()
+        seq.metrics.finish_reason = reason
+
+    def _fail_batch(self, seqs: list[Sequence], err: Exception) -> list[RequestOutput]:
+        out = []
+        for seq in seqs:
+            self.scheduler.release(seq)
+            self._finish(seq, "error")
+            out.append(RequestOutput(seq.request_id, [], True, "error", error=str(err)))
+        return out
+
+    def _step_metrics(self, batch, inputs, t0, t1, t2, t3) -> StepMetrics:
+        arch = self.arch
+        T = batch.num_tokens
+        n_logits = len(inputs.sampled_seqs)
+        flops = (
+            2.0 * arch.num_params * T
+            + 4.0 * arch.num_layers * arch.num_heads * arch.head_dim * inputs.attended_tokens
+            + 2.0 * arch.vocab_size * arch.hidden_size * n_logits
+        )
+        # num_computed_tokens already includes this step's tokens: every key read once
+        kv_read = sum(s.num_computed_tokens for s, _ in batch.items) * arch.kv_bytes_per_token(
+            self.dtype
+        )
+        return StepMetrics(
+            step=len(self._steps),
+            start_s=t0,
+            num_seqs=len(batch.items),
+            num_batched_tokens=T,
+            num_prefill_tokens=inputs.num_prefill_tokens,
+            num_decode_tokens=inputs.num_decode_tokens,
+            schedule_s=t1 - t0,
+            compute_s=t2 - t1,
+            sample_s=t3 - t2,
+            flops=flops,
+            bytes_moved=float(self.model.num_weight_bytes + kv_read),
+            num_preempted=len(batch.preempted),
+            num_waiting=len(self.scheduler.waiting),
+            kv_blocks_used=self.allocator.num_used,
+        )
+
+    # ------------------------------------------------------------------ conveniences
+
+    def generate(
+        self,
+        prompts: Seq[str] | Seq[list[int]],
+        sampling: SamplingParams | Seq[SamplingParams] | None = None,
+        chat: bool | None = None,
+    ) -> list[list[int]]:
+        """Run ``prompts`` (texts or token id lists) to completion; return output token ids.
+
+        Texts are chat-templated when the model has a template (``chat=False`` turns it off).
+        All requests are validated before any is queued.
+        """
+        if sampling is None or isinstance(sampling, SamplingParams):
+            sampling = [sampling or SamplingParams()] * len(prompts)
+        if len(sampling) != len(prompts):
+            raise InvalidRequestError(
+                f"got {len(sampling)} sampling params for {len(prompts)} prompts"
+            )
+        reqs = []
+        for p, sp in zip(prompts, sampling, strict=True):
+            ids = self.encode(p, chat) if isinstance(p, str) else list(p)
+            rid = f"gen-{next(self._ids)}"
+            reqs.append(Request(rid, ids, sp))
+        for r in reqs:
+            self._validate(r)
+        for r in reqs:
+            self.add_request(r)
+        while any(self._seqs[r.request_id].status is not SeqStatus.FINISHED for r in reqs):
+            self.step()
+        return [self._seqs[r.request_id].output_token_ids for r in reqs]
+
+    def encode(self, text: str, chat: bool | None = None) -> list[int]:
+        if self.tokenizer is None:
+            raise InvalidRequestError("this checkpoint has no tokenizer; pass token ids instead")
+        return self.tokenizer.encode_prompt(text, chat)
+
+    def output_token_ids(self, request_id: RequestId) -> list[int]:
+        return self._seqs[request_id].output_token_ids
+
+    def request_metrics(self) -> list[RequestMetrics]:
+        return list(self._metrics.values())
+
+    def step_metrics(self) -> list[StepMetrics]:
+        return list(self._steps)
+
+    def reset_metrics(self) -> None:
+        """Forget finished requests and past step metrics (e.g. after a warm-up)."""
+        self._steps.clear()
+        done = [r for r, s in self._seqs.items() if s.status is SeqStatus.FINISHED]
+        for r in done:
+            del self._seqs[r]
+            del self._metrics[r]
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "num_steps": float(len(self._steps)),
+            "num_kv_blocks": float(self.allocator.num_blocks),
+            "num_kv_blocks_used": float(self.allocator.num_used),
+            "kv_cache_bytes": float(self.cache.num_bytes),
+            "num_waiting": float(len(self.scheduler.waiting)),
+            "num_running": float(len(self.scheduler.running)),
+            "weight_bytes": float(self.model.num_weight_bytes),
+        }

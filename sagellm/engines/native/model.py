@@ -1,0 +1,165 @@
+"""The Llama / Qwen2 / Qwen3 decoder as plain tensor code over the paged KV cache.
+
+Weights are fused per layer (q|k|v into one matrix, gate|up into one) so a layer is four GEMMs
+over all of the step's tokens at once. Numerics follow HF transformers: RMSNorm in fp32 then
+cast, RoPE cos/sin computed in fp32 and cast to the model dtype, logits in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sagellm.core.errors import ModelLoadError
+from sagellm.engines.native.arch import ModelArch
+from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
+from sagellm.engines.native.kv_cache import PagedKVCache
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor  # [(H + 2 * kvH) * D, hidden]
+    qkv_bias: torch.Tensor | None
+    q_norm: torch.Tensor | None  # Qwen3
+    k_norm: torch.Tensor | None
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2 * I, hidden]
+    down: torch.Tensor
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+def _write_kv(cache: torch.Tensor, meta: AttnMetadata, x: torch.Tensor) -> None:
+    """Scatter new K or V rows ``x`` [T, kvH, D] into ``cache`` [blocks, kvH, bs, D]."""
+    cache[meta.slot_block, :, meta.slot_offset] = x
+
+
+class DecoderModel:
+    """Holds the weights; ``forward`` runs one batched step for all scheduled tokens."""
+
+    def __init__(
+        self,
+        arch: ModelArch,
+        state_dict: dict[str, torch.Tensor],
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.arch, self.dtype, self.device = arch, dtype, device
+        sd = state_dict
+
+        def take(name: str, required: bool = True) -> torch.Tensor | None:
+            t = sd.get(name)
+            if t is None:
+                if required:
+                    raise ModelLoadError(f"checkpoint lacks tensor {name!r}")
+                return None
+            return t.to(device=device, dtype=dtype).contiguous()
+
+        def cat(names: list[str], required: bool = True) -> torch.Tensor | None:
+            parts = [take(n, required) for n in names]
+            if any(p is None for p in parts):
+                return None
+            return torch.cat(parts, dim=0).contiguous()
+
+        self.embed = take("model.embed_tokens.weight")
+        self.norm = take("model.norm.weight")
+        lm = take("lm_head.weight", required=not arch.tie_word_embeddings)
+        self.lm_head = lm if lm is not None else self.embed
+        self.layers: list[LayerWeights] = []
+        for i in range(arch.num_layers):
+            p = f"model.layers.{i}."
+            a, m = p + "self_attn.", p + "mlp."
+            qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
+            self.layers.append(
+                LayerWeights(
+                    input_norm=take(p + "input_layernorm.weight"),
+                    qkv=cat([n + ".weight" for n in qkv]),
+                    qkv_bias=cat([n + ".bias" for n in qkv], required=False),
+                    q_norm=take(a + "q_norm.weight", required=arch.qk_norm),
+                    k_norm=take(a + "k_norm.weight", required=arch.qk_norm),
+                    o=take(a + "o_proj.weight"),
+                    o_bias=take(a + "o_proj.bias", required=False),
+                    post_norm=take(p + "post_attention_layernorm.weight"),
+                    gate_up=cat([m + "gate_proj.weight", m + "up_proj.weight"]),
+                    down=take(m + "down_proj.weight"),
+                )
+            )
+        if any(k.startswith("model.layers.") and k.endswith("mlp.gate_proj.bias") for k in sd):
+            raise ModelLoadError("mlp_bias=true checkpoints are not supported yet")
+        self.scale = arch.head_dim**-0.5
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.workspace = Workspace()
+
+    @property
+    def num_weight_bytes(self) -> int:
+        n = sum(t.numel() for lw in self.layers for t in (lw.qkv, lw.o, lw.gate_up, lw.down))
+        return (n + self.lm_head.numel()) * self.lm_head.element_size()
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        need = int(positions.max()) + 1
+        if self._rope_cache is None or self._rope_cache[0].shape[0] < need:
+            n = max(need, 4096, 2 * (self._rope_cache[0].shape[0] if self._rope_cache else 0))
+            t = torch.arange(n, dtype=torch.int64, device=self.device).float()
+            freqs = t[:, None] * self.arch.inv_freq.to(self.device)[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            s = self.arch.rope_attention_scaling
+            self._rope_cache = (
+                (emb.cos() * s).to(self.dtype),
+                (emb.sin() * s).to(self.dtype),
+            )
+        cos, sin = self._rope_cache
+        return cos[positions][:, None, :], sin[positions][:, None, :]
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttnMetadata,
+        cache: PagedKVCache,
+        logits_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run all new tokens [T] through the model, writing their K/V into ``cache``.
+
+        Returns fp32 logits [len(logits_index), vocab] for the rows in ``logits_index``.
+        """
+        arch = self.arch
+        H, kvH, D, eps = arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.rms_norm_eps
+        T = input_ids.shape[0]
+        cos, sin = self._rope(positions)
+        x = F.embedding(input_ids, self.embed)
+        for i, lw in enumerate(self.layers):
+            h = _rms_norm(x, lw.input_norm, eps)
+            qkv = F.linear(h, lw.qkv, lw.qkv_bias)
+            q = qkv[:, : H * D].view(T, H, D)
+            k = qkv[:, H * D : (H + kvH) * D].view(T, kvH, D)
+            v = qkv[:, (H + kvH) * D :].view(T, kvH, D)
+            if lw.q_norm is not None:
+                q = _rms_norm(q, lw.q_norm, eps)
+                k = _rms_norm(k, lw.k_norm, eps)
+            q = _rotate(q, cos, sin)
+            k = _rotate(k, cos, sin)
+            k_cache, v_cache = cache.layer(i)
+            _write_kv(k_cache, meta, k)
+            _write_kv(v_cache, meta, v)
+            attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace)
+            x = x + F.linear(attn.view(T, H * D), lw.o, lw.o_bias)
+            h = _rms_norm(x, lw.post_norm, eps)
+            gu = F.linear(h, lw.gate_up)
+            g, u = gu.chunk(2, dim=-1)
+            x = x + F.linear(F.silu(g) * u, lw.down)
+        h = _rms_norm(x[logits_index], self.norm, eps)
+        return F.linear(h, self.lm_head).float()

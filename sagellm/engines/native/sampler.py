@@ -1,0 +1,44 @@
+"""Token selection: greedy rows by one batched argmax; sampled rows by temperature, top-k and
+top-p filtering done batched, then one draw per row from that request's own generator (so a
+seeded request gives the same tokens whatever else is in the batch)."""
+
+from __future__ import annotations
+
+import torch
+
+from sagellm.core.types import SamplingParams
+
+
+def _filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
+    """Mask logits outside each row's top-k and top-p nucleus to -inf. [N, V] -> [N, V]."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    V = logits.shape[-1]
+    ranks = torch.arange(V, device=logits.device)[None, :]
+    drop = ranks >= top_k[:, None]
+    probs = sorted_logits.softmax(dim=-1)
+    cum_before = probs.cumsum(dim=-1) - probs  # mass strictly above this token
+    drop |= cum_before >= top_p[:, None]
+    drop[:, 0] = False  # always keep the most likely token
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def sample(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+) -> list[int]:
+    """Pick one token per row of fp32 ``logits`` [N, V]."""
+    out = logits.argmax(dim=-1)
+    rows = [i for i, p in enumerate(params) if not p.greedy]
+    if rows:
+        idx = torch.tensor(rows, device=logits.device)
+        sub = logits[idx]
+        temp = torch.tensor([params[i].temperature for i in rows], device=logits.device)
+        top_k = torch.tensor([params[i].top_k or sub.shape[-1] for i in rows], device=logits.device)
+        top_p = torch.tensor([params[i].top_p for i in rows], device=logits.device)
+        sub = _filter_top_k_top_p(sub / temp[:, None], top_k, top_p)
+        probs = sub.softmax(dim=-1).cpu()
+        for j, i in enumerate(rows):
+            out[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]))
+    return out.tolist()

@@ -1,0 +1,54 @@
+"""Per-request state inside the native engine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from sagellm.core.types import BlockId, FinishReason, Request, RequestMetrics
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Sequence:
+    """A request plus its tokens, KV blocks and progress.
+
+    Invariants: ``num_computed_tokens <= len(token_ids)``; the KV of ``token_ids[:num_computed]``
+    is in ``block_ids`` (``len(block_ids) * block_size >= num_computed_tokens``). On preemption
+    by recompute ``num_computed_tokens`` drops to 0 and the blocks are freed; tokens are kept.
+    """
+
+    request: Request
+    token_ids: list[int]
+    num_prompt_tokens: int
+    metrics: RequestMetrics
+    generator: torch.Generator | None
+    block_ids: list[BlockId] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    status: SeqStatus = SeqStatus.WAITING
+    finish_reason: FinishReason | None = None
+    max_len_tokens: int = 0  # stop when len(token_ids) reaches this (context limit)
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens whose KV is not computed yet (1 for a decoding sequence)."""
+        return len(self.token_ids) - self.num_computed_tokens

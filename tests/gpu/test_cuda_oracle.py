@@ -1,0 +1,31 @@
+"""The native engine on CUDA (run on a lent GPU machine; skipped without CUDA)."""
+
+import pytest
+import torch
+
+from sagellm.core.types import SamplingParams
+from sagellm.engines.native import NativeEngine
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_cuda_greedy_equals_hf_cpu(tiny_checkpoint, family):
+    model, folder = tiny_checkpoint(family)
+    engine = NativeEngine.from_pretrained(
+        folder, device="cuda", block_size_tokens=4, max_num_batched_tokens=16
+    )
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, 256, (n,), generator=g).tolist() for n in (5, 17, 40)]
+    outs = engine.generate(prompts, SamplingParams(max_tokens=10, ignore_eos=True))
+    for p, o in zip(prompts, outs, strict=True):
+        ref = model.generate(
+            torch.tensor([p]), max_new_tokens=10, min_new_tokens=10, do_sample=False
+        )[0, len(p) :].tolist()
+        assert o == ref
+
+
+def test_cuda_smollm2_answers():
+    engine = NativeEngine.from_pretrained("smollm2-135m-instruct", device="cuda")
+    out = engine.generate(["What is the capital of France?"], SamplingParams(max_tokens=12))
+    assert "Paris" in engine.tokenizer.decode(out[0])
