@@ -40,8 +40,7 @@ class AttnGroup:
 
 @dataclass(frozen=True)
 class AttnMetadata:
-    slot_block: torch.Tensor  # [T] int64 KV block of every new token
-    slot_offset: torch.Tensor  # [T] int64 its slot inside that block
+    kv_rows: torch.Tensor  # [T * kvH] int64 row of each new (token, kv head) in cache.view(-1, D)
     groups: tuple[AttnGroup, ...]
 
 

@@ -23,7 +23,9 @@ class BatchInputs:
     attended_tokens: int  # sum over new tokens of the keys each attends to (for FLOPs)
 
 
-def build_inputs(batch: ScheduledBatch, block_size: int, device: torch.device) -> BatchInputs:
+def build_inputs(
+    batch: ScheduledBatch, block_size: int, num_kv_heads: int, device: torch.device
+) -> BatchInputs:
     ids: list[int] = []
     pos: list[int] = []
     slot_block: list[int] = []
@@ -54,9 +56,14 @@ def build_inputs(batch: ScheduledBatch, block_size: int, device: torch.device) -
             logits_rows.append(start + n - 1)
             sampled.append(seq)
     positions = torch.tensor(pos, dtype=torch.int64, device=device)
+    blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
+    heads = torch.arange(num_kv_heads, dtype=torch.int64, device=device)
+    # cache row of (token t, head h) in a [blocks, kvH, bs, D] cache viewed as [-1, D]
+    kv_rows = (blocks[:, None] * num_kv_heads + heads) * block_size + (positions % block_size)[
+        :, None
+    ]
     meta = AttnMetadata(
-        slot_block=torch.tensor(slot_block, dtype=torch.int64, device=device),
-        slot_offset=positions % block_size,
+        kv_rows=kv_rows.flatten(),
         groups=tuple(
             build_group(*g, block_size=block_size, device=device) for g in groups.values() if g[0]
         ),

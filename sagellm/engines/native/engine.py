@@ -198,7 +198,9 @@ class NativeEngine:
         for seq, _ in batch.items:
             if seq.metrics.scheduled_s is None:
                 seq.metrics.scheduled_s = t0
-        inputs = build_inputs(batch, self.config.block_size_tokens, self.device)
+        inputs = build_inputs(
+            batch, self.config.block_size_tokens, self.arch.num_kv_heads, self.device
+        )
         t1 = self.clock()
         try:
             logits = self.model.forward(

@@ -32,6 +32,20 @@ class LayerWeights:
     down: torch.Tensor
 
 
+# Row counts for which ``(W @ x.T).T`` beats ``F.linear(x, W)`` on CPU: MKL/oneDNN pick better
+# kernels for that tall-skinny product (measured fp32 1.3-1.7x at 4-64 rows, bf16 1.1-1.4x at
+# 16-64). From 256 rows both reach the GEMM peak and the transposed output only slows the
+# elementwise ops after it, so plain F.linear is used there.
+_TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)}
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    if x.device.type == "cpu" and x.shape[0] in _TRANSPOSED_ROWS.get(x.dtype, ()):
+        y = torch.matmul(w, x.t()).t()
+        return y + b if b is not None else y
+    return F.linear(x, w, b)
+
+
 def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
@@ -44,7 +58,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 def _write_kv(cache: torch.Tensor, meta: AttnMetadata, x: torch.Tensor) -> None:
     """Scatter new K or V rows ``x`` [T, kvH, D] into ``cache`` [blocks, kvH, bs, D]."""
-    cache[meta.slot_block, :, meta.slot_offset] = x
+    cache.view(-1, cache.shape[-1]).index_copy_(0, meta.kv_rows, x.reshape(-1, x.shape[-1]))
 
 
 class DecoderModel:
@@ -143,7 +157,7 @@ class DecoderModel:
         x = F.embedding(input_ids, self.embed)
         for i, lw in enumerate(self.layers):
             h = _rms_norm(x, lw.input_norm, eps)
-            qkv = F.linear(h, lw.qkv, lw.qkv_bias)
+            qkv = _linear(h, lw.qkv, lw.qkv_bias)
             q = qkv[:, : H * D].view(T, H, D)
             k = qkv[:, H * D : (H + kvH) * D].view(T, kvH, D)
             v = qkv[:, (H + kvH) * D :].view(T, kvH, D)
@@ -156,10 +170,10 @@ class DecoderModel:
             _write_kv(k_cache, meta, k)
             _write_kv(v_cache, meta, v)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace)
-            x = x + F.linear(attn.view(T, H * D), lw.o, lw.o_bias)
+            x = x + _linear(attn.view(T, H * D), lw.o, lw.o_bias)
             h = _rms_norm(x, lw.post_norm, eps)
-            gu = F.linear(h, lw.gate_up)
+            gu = _linear(h, lw.gate_up)
             g, u = gu.chunk(2, dim=-1)
-            x = x + F.linear(F.silu(g) * u, lw.down)
+            x = x + _linear(F.silu(g) * u, lw.down)
         h = _rms_norm(x[logits_index], self.norm, eps)
-        return F.linear(h, self.lm_head).float()
+        return _linear(h, self.lm_head).float()
