@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/sagellm bench --preset ci --dtype float32 bfloat16 --compare-hf
+	$(BIN)/sagellm bench --offline --preset w1 --dtype float32 bfloat16 --compare-hf
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``sagellm`` command: generate, demo, bench."""
+"""The ``sagellm`` command: generate, demo, bench, gate, report, sweep."""
 
 from __future__ import annotations
 
@@ -58,6 +58,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.offline:
+        return _offline_bench(args)
+    from sagellm.benchmarks.config import load_benchmark_config
+    from sagellm.benchmarks.runner import BenchmarkRunner
+
+    cfg = load_benchmark_config(args.config or args.preset)
+    res = BenchmarkRunner().run(cfg, results_root=args.results)
+    m = res.metrics
+    for k in ("output_throughput_tok_per_s", "p50_ttft_s", "p50_tpot_s", "mfu", "kv_hit_rate"):
+        v = m.get(k)
+        print(f"{k:>28}: {'n/a' if v is None else f'{v:.4g}'}")
+    print(f"output tokens/s: {m['output_throughput_tok_per_s']:.1f}")
+    print(f"results written to {res.run_dir}")
+    return 0
+
+
+def _offline_bench(args: argparse.Namespace) -> int:
     from sagellm.benchmarks.quick import format_result, run_quick_bench
 
     overrides = {
@@ -71,7 +88,7 @@ def _bench(args: argparse.Namespace) -> int:
     }
     for dtype in args.dtype:
         r = run_quick_bench(
-            args.preset,
+            args.preset if args.preset != "ci" else "w1",
             model=args.model,
             dtype=dtype,
             compare_hf=args.compare_hf,
@@ -80,6 +97,53 @@ def _bench(args: argparse.Namespace) -> int:
         )
         print(format_result(r))
         print(f"output tokens/s ({dtype}): {r.native_output_tok_per_s:.1f}")
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from sagellm.benchmarks.ci_gate import compare, format_table, load_metrics
+
+    if args.current:
+        current = load_metrics(args.current)
+    else:
+        from sagellm.benchmarks.config import load_benchmark_config
+        from sagellm.benchmarks.runner import BenchmarkRunner
+
+        res = BenchmarkRunner(progress=False).run(
+            load_benchmark_config(args.preset), results_root=args.results
+        )
+        current = res.metrics
+        print(f"current run: {res.run_dir}")
+        if args.update_baseline:
+            Path(args.baseline).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(res.run_dir / "metrics.json", args.baseline)
+            print(f"baseline updated: {args.baseline}")
+            return 0
+    rows = compare(load_metrics(args.baseline), current)
+    print(format_table(rows))
+    failed = [r.metric for r in rows if not r.ok]
+    print("gate: FAIL (" + ", ".join(failed) + ")" if failed else "gate: PASS")
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sagellm.benchmarks.report import write_report
+
+    print(f"report written to {write_report(args.run_dir)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from sagellm.benchmarks.sweep import run_sweep
+
+    df = run_sweep(args.grid, results_root=args.results)
+    failed = int((df["status"] != "ok").sum()) if len(df) else 0
+    print(df.drop(columns=[c for c in df.columns if c in ("error",)]).to_string(max_cols=8))
+    print(f"{len(df) - failed} points ok, {failed} failed")
+    for _, row in df[df["status"] != "ok"].iterrows():
+        print(f"  {row['point_id']}: {row['error'].splitlines()[0] if row['error'] else ''}")
     return 0
 
 
@@ -107,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ci", action="store_true", help="use the notebook's ci parameters")
     d.set_defaults(func=_demo)
 
-    b = sub.add_parser("bench", help="offline throughput (output tokens/s)")
-    b.add_argument("--preset", default="ci")
+    b = sub.add_parser("bench", help="run a benchmark preset (or --offline throughput)")
+    b.add_argument("--preset", default="ci", help="experiments/<preset>.yaml")
+    b.add_argument("--config", default=None, help="a benchmark YAML file")
+    b.add_argument("--results", default="results")
+    b.add_argument("--offline", action="store_true", help="offline throughput (W1 shape)")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     b.add_argument("--compare-hf", action="store_true", help="also time HF generate")
@@ -117,6 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-tokens", type=int, default=None)
     b.add_argument("--output-tokens", type=int, default=None)
     b.set_defaults(func=_bench)
+
+    gt = sub.add_parser("gate", help="performance regression gate against a baseline")
+    gt.add_argument("--preset", default="ci")
+    gt.add_argument("--baseline", default="results/baseline/ci.json")
+    gt.add_argument("--current", default=None, help="metrics.json or run folder (else: run)")
+    gt.add_argument("--results", default="results")
+    gt.add_argument("--update-baseline", action="store_true")
+    gt.set_defaults(func=_gate)
+
+    r = sub.add_parser("report", help="regenerate report.md and charts of a run folder")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_report)
+
+    sw = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill)")
+    sw.add_argument("grid")
+    sw.add_argument("--results", default="results")
+    sw.set_defaults(func=_sweep)
     return p
 
 

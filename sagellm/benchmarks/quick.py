@@ -16,7 +16,7 @@ from sagellm.core.config import DEFAULT_MODEL, EngineConfig, ModelConfig
 from sagellm.core.types import SamplingParams
 
 PRESETS: dict[str, dict[str, int]] = {
-    "ci": {"num_requests": 64, "prompt_tokens": 256, "output_tokens": 128},
+    "w1": {"num_requests": 64, "prompt_tokens": 256, "output_tokens": 128},
     "tiny": {"num_requests": 4, "prompt_tokens": 32, "output_tokens": 8},
 }
 
@@ -44,7 +44,7 @@ def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]
 
 
 def run_quick_bench(
-    preset: str = "ci",
+    preset: str = "w1",
     model: str = DEFAULT_MODEL,
     dtype: str = "float32",
     compare_hf: bool = False,

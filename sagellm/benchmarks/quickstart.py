@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from sagellm.benchmarks.metrics import compute_metrics
 from sagellm.benchmarks.results import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -16,7 +17,6 @@ from sagellm.benchmarks.results import (
     make_run_id,
     save_chart,
 )
-from sagellm.benchmarks.summary import summarize
 from sagellm.core.config import DEFAULT_MODEL, EngineConfig, ModelConfig, config_hash
 from sagellm.core.types import SamplingParams
 
@@ -51,7 +51,7 @@ def run_quickstart(
         for p, o in zip(prompts, outs, strict=True)
     ]
     reqs, steps = engine.request_metrics(), engine.step_metrics()
-    metrics = {"schema_version": SCHEMA_VERSION, **summarize(reqs, steps)}
+    metrics = {"schema_version": SCHEMA_VERSION, **compute_metrics(reqs, steps)}
     run_dir = Path(results_root) / experiment / make_run_id(config_hash(cfg))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
     atomic_write_json(run_dir / "completions.json", completions)

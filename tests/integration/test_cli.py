@@ -17,7 +17,7 @@ def test_generate_reports_bad_input(capsys):
 
 def test_bench_tiny_preset_prints_throughput(tiny_checkpoint, capsys):
     _, folder = tiny_checkpoint("llama")
-    rc = main(["bench", "--preset", "tiny", "--model", str(folder), "--compare-hf"])
+    rc = main(["bench", "--offline", "--preset", "tiny", "--model", str(folder), "--compare-hf"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "output tokens/s (float32):" in out

@@ -1,0 +1,103 @@
+"""Device facts measured, not assumed: peak GEMM FLOP/s (for MFU) and a calibration time
+(a fixed reference workload timed in the same run, so the gate can compare machines and
+moments of different speed).
+
+The peak is measured once per (device, dtype, threads) and cached in
+``$SAGELLM_CACHE/peak_flops.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from sagellm.engines.native.tokenizer import cache_dir
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_key(device: str, dtype: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = platform.processor() or platform.machine()
+    return f"{name}|{dtype}|threads={torch.get_num_threads()}"
+
+
+def measure_peak_flops(device: str = "cpu", dtype: str = "float32", n: int = 2048) -> float:
+    """Best-of-5 FLOP/s of an n x n x n GEMM (2 n^3 FLOPs) in ``dtype`` on ``device``."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
+    b = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
+    for _ in range(2):
+        a @ b
+    _sync(dev)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
+    """Cached :func:`measure_peak_flops` (measured once per device/dtype/threads)."""
+    path = cache_dir() / "peak_flops.json"
+    key = device_key(device, dtype)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key not in table:
+        table[key] = measure_peak_flops(device, dtype)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(table, indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return float(table[key])
+
+
+def calibration_s(device: str = "cpu", dtype: str = "float32", repeats: int = 7) -> float:
+    """Median seconds of a fixed decoder-like workload (GEMMs of a 576-wide model over 256
+    rows, an attention-sized batched matmul, elementwise ops). Time metrics divided by it are
+    comparable across machines and load levels."""
+    dev = torch.device(device)
+    dt = _DTYPES[dtype]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(256, 576, generator=g).to(dev, dt)
+    w1 = torch.randn(3072, 576, generator=g).to(dev, dt)
+    w2 = torch.randn(576, 1536, generator=g).to(dev, dt)
+    k = torch.randn(64, 3, 384, 64, generator=g).to(dev, dt)
+
+    def work() -> None:
+        h = x
+        for _ in range(4):
+            gu = torch.nn.functional.linear(h, w1)
+            a, b = gu.chunk(2, dim=-1)
+            h = h + torch.nn.functional.linear(torch.nn.functional.silu(a) * b, w2)
+        q = k[:, :, :3]
+        torch.matmul(q, k.transpose(-1, -2)).softmax(-1) @ k
+
+    work()
+    _sync(dev)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        work()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
