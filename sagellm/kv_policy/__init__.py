@@ -10,6 +10,7 @@
 
 from sagellm.kv_policy.arc import ARCPolicy
 from sagellm.kv_policy.base import EVICTION_POLICIES, make_eviction_policy
+from sagellm.kv_policy.cost_aware import CostAwarePolicy
 from sagellm.kv_policy.lfu import LFUPolicy
 from sagellm.kv_policy.lru import LRUPolicy
 from sagellm.kv_policy.protocol import (
@@ -39,6 +40,7 @@ __all__ = [
     "TIERS",
     "ARCPolicy",
     "BlockStats",
+    "CostAwarePolicy",
     "CostBenefitModel",
     "EvictionDecision",
     "EvictionPolicy",

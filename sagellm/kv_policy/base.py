@@ -36,6 +36,9 @@ class PolicyBase:
     def on_miss(self, block_id: BlockId) -> None:
         """Most policies do not care about misses; ghost-based ones override this."""
 
+    def on_evictable(self, block_id: BlockId) -> None:
+        """Most policies re-check evictability at each victim search and ignore this."""
+
 
 def make_eviction_policy(name: str, capacity_blocks: int, **kwargs: object):
     """Build the policy registered under ``name`` (unknown names list the known ones)."""

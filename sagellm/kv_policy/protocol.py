@@ -6,6 +6,7 @@ Event flow for one block lookup, the way the offline simulator and the engine dr
              no  -> on_miss(b); if the pool is full: select_victims(ctx, n) -> free the victims;
                     on_insert(b, prefix_tokens)
     a block freed for another reason (abort, invalidation) -> on_remove(b)
+    a tracked block became evictable (refcount fell to 0, or it became a leaf) -> on_evictable(b)
 
 The runtime owns residency and reference counts; the policy owns its ordering state (queues,
 counters, ghosts) and never frees memory itself.
@@ -48,6 +49,9 @@ class EvictionPolicy(Protocol):
 
     def on_remove(self, block_id: BlockId) -> None:
         """The runtime freed a tracked block for its own reasons (not a victim of this policy)."""
+
+    def on_evictable(self, block_id: BlockId) -> None:
+        """A tracked block may be a victim again; ``ctx.is_evictable`` stays the authority."""
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
         """Pick up to ``num_blocks`` evictable victims and forget them."""
