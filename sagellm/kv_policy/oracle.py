@@ -66,3 +66,22 @@ def oracle_replay(
                 hits += 1
     wall_s = time.perf_counter() - t0
     return OracleResult(policy, capacity_blocks, len(requests), n, hits, wall_s)
+
+
+def oracle_process_trace(
+    policy: str, requests: Sequence[Sequence[BlockId]], capacity_blocks: int, workdir
+) -> tuple[float, float]:
+    """libCacheSim's own C loop (``process_trace`` over a plain-text id trace written to
+    ``workdir``): returns (hit ratio, seconds inside ``process_trace``)."""
+    from pathlib import Path
+
+    import libcachesim
+
+    path = Path(workdir) / "block_ids.txt"
+    if not path.exists():
+        path.write_text("".join(f"{b}\n" for r in requests for b in r))
+    reader = libcachesim.TraceReader(str(path), libcachesim.TraceType.PLAIN_TXT_TRACE)
+    cache = make_oracle_cache(policy, capacity_blocks)
+    t0 = time.perf_counter()
+    miss_ratio, _byte_miss_ratio = cache.process_trace(reader)
+    return 1.0 - miss_ratio, time.perf_counter() - t0

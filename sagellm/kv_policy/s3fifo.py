@@ -123,15 +123,15 @@ class S3FIFOPolicy(PolicyBase):
 
     def _evict_one(self, ok) -> BlockId | None:
         self._has_evicted = True
-        for _ in range(3):  # S may drain into M without a victim; then M must yield one
+        for _ in range(2):  # S may drain into M without a victim; then M must yield one
             if len(self._main) > self.main_capacity_blocks or not self._small:
-                v = self._evict_main(ok)
-                if v is None and self._small:
-                    v = self._evict_small(ok)
+                order = (self._evict_main, self._evict_small)
             else:
-                v = self._evict_small(ok)
-            if v is not None:
-                return v
+                order = (self._evict_small, self._evict_main)
+            for evict in order:  # the second queue only when the first had nothing evictable
+                v = evict(ok)
+                if v is not None:
+                    return v
         return None
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:

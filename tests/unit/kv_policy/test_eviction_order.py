@@ -112,3 +112,12 @@ def test_on_remove_forgets_block():
         pol.on_remove(1)
         victims = pol.select_victims(PolicyContext(PoolStats(4, 3)), 3).victims
         assert sorted(victims) == [0, 2, 3], name
+
+
+def test_s3fifo_falls_back_to_main_when_small_is_pinned():
+    pol = make_eviction_policy("s3fifo", 10)
+    for b in range(10):  # 0 -> small (1 slot), 1..9 -> main
+        pol.on_miss(b)
+        pol.on_insert(b)
+    ctx = PolicyContext(PoolStats(10, 10), is_evictable=lambda b: b != 0)
+    assert pol.select_victims(ctx, 2).victims == (1, 2)
