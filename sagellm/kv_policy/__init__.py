@@ -4,7 +4,7 @@
   ``lru``, ``lfu``, ``arc``, ``s3fifo``, ``sieve``, ``cost_aware``; ``make_eviction_policy``.
 - ``TieredMigrationPolicy`` (device -> host -> disk, or drop) over ``RooflineCostBenefitModel``.
 - ``EwmaLifetimePredictor``: time/accesses to next reuse, per prefix group.
-- Offline trace replay (``simulator.replay``, ``traces``, ``sweep``, ``python -m
+- Offline trace replay (``simulator.simulate``, ``traces``, ``sweep``, ``python -m
   sagellm.kv_policy.replay``); ``oracle`` drives libCacheSim (imported only there).
 """
 
@@ -21,7 +21,7 @@ from sagellm.kv_policy.protocol import (
 )
 from sagellm.kv_policy.s3fifo import S3FIFOPolicy
 from sagellm.kv_policy.sieve import SievePolicy
-from sagellm.kv_policy.simulator import ReplayResult, replay
+from sagellm.kv_policy.simulator import ReplayResult, simulate
 from sagellm.kv_policy.types import (
     TIERS,
     BlockStats,
@@ -59,5 +59,5 @@ __all__ = [
     "TenantStats",
     "Tier",
     "make_eviction_policy",
-    "replay",
+    "simulate",
 ]

@@ -10,7 +10,7 @@ from sagellm.core.types import BlockId
 from sagellm.kv_policy.base import make_eviction_policy
 from sagellm.kv_policy.cost_benefit import RooflineCostBenefitModel
 from sagellm.kv_policy.lifetime import EwmaLifetimePredictor
-from sagellm.kv_policy.simulator import replay
+from sagellm.kv_policy.simulator import simulate
 from sagellm.kv_policy.types import BlockStats, Tier
 
 
@@ -80,7 +80,7 @@ def evaluate_cost_benefit(
         saved_always += gain
         saved_best += max(gain, 0.0)
 
-    replay(make_eviction_policy(policy, capacity_blocks), requests, on_evict=judge)
+    simulate(make_eviction_policy(policy, capacity_blocks), requests, on_evict=judge)
     return CostBenefitReport(
         n_dec,
         correct / n_dec if n_dec else 0.0,

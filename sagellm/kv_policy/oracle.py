@@ -34,6 +34,16 @@ class OracleResult:
         return self.num_requests / self.wall_s if self.wall_s > 0 else 0.0
 
 
+#: libcachesim's S3FIFO refuses (and aborts the process on) objects not smaller than its small
+#: queue, floor(0.1 * capacity): with unit objects it needs a capacity of 20 or more.
+MIN_ORACLE_CAPACITY_BLOCKS = {"s3fifo": 20}
+
+
+def oracle_supports(policy: str, capacity_blocks: int) -> bool:
+    """Whether libcachesim can run ``policy`` at ``capacity_blocks`` without aborting."""
+    return policy in ORACLE_CLASSES and capacity_blocks >= MIN_ORACLE_CAPACITY_BLOCKS.get(policy, 1)
+
+
 def make_oracle_cache(policy: str, capacity_blocks: int):
     """A libcachesim cache of ``capacity_blocks`` unit-size objects for ``policy``."""
     import libcachesim
@@ -43,6 +53,9 @@ def make_oracle_cache(policy: str, capacity_blocks: int):
     except KeyError:
         known = ", ".join(sorted(ORACLE_CLASSES))
         raise ValueError(f"no libcachesim oracle for policy {policy!r}; known: {known}") from None
+    if not oracle_supports(policy, capacity_blocks):
+        need = MIN_ORACLE_CAPACITY_BLOCKS[policy]
+        raise ValueError(f"capacity_blocks must be >= {need} for libcachesim's {policy}")
     return cls(capacity_blocks)
 
 

@@ -87,7 +87,7 @@ class ReplayResult:
         return d
 
 
-def replay(
+def simulate(
     policy: EvictionPolicy,
     requests: Sequence[Sequence[BlockId]],
     *,

@@ -27,8 +27,7 @@ from sagellm.benchmarks.results import (
 from sagellm.kv_policy.base import check_capacity, make_eviction_policy
 from sagellm.kv_policy.cost_benefit import PrefillFlopModel
 from sagellm.kv_policy.latency import TimedPolicy, latency_stats
-from sagellm.kv_policy.oracle import ORACLE_CLASSES
-from sagellm.kv_policy.simulator import replay
+from sagellm.kv_policy.simulator import simulate
 from sagellm.kv_policy.traces import BlockTrace
 
 Mode = Literal["object", "prefix"]
@@ -44,7 +43,7 @@ class SweepRun:
 
 def _replay_row(trace: BlockTrace, name: str, cap: int, mode: Mode, window, fm) -> dict:
     prefix = mode == "prefix"
-    r = replay(
+    r = simulate(
         make_eviction_policy(name, cap, block_tokens=trace.block_tokens)
         if name == "cost_aware"
         else make_eviction_policy(name, cap),
@@ -59,9 +58,9 @@ def _replay_row(trace: BlockTrace, name: str, cap: int, mode: Mode, window, fm) 
 
 
 def _oracle_cols(trace: BlockTrace, name: str, cap: int, mode: Mode, workdir) -> dict:
-    from sagellm.kv_policy.oracle import oracle_process_trace, oracle_replay
+    from sagellm.kv_policy.oracle import oracle_process_trace, oracle_replay, oracle_supports
 
-    if name not in ORACLE_CLASSES or mode != "object":
+    if not oracle_supports(name, cap) or mode != "object":
         return {}
     o = oracle_replay(name, trace.requests, cap)
     hit_c, wall_c = oracle_process_trace(name, trace.requests, cap, workdir)
@@ -135,7 +134,7 @@ def run_policy_sweep(
     lat_rows = []
     for name in policies:
         timed = TimedPolicy(make_eviction_policy(name, lat_cap))
-        replay(timed, trace.requests, block_tokens=trace.block_tokens)
+        simulate(timed, trace.requests, block_tokens=trace.block_tokens)
         for s in latency_stats(timed):
             lat_rows.append({"policy": name, "capacity_blocks": lat_cap, **vars(s)})
     latency = pd.DataFrame(lat_rows)

@@ -7,7 +7,7 @@ acceptance bound (0.5 percentage points) is asserted too, for the record.
 
 import pytest
 
-from sagellm.kv_policy import make_eviction_policy, replay
+from sagellm.kv_policy import make_eviction_policy, simulate
 from sagellm.kv_policy.traces import multi_turn_trace, scan_trace, zipf_trace
 
 libcachesim = pytest.importorskip("libcachesim")
@@ -26,7 +26,7 @@ TRACES = {
 @pytest.mark.parametrize("capacity_blocks", [20, 100, 500, 2000])
 def test_hit_ratio_equals_libcachesim(policy, trace, capacity_blocks):
     reqs = TRACES[trace].requests
-    ours = replay(make_eviction_policy(policy, capacity_blocks), reqs)
+    ours = simulate(make_eviction_policy(policy, capacity_blocks), reqs)
     theirs = oracle_replay(policy, reqs, capacity_blocks)
     assert ours.num_accesses == theirs.num_accesses
     assert abs(ours.hit_ratio - theirs.hit_ratio) <= 0.005
