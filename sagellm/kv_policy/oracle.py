@@ -1,7 +1,21 @@
 """libCacheSim as the oracle for the eviction policies (imported only here, on demand).
 
 Each block lookup becomes one ``libcachesim.Request`` of size 1 against a cache of
-``capacity_blocks`` bytes, so object count and byte capacity coincide.
+``capacity_blocks`` bytes, so object count and byte capacity coincide. On that footing our
+five policies reproduce libcachesim 0.3.5's hit counts exactly (tests/unit/kv_policy/
+test_libcachesim_differential.py). Definitions we adopted from it, where papers leave room:
+
+- LFU: in-cache counts (forgotten on eviction), ties first-in-first-out within a count.
+- ARC: the target ``p`` moves by real-valued steps; REPLACE takes T1 when T2 is empty.
+- S3-FIFO: small queue floor(0.1 C), ghost floor(0.9 C), promotion from the small queue needs
+  two hits (``move_to_main_threshold=2``; the SOSP'23 paper uses one), main-queue counters
+  capped at 3, and before the first eviction a full small queue sends new blocks to main.
+  libcachesim cannot cache at all when floor(0.1 C) < 2 (and aborts at C < 10); ours can.
+- SIEVE: as in the paper (the hand wraps from head to tail).
+
+Differences that remain are in the runtime, not the policies: byte-sized objects (we count
+blocks), and the ``prefix`` replay mode (pinned requests, leaves first), which libCacheSim
+has no notion of and so is not compared.
 """
 
 from __future__ import annotations
