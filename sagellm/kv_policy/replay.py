@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None, help="wrong-eviction window, lookups")
     p.add_argument("--no-libcachesim", action="store_true")
     p.add_argument("--predictors", action="store_true")
+    p.add_argument("--speed-repeats", type=int, default=0,
+                   help="also time ours vs libcachesim (py and C loops), interleaved")  # fmt: skip
     p.add_argument("--flops-per-s", type=float, default=None)
     p.add_argument("--host-bandwidth-bytes-per-s", type=float, default=None)
     p.add_argument("--block-size-bytes", type=int, default=30 * 2 * 3 * 64 * 512 * 4,
@@ -117,6 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(run.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(run.latency.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.speed_repeats:
+        from sagellm.kv_policy.oracle import oracle_supports
+        from sagellm.kv_policy.speed import compare_replay_speed
+
+        for name in policies:
+            for cap in caps:
+                if oracle_supports(name, cap):
+                    s = compare_replay_speed(trace, name, cap, args.speed_repeats)
+                    print(
+                        f"speed {name} @{cap}: ours {s.ours_requests_per_s:.0f} req/s, "
+                        f"libcachesim py {s.libcachesim_py_requests_per_s:.0f} "
+                        f"(x{s.ratio_vs_py:.2f}), C {s.libcachesim_c_requests_per_s:.0f} "
+                        f"(x{s.ratio_vs_c:.2f})"
+                    )
     if args.predictors:
         extras = _predictors(args, trace, caps[len(caps) // 2])
         atomic_write_json(run.run_dir / "predictors.json", extras)

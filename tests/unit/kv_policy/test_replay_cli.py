@@ -60,3 +60,10 @@ def test_synthetic_traces_are_reproducible(tmp_path):
     assert zipf_trace(50, seed=3).requests == zipf_trace(50, seed=3).requests
     assert zipf_trace(50, seed=3).requests != zipf_trace(50, seed=4).requests
     assert load_mooncake_blocks(_trace_file(tmp_path), max_records=5).requests[0] == (0, 1, 10)
+
+
+def test_speed_comparison_runs(tmp_path, capsys):
+    rc = main(["--synthetic", "zipf", "--num-requests", "200", "--policies", "lru",
+               "--capacities", "50", "--modes", "object", "--speed-repeats", "1",
+               "--results-root", str(tmp_path)])  # fmt: skip
+    assert rc == 0 and "speed lru @50: ours" in capsys.readouterr().out
