@@ -21,7 +21,7 @@ def check_capacity(capacity_blocks: object) -> int:
 
 
 def check_num_blocks(num_blocks: int) -> None:
-    if not isinstance(num_blocks, int) or num_blocks < 0:
+    if type(num_blocks) is not int or num_blocks < 0:
         raise ValueError(f"num_blocks must be an integer >= 0, got {num_blocks!r}")
 
 

@@ -34,8 +34,10 @@ class LRUPolicy(PolicyBase):
         del self._order[block_id]
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
-        check_num_blocks(num_blocks)
         order = self._order
+        if num_blocks == 1 and ctx.is_evictable is None and order:  # the replay's hot path
+            return EvictionDecision((order.popitem(last=False)[0],), "lru tail")
+        check_num_blocks(num_blocks)
         ok = ctx.is_evictable
         if ok is None:
             n = min(num_blocks, len(order))

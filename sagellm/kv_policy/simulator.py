@@ -87,6 +87,38 @@ class ReplayResult:
         return d
 
 
+def _plain_loop(policy, requests, cap: int, window: int, block_tokens: int, ctx):
+    """``simulate``'s loop without pinning, prefix tree, FLOPs or hooks (the common case)."""
+    cached: set[BlockId] = set()
+    evicted_at: dict[BlockId, int] = {}
+    on_access, on_miss, on_insert = policy.on_access, policy.on_miss, policy.on_insert
+    select = policy.select_victims
+    hits = prefix_hits = evictions = wrong = 0
+    i = 0
+    for req in requests:
+        in_prefix = True
+        for pos, b in enumerate(req):
+            i += 1
+            if b in cached:
+                hits += 1
+                prefix_hits += in_prefix
+                on_access(b)
+                continue
+            in_prefix = False
+            e = evicted_at.pop(b, None)
+            if e is not None and i - e <= window:
+                wrong += 1
+            on_miss(b)
+            if len(cached) >= cap:
+                for v in select(ctx, 1).victims:
+                    cached.remove(v)
+                    evicted_at[v] = i
+                    evictions += 1
+            on_insert(b, (pos + 1) * block_tokens)
+            cached.add(b)
+    return i, hits, prefix_hits, evictions, wrong
+
+
 def simulate(
     policy: EvictionPolicy,
     requests: Sequence[Sequence[BlockId]],
@@ -124,6 +156,15 @@ def simulate(
         pool_stats=PoolStats(capacity_blocks=cap, num_used_blocks=cap),
         is_evictable=is_evictable,
     )
+    if not (pin_request_blocks or leaves_first or flop_model or on_evict):
+        t0 = time.perf_counter()
+        i, hits, prefix_hits, evictions, wrong = _plain_loop(
+            policy, requests, cap, window, block_tokens, ctx
+        )
+        return ReplayResult(
+            policy.name, cap, len(requests), i, hits, prefix_hits, evictions, wrong, 0, window,
+            time.perf_counter() - t0,
+        )  # fmt: skip
     cached: set[BlockId] = set()
     evicted_at: dict[BlockId, int] = {}
     on_access, on_miss, on_insert = policy.on_access, policy.on_miss, policy.on_insert
