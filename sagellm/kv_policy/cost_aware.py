@@ -110,12 +110,13 @@ class CostAwarePolicy(PolicyBase):
             self.inflation = h
             self.on_remove(b)
             return b
-        if ok is None or not entry:
+        if not entry:
             return None
-        # A runtime that does not report on_evictable: rebuild and search everything once.
+        # The heap ran dry but blocks skipped earlier (not evictable then, and the runtime did
+        # not report on_evictable) remain: rebuild from every entry and search once.
         self._heap = sorted((h, s, b) for b, (h, s) in entry.items())
         for h, _s, b in self._heap:
-            if ok(b):
+            if ok is None or ok(b):
                 self.inflation = h
                 self.on_remove(b)
                 return b
