@@ -115,7 +115,9 @@ class DiskTier:
 
     def _read_one(self, block_id: BlockId) -> torch.Tensor | None:
         try:
-            raw = self.path(block_id).read_bytes()
+            with open(self.path(block_id), "rb") as f:
+                raw = bytearray(os.fstat(f.fileno()).st_size)
+                f.readinto(raw)
         except OSError:
             return None
         payload = memoryview(raw)[_HEADER_BYTES:]
@@ -128,12 +130,19 @@ class DiskTier:
         if not ok:
             self.num_checksum_failures += 1
             return None
-        flat = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        flat = torch.frombuffer(raw, dtype=torch.uint8, offset=_HEADER_BYTES)
         return flat.view(self.dtype).view(self.block_shape)
 
-    def read_blocks(self, block_ids: Sequence[BlockId]) -> list[torch.Tensor | None]:
-        """Blocks in canonical layout; None for a missing or corrupted file."""
-        return [self._read_one(b) for b in block_ids]
+    def read_blocks(self, block_ids: Sequence[BlockId]) -> tuple[torch.Tensor, tuple[bool, ...]]:
+        """Blocks in canonical layout; a missing or corrupted file reads as not ok."""
+        out = torch.empty((len(block_ids), *self.block_shape), dtype=self.dtype)
+        ok = []
+        for i, b in enumerate(block_ids):
+            blk = self._read_one(b)
+            ok.append(blk is not None)
+            if blk is not None:
+                out[i] = blk
+        return out, tuple(ok)
 
     def get_utilization(self) -> float:
         return self.num_used_blocks / self.num_blocks

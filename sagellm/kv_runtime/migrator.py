@@ -57,22 +57,26 @@ class KVMigrator:
             if len(dst_ids) != n:
                 raise ValueError(f"dst_block_ids has {len(dst_ids)} ids for {n} blocks")
         t0 = time.perf_counter()
-        blocks = src.read_blocks(plan.block_ids) if n else []
-        ok = [i for i, b in enumerate(blocks) if b is not None]
-        if ok:
-            data = torch.stack([blocks[i] for i in ok])
-            dst.write_blocks([dst_ids[i] for i in ok], data)
+        readable: tuple[bool, ...] = ()
+        if n:
+            data, readable = src.read_blocks(plan.block_ids)
+            ok = [i for i in range(n) if readable[i]]
+            if len(ok) < n and ok:
+                data = data[torch.tensor(ok, device=data.device)]
+            if ok:
+                dst.write_blocks([dst_ids[i] for i in ok], data)
+        ok = [i for i in range(n) if readable[i]]
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         latency = time.perf_counter() - t0
-        bad = [dst_ids[i] for i in range(n) if blocks[i] is None]
+        bad = [dst_ids[i] for i in range(n) if not readable[i]]
         if allocated and bad:
             dst.free(bad)
         if plan.free_src and n:
             src.free(plan.block_ids)
         result = MigrationResult(
             plan,
-            tuple(dst_ids[i] if blocks[i] is not None else None for i in range(n)),
+            tuple(dst_ids[i] if readable[i] else None for i in range(n)),
             len(ok) * src.block_bytes,
             latency,
         )

@@ -29,6 +29,7 @@ class MockKVBackend:
         self.tier: TierName = tier
         self.num_blocks = num_blocks
         self.block_shape = block_shape
+        self.dtype = dtype
         n = 1
         for s in block_shape:
             n *= s
@@ -64,9 +65,16 @@ class MockKVBackend:
             self._free.append(b)
         return list(block_ids)
 
-    def read_blocks(self, block_ids: Sequence[BlockId]) -> list[torch.Tensor | None]:
+    def read_blocks(self, block_ids: Sequence[BlockId]) -> tuple[torch.Tensor, tuple[bool, ...]]:
         self.num_reads += len(block_ids)
-        return [None if self._data.get(b) is None else self._data[b].clone() for b in block_ids]
+        out = torch.zeros((len(block_ids), *self.block_shape), dtype=self.dtype)
+        ok = []
+        for i, b in enumerate(block_ids):
+            blk = self._data.get(b)
+            ok.append(blk is not None)
+            if blk is not None:
+                out[i] = blk
+        return out, tuple(ok)
 
     def write_blocks(self, block_ids: Sequence[BlockId], data: torch.Tensor) -> None:
         self.num_writes += len(block_ids)

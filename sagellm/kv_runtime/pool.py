@@ -26,6 +26,18 @@ from sagellm.kv_runtime.free_list import fragmentation
 from sagellm.kv_runtime.types import AllocationResult, KVBlockInfo, TierName
 
 
+def _runs(block_ids: Sequence[BlockId]) -> list[tuple[int, BlockId, int]]:
+    """``(position, first id, length)`` of each run of consecutive ids, in order."""
+    runs: list[tuple[int, BlockId, int]] = []
+    for i, b in enumerate(block_ids):
+        if runs and runs[-1][1] + runs[-1][2] == b:
+            pos, start, n = runs[-1]
+            runs[-1] = (pos, start, n + 1)
+        else:
+            runs.append((i, b, 1))
+    return runs
+
+
 class KVPool:
     """A fixed set of KV blocks inside ``tensor`` along ``block_dim``."""
 
@@ -164,18 +176,26 @@ class KVPool:
 
     # ------------------------------------------------------------------ data
 
-    def read_blocks(self, block_ids: Sequence[BlockId]) -> list[torch.Tensor | None]:
-        """Copies of the blocks in canonical layout (never None for an in-memory pool)."""
-        idx = torch.tensor(list(block_ids), dtype=torch.int64, device=self.tensor.device)
-        data = self.tensor.index_select(self.block_dim, idx).movedim(self.block_dim, 0)
-        return list(data.unbind(0))
+    def read_blocks(self, block_ids: Sequence[BlockId]) -> tuple[torch.Tensor, tuple[bool, ...]]:
+        """A copy of the blocks, ``[n, ...canonical]`` (always readable in memory). Runs of
+        consecutive ids are copied as one strided slab (``index_select`` over the block dim
+        of the 6-D device layout is several times slower)."""
+        shape = list(self.tensor.shape)
+        del shape[self.block_dim]
+        out = torch.empty((len(block_ids), *shape), dtype=self.tensor.dtype)
+        if self.tensor.device.type == "cuda" and torch.cuda.is_available():
+            out = out.pin_memory()
+        for pos, start, n in _runs(block_ids):
+            slab = self.tensor.narrow(self.block_dim, start, n).movedim(self.block_dim, 0)
+            out[pos : pos + n].copy_(slab, non_blocking=True)
+        return out, (True,) * len(block_ids)
 
     def write_blocks(self, block_ids: Sequence[BlockId], data: torch.Tensor) -> None:
         """Write ``data`` [n, ...canonical] into the blocks (host -> device is non-blocking
         from pinned memory)."""
-        idx = torch.tensor(list(block_ids), dtype=torch.int64, device=self.tensor.device)
-        src = data.to(self.tensor.device, non_blocking=True).movedim(0, self.block_dim)
-        self.tensor.index_copy_(self.block_dim, idx, src)
+        for pos, start, n in _runs(block_ids):
+            dst = self.tensor.narrow(self.block_dim, start, n)
+            dst.copy_(data[pos : pos + n].movedim(0, self.block_dim), non_blocking=True)
         self._touch(block_ids)
 
     def copy_on_write(self, block_id: BlockId, tenant_id: TenantId | None = None) -> BlockId | None:

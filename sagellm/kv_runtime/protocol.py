@@ -19,7 +19,9 @@ class KVBackendProtocol(Protocol):
     Invariant: ``num_free_blocks + num_used_blocks == num_blocks`` (a store may also hold
     reusable ref-0 blocks, counted as used until reclaimed). ``allocate`` returns None (back-
     pressure) instead of raising when too few blocks are free. Blocks cross stores in the
-    canonical layout ``[n, layers, 2, kv_heads, block_size, head_dim]``.
+    canonical layout ``[n, layers, 2, kv_heads, block_size, head_dim]``: ``read_blocks``
+    returns one such tensor plus a readable flag per block (False = a miss, e.g. a failed
+    checksum; that row's content is undefined and must not be used).
     """
 
     tier: TierName
@@ -36,7 +38,9 @@ class KVBackendProtocol(Protocol):
 
     def free(self, block_ids: Sequence[BlockId]) -> list[BlockId]: ...
 
-    def read_blocks(self, block_ids: Sequence[BlockId]) -> list[torch.Tensor | None]: ...
+    def read_blocks(
+        self, block_ids: Sequence[BlockId]
+    ) -> tuple[torch.Tensor, tuple[bool, ...]]: ...
 
     def write_blocks(self, block_ids: Sequence[BlockId], data: torch.Tensor) -> None: ...
 

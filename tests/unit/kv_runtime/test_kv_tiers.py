@@ -37,14 +37,14 @@ def test_disk_roundtrip_and_corruption_is_a_miss(tmp_path):
     d = DiskTier(tmp_path, 4, SHAPE, torch.float32)
     ids = d.allocate(2).block_ids
     d.write_blocks(ids, blocks(2, 3.0))
-    got = d.read_blocks(ids)
-    assert torch.equal(got[1], torch.full(SHAPE, 4.0))
+    got, ok = d.read_blocks(ids)
+    assert ok == (True, True) and torch.equal(got[1], torch.full(SHAPE, 4.0))
     raw = bytearray(d.path(ids[0]).read_bytes())
     raw[-1] ^= 0xFF  # flip one payload byte
     d.path(ids[0]).write_bytes(bytes(raw))
-    assert d.read_blocks(ids)[0] is None and d.num_checksum_failures == 1
+    assert d.read_blocks(ids)[1] == (False, True) and d.num_checksum_failures == 1
     d.path(ids[1]).write_bytes(d.path(ids[1]).read_bytes()[:40])  # truncated file
-    assert d.read_blocks(ids)[1] is None
+    assert d.read_blocks(ids)[1] == (False, False)
     d.free(ids)
     assert not list(d.dir.glob("*.kv"))
     d.close()
@@ -77,7 +77,7 @@ def test_migrate_device_host_disk_and_back(tmp_path):
     to_disk = mig.migrate(MigrationPlan("host", "disk", to_host.dst_block_ids))
     assert h.tier("host").num_used_blocks == 0 and h.tier("disk").num_used_blocks == 2
     back = mig.migrate(MigrationPlan("disk", "device", to_disk.dst_block_ids))
-    assert torch.equal(torch.stack(device.read_blocks(back.dst_block_ids)), blocks(2, 1.0))
+    assert torch.equal(device.read_blocks(back.dst_block_ids)[0], blocks(2, 1.0))
     assert back.num_bytes == 2 * device.block_bytes and back.latency_s > 0
     assert mig.stats[("host", "disk")].num_blocks == 2
     assert [o.num_used_blocks for o in h.occupancy()] == [2, 0, 0]
