@@ -25,6 +25,7 @@ import torch
 
 from sagellm.core.config import EngineConfig
 from sagellm.core.types import BlockId, TenantId
+from sagellm.engines.native.kv_tiering import TierEviction
 from sagellm.engines.native.sequence import Sequence
 from sagellm.kv_runtime import (
     BlockManager,
@@ -47,7 +48,7 @@ class AllocStatus(enum.Enum):
     OVER_QUOTA = "over_quota"  # the tenant's hard limit: only that tenant waits
 
 
-class NativeKVManager:
+class NativeKVManager(TierEviction):
     """Block bookkeeping of one engine; see the module docstring for the life of a block."""
 
     def __init__(
@@ -191,99 +192,6 @@ class NativeKVManager:
         self.num_cow_copies += new != b
         seq.block_ids[i] = new
         return True
-
-    # ------------------------------------------------------------------ eviction and tiers
-
-    def _evictable(self, tier: str, tenant: TenantId | None = None):
-        def ok(e: PrefixEntry) -> bool:
-            if e.tier != tier or e.entry_id in self._pinned or not e.kv_block_ids:
-                return False
-            if tenant is not None and str(e.metadata.get("tenant_id", "")) != tenant:
-                return False
-            return tier != "device" or self.pool.is_cached(e.kv_block_ids[0])
-
-        return ok
-
-    def _victims(self, tier: str, k: int, remove: bool) -> list[PrefixEntry]:
-        """``k`` entries of ``tier`` in policy order: any position when they move down a tier,
-        leaves only (``remove``) when they leave the index. Under quotas the device's victims
-        are spread over tenants by :meth:`QuotaManager.reclaim_plan`."""
-        pick = self.index.evict_lru if remove else self.index.select_victims
-        if tier != "device" or not self.quota.quotas:
-            return pick(k, self._evictable(tier))
-        per_tenant: dict[TenantId, int] = {}
-        for e in self.index.select_victims(len(self.index), self._evictable(tier)):
-            t = str(e.metadata.get("tenant_id", ""))
-            per_tenant[t] = per_tenant.get(t, 0) + 1
-        plan = self.quota.reclaim_plan(k, per_tenant, self.pool.num_blocks)
-        out: list[PrefixEntry] = []
-        for t, n in plan.items():
-            out += pick(n, self._evictable(tier, t))
-        return out
-
-    def _evict_device(self, k: int) -> None:
-        self._make_room("device", k)
-
-    def _make_room(self, tier: str, k: int) -> None:
-        """Free ``k`` blocks of ``tier``: demote victims to the next tier, or at the bottom
-        drop leaf entries from the index."""
-        lower = self.hierarchy.lower(tier)
-        if lower is not None:
-            self._demote(self._victims(tier, k, remove=False), tier, lower)
-        else:
-            for r in self._victims(tier, k, remove=True):
-                self._release(r)
-
-    def _live(self, entries: list[PrefixEntry]) -> list[PrefixEntry]:
-        # making room below may have dropped some of them (as part of a subtree)
-        return [e for e in entries if self.index.get(e.entry_id) == e]
-
-    def _demote(self, entries: list[PrefixEntry], src: str, dst: str) -> None:
-        """Move ``entries`` one tier down, at most the lower tier's capacity at a time (so a
-        full tier pushes its own victims further down first); what cannot fit is dropped."""
-        store = self.hierarchy.tier(dst)
-        for i in range(0, len(entries), store.num_blocks):
-            chunk = self._live(entries[i : i + store.num_blocks])
-            if store.num_free_blocks < len(chunk):
-                self._make_room(dst, len(chunk) - store.num_free_blocks)
-                chunk = self._live(chunk)
-            fit = min(len(chunk), store.num_free_blocks)
-            self._move(chunk[:fit], src, dst)
-            for e in chunk[fit:]:
-                self._drop(e)
-
-    def _move(self, move: list[PrefixEntry], src: str, dst: str) -> None:
-        if not move:
-            return
-        src_ids = tuple(e.kv_block_ids[0] for e in move)
-        plan = MigrationPlan(src, dst, src_ids, free_src=src != "device")  # type: ignore[arg-type]
-        res = self.migrator.migrate(plan)
-        if src == "device":
-            for b in src_ids:
-                del self._entry_of_block[b]
-            self.pool.reclaim(src_ids)
-        for e, d in zip(move, res.dst_block_ids, strict=True):
-            self.index.relocate(e.entry_id, () if d is None else (d,), dst)  # type: ignore[arg-type]
-            if d is None:
-                self._drop(e)
-        self.num_demoted_blocks += len(move)
-
-    def _drop(self, entry: PrefixEntry) -> None:
-        """Remove an entry and its subtree from the index and free their storage."""
-        for r in self.index.invalidate(entry.entry_id):
-            self._release(r)
-
-    def _release(self, r: PrefixEntry) -> None:
-        """Free the storage of an entry already removed from the index."""
-        self.num_dropped_entries += 1
-        if not r.kv_block_ids:
-            return
-        if r.tier == "device":
-            b = r.kv_block_ids[0]
-            self._entry_of_block.pop(b, None)
-            self.pool.set_cacheable(b, False)
-        else:
-            self.hierarchy.tier(r.tier).free(r.kv_block_ids)
 
     # ------------------------------------------------------------------ prefix reuse
 
