@@ -187,7 +187,7 @@ class KVPool:
             out = out.pin_memory()
         for pos, start, n in _runs(block_ids):
             slab = self.tensor.narrow(self.block_dim, start, n).movedim(self.block_dim, 0)
-            out[pos : pos + n].copy_(slab, non_blocking=True)
+            out[pos : pos + n].copy_(slab)  # blocking: the caller reads ``out`` right away
         return out, (True,) * len(block_ids)
 
     def write_blocks(self, block_ids: Sequence[BlockId], data: torch.Tensor) -> None:
