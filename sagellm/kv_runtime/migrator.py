@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sagellm.kv_runtime.hierarchy import HierarchyManager
+from sagellm.kv_runtime.pool import KVPool
 from sagellm.kv_runtime.types import MigrationPlan, MigrationResult, TierName
 
 
@@ -58,7 +59,10 @@ class KVMigrator:
                 raise ValueError(f"dst_block_ids has {len(dst_ids)} ids for {n} blocks")
         t0 = time.perf_counter()
         readable: tuple[bool, ...] = ()
-        if n:
+        if n and isinstance(src, KVPool) and isinstance(dst, KVPool):
+            dst.copy_from(src, plan.block_ids, dst_ids)  # memory to memory: no staging copy
+            readable = (True,) * n
+        elif n:
             data, readable = src.read_blocks(plan.block_ids)
             ok = [i for i in range(n) if readable[i]]
             if len(ok) < n and ok:

@@ -198,6 +198,22 @@ class KVPool:
             dst.copy_(data[pos : pos + n].movedim(0, self.block_dim), non_blocking=True)
         self._touch(block_ids)
 
+    def copy_from(
+        self, src: KVPool, src_ids: Sequence[BlockId], dst_ids: Sequence[BlockId]
+    ) -> None:
+        """Copy blocks straight from another pool (one strided copy per run of ids that are
+        consecutive on both sides; no staging buffer)."""
+        pairs: list[tuple[BlockId, BlockId, int]] = []
+        for s, d in zip(src_ids, dst_ids, strict=True):
+            if pairs and pairs[-1][0] + pairs[-1][2] == s and pairs[-1][1] + pairs[-1][2] == d:
+                pairs[-1] = (pairs[-1][0], pairs[-1][1], pairs[-1][2] + 1)
+            else:
+                pairs.append((s, d, 1))
+        for s, d, n in pairs:
+            slab = src.tensor.narrow(src.block_dim, s, n).movedim(src.block_dim, self.block_dim)
+            self.tensor.narrow(self.block_dim, d, n).copy_(slab, non_blocking=True)
+        self._touch(dst_ids)
+
     def copy_on_write(self, block_id: BlockId, tenant_id: TenantId | None = None) -> BlockId | None:
         """A block the caller may write: ``block_id`` itself when the caller is its only user
         and no index points at it, else a fresh copy (the caller's reference moves to it).
