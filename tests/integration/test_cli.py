@@ -32,5 +32,5 @@ def test_quickstart_writes_results(tmp_path):
     assert {"config.yaml", "metrics.json", "requests.parquet", "steps.parquet"} <= files
     assert "tokens_over_time.png" in files and "tokens_over_time.html" in files
     m = json.loads((run.run_dir / "metrics.json").read_text())
-    assert m["num_completed"] == 1 and m["output_tokens"] >= 1
+    assert m["num_completed"] == 1 and m["total_output_tokens"] >= 1
     assert not [p for p in run.run_dir.iterdir() if p.name.endswith(".tmp")]
