@@ -123,3 +123,31 @@ class Scheduler:
             self.running.append(seq)
             batch.items.append((seq, num_new))
             budget -= num_new
+
+    def apply_plan(
+        self, items: list[tuple[Sequence, int]], preempt: list[Sequence]
+    ) -> ScheduledBatch | None:
+        """Carry out an externally decided step (a scheduling-IR plan): preempt ``preempt``
+        (running sequences, recomputed later), then give every ``(seq, num_new)`` its blocks
+        and mark it running. Returns None, changing nothing, when the KV blocks would not fit.
+        """
+        freed = sum(len(s.block_ids) for s in preempt)
+        need = sum(
+            -(-n // self.block_size) if s in preempt else self._blocks_needed(s, n)
+            for s, n in items
+        )
+        if need > self.allocator.num_free + freed:
+            return None
+        batch = ScheduledBatch(preempted=list(preempt))
+        for seq in preempt:
+            self.running.remove(seq)
+            self._preempt(seq)
+        for seq, n in items:
+            if not self._grow(seq, n):
+                raise RuntimeError(f"block accounting broke for {seq.request_id!r}")
+            if seq.status is SeqStatus.WAITING:
+                self.waiting.remove(seq)
+                seq.status = SeqStatus.RUNNING
+                self.running.append(seq)
+            batch.items.append((seq, n))
+        return batch
