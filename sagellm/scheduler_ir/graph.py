@@ -81,7 +81,7 @@ class IRGraph:
                     stack.append((nid, i + 1))
                     d = deps[nid][i]
                     if color[d] == 1:
-                        cyc = path[path.index(d) :] + [d]
+                        cyc = [*path[path.index(d) :], d]
                         return cyc[::-1]  # producer -> consumer order
                     if color[d] == 0:
                         stack.append((d, 0))

@@ -104,7 +104,8 @@ class NativePlanTarget:
             return f"plan targets {plan.target_instance_id!r}, this is {self.instance_id!r}"
         for n in plan.ir_graph.nodes:
             if n.node_type in _UNSUPPORTED:
-                return f"node {n.node_id!r}: the native engine does not run {_UNSUPPORTED[n.node_type]}"
+                what = _UNSUPPORTED[n.node_type]
+                return f"node {n.node_id!r}: the native engine does not run {what}"
         try:
             waves = lower(plan.ir_graph)
         except ValueError as err:  # a cycle
@@ -123,9 +124,8 @@ class NativePlanTarget:
             if len({i.request_id for i in items}) != len(items):
                 return f"forward wave {w} lists a request twice"
             if sum(i.num_tokens for i in items) > cfg.max_num_batched_tokens:
-                return (
-                    f"forward wave {w} exceeds max_num_batched_tokens={cfg.max_num_batched_tokens}"
-                )
+                cap = cfg.max_num_batched_tokens
+                return f"forward wave {w} exceeds max_num_batched_tokens={cap}"
             for i in items:
                 s = seqs[i.request_id]
                 if i.start_tokens != computed[i.request_id]:

@@ -91,9 +91,9 @@ class AegaeonStrategy:
     def next_step(self, states: dict[str, SchedulerState]) -> tuple[str, StepDecision] | None:
         """The model to run next and its decision; None when no model has work."""
         cur = self.current
-        if cur is not None and self.turn_s < self.quotas.get(cur, 0.0):
-            if any(r.running for r in states[cur].requests):
-                return cur, self._decode(states[cur])
+        in_quota = cur is not None and self.turn_s < self.quotas.get(cur, 0.0)
+        if in_quota and any(r.running for r in states[cur].requests):
+            return cur, self._decode(states[cur])
         if not self.prefilled_since_turn:
             waiting = [
                 (r.arrival_s, m) for m, st in states.items() for r in st.requests if not r.running
