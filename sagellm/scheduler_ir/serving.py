@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from sagellm.core.errors import InvalidRequestError
 from sagellm.core.types import Request, RequestId, RequestOutput
 from sagellm.scheduler_ir.builder import IRBuilder
 from sagellm.scheduler_ir.executor import ExecutorAPI
@@ -41,6 +42,17 @@ def token_split(decision: StepDecision, state: SchedulerState) -> tuple[int, int
         else:
             pre += n
     return pre, dec
+
+
+def validate_slo(request: Request) -> None:
+    """Raise InvalidRequestError when an SLO objective is set but not > 0 seconds."""
+    for field in ("ttft_s", "tpot_s"):
+        v = getattr(request.slo, field)
+        if v is not None and not v > 0:
+            raise InvalidRequestError(
+                f"request {request.request_id!r}: slo.{field} must be None or > 0 seconds, "
+                f"got {v!r}"
+            )
 
 
 class PlanDrivenEngine:
@@ -84,6 +96,8 @@ class PlanDrivenEngine:
         return self.engine.clock() if hasattr(self.engine, "clock") else time.perf_counter()
 
     def add_request(self, request: Request) -> None:
+        """Queue ``request``; InvalidRequestError for an SLO <= 0 (or what the engine rejects)."""
+        validate_slo(request)
         if request.tenant_id in self.tenant_priority:
             request = dataclasses.replace(request, priority=self.tenant_priority[request.tenant_id])
         self.engine.add_request(request)

@@ -43,6 +43,8 @@ def fill_budget(
         if not r.running and not admit_open:
             continue
         n = min(r.num_pending_tokens, budget)
+        if n == 0:
+            continue
         need = max(0, blocks_for(r.num_computed_tokens + n, bs) - r.num_blocks)
         need_seat = 0 if r.running else 1
         victims = [
