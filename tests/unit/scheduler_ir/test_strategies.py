@@ -93,7 +93,7 @@ def test_slo_aware_orders_by_slack_and_demotes_missed_ttft():
                 tpot_slo_s=0.2,
                 first_token_s=2.0,
                 arrival_s=0.5,
-            ),  # fmt: skip
+            ),
             view("none", prompt=4, arrival_s=0.1),  # no objective: +inf slack
         ],
         now=2.5,
