@@ -72,15 +72,18 @@ class ExecutorAPI:
         except KeyError:
             raise ValueError(f"unknown plan_id {plan_id!r}") from None
 
-    def run(self, instance_id: str) -> list[RequestOutput]:
-        """Execute every queued plan of ``instance_id`` in order; return their outputs."""
+    def run(self, instance_id: str, recheck: bool = True) -> list[RequestOutput]:
+        """Execute every queued plan of ``instance_id`` in order; return their outputs.
+
+        Each plan is checked again first (``recheck``) since earlier plans moved the state on;
+        ``submit_and_run`` skips that for the plan it has just checked."""
         if instance_id not in self.targets:
             raise ValueError(f"unknown instance_id {instance_id!r}")
         target, q = self.targets[instance_id], self._queues[instance_id]
         outputs: list[RequestOutput] = []
         while q:
             plan = q.popleft()
-            reason = target.check(plan)
+            reason = target.check(plan) if recheck else None
             if reason is not None:
                 self._set(PlanStatus(plan.plan_id, "failed", reason))
                 continue
@@ -94,5 +97,8 @@ class ExecutorAPI:
         st = self.submit_plan(plan)
         if st.state != "queued":
             return st, []
-        outs = self.run(plan.target_instance_id)
+        if len(self._queues[plan.target_instance_id]) == 1:
+            outs = self.run(plan.target_instance_id, recheck=False)
+        else:
+            outs = self.run(plan.target_instance_id)
         return self.status(plan.plan_id), outs

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from sagellm.core.types import RequestId
 from sagellm.scheduler_ir.types import IRNode
@@ -55,7 +57,12 @@ class IRGraph:
         return {v: n.node_id for n in self.nodes for v in n.outputs}
 
     def deps(self) -> dict[str, list[str]]:
-        """node id -> ids of the nodes it depends on (in input order, deduplicated)."""
+        """node id -> ids of the nodes it depends on (in input order, deduplicated).
+        Computed once per graph; do not mutate the result."""
+        return self._deps
+
+    @cached_property
+    def _deps(self) -> dict[str, list[str]]:
         prod = self.producers()
         out: dict[str, list[str]] = {}
         for n in self.nodes:
@@ -91,32 +98,49 @@ class IRGraph:
         return None
 
     def topological_order(self) -> list[IRNode]:
-        """Nodes so every producer precedes its consumers; ties keep insertion order.
+        """Nodes so every producer precedes its consumers; ties keep insertion order
+        (Kahn's algorithm with a heap on insertion index, O(E + N log N); cached per graph).
 
         Raises :class:`IRCycleError` naming the cycle when there is none.
         """
+        return list(self._order)
+
+    def sorted_graph(self) -> IRGraph:
+        """The same graph with its nodes in topological order (raises IRCycleError)."""
+        return IRGraph.presorted(self._order, self.preempt)
+
+    @staticmethod
+    def presorted(nodes: Iterable[IRNode], preempt: tuple[RequestId, ...] = ()) -> IRGraph:
+        """A graph whose ``nodes`` the caller guarantees are in topological order (the order
+        is cached instead of recomputed)."""
+        g = IRGraph(tuple(nodes), preempt)
+        g.__dict__["_order"] = g.nodes
+        return g
+
+    @cached_property
+    def _order(self) -> tuple[IRNode, ...]:
         deps = self.deps()
-        cyc = self.find_cycle()
-        if cyc is not None:
-            raise IRCycleError(cyc)
-        by_id = {n.node_id: n for n in self.nodes}
-        indeg = {nid: len(ds) for nid, ds in deps.items()}
-        users: dict[str, list[str]] = {nid: [] for nid in deps}
-        for nid, ds in deps.items():
-            for d in ds:
-                users[d].append(nid)
         index = {n.node_id: i for i, n in enumerate(self.nodes)}
-        ready = sorted((nid for nid, k in indeg.items() if k == 0), key=index.__getitem__)
+        indeg = [0] * len(self.nodes)
+        users: list[list[int]] = [[] for _ in self.nodes]
+        for nid, ds in deps.items():
+            i = index[nid]
+            indeg[i] = len(ds)
+            for d in ds:
+                users[index[d]].append(i)
+        ready = [i for i, k in enumerate(indeg) if k == 0]
+        heapq.heapify(ready)
         order: list[IRNode] = []
         while ready:
-            nid = ready.pop(0)
-            order.append(by_id[nid])
-            for u in users[nid]:
+            i = heapq.heappop(ready)
+            order.append(self.nodes[i])
+            for u in users[i]:
                 indeg[u] -= 1
                 if indeg[u] == 0:
-                    ready.append(u)
-            ready.sort(key=index.__getitem__)
-        return order
+                    heapq.heappush(ready, u)
+        if len(order) != len(self.nodes):
+            raise IRCycleError(self.find_cycle() or [])
+        return tuple(order)
 
     def of_type(self, *types: str) -> list[IRNode]:
         return [n for n in self.nodes if n.node_type in types]

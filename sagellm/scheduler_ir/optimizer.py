@@ -60,15 +60,20 @@ class IROptimizer:
         self.bucket_bytes = bucket_bytes
 
     def optimize(self, graph: IRGraph) -> IRGraph:
+        """All passes; those with nothing to do (no request split into chunks, no all-reduce)
+        are skipped, so the common step costs two topological sorts."""
         graph = self.validate(graph)
-        graph = self.merge_chunks(graph)
-        graph = self.fuse(graph)
-        graph = self.bucket(graph)
+        prefills = [str(n.get("request_id")) for n in graph.nodes if n.node_type == "prefill"]
+        if len(set(prefills)) < len(prefills):
+            graph = self.merge_chunks(graph)
+        graph = self.fuse(graph, presorted=True)
+        if any(n.node_type == "all_reduce" for n in graph.nodes):
+            graph = self.bucket(graph)
         return self.hoist(graph)
 
     def validate(self, graph: IRGraph) -> IRGraph:
         """The same nodes in topological order (raises IRCycleError)."""
-        return graph.with_nodes(graph.topological_order())
+        return graph.sorted_graph()
 
     # ---------------------------------------------------------------- chunk merging
 
@@ -129,34 +134,34 @@ class IROptimizer:
 
     # ---------------------------------------------------------------- fusion
 
-    def fuse(self, graph: IRGraph) -> IRGraph:
-        nodes = list(graph.topological_order())
-        wave_no = 0
-        while True:
-            g = IRGraph(tuple(nodes), graph.preempt)
-            wave = self._first_unfused_wave(g)
-            if not wave:
-                break
-            nodes = self._fuse_wave(nodes, wave, wave_no)
-            wave_no += 1
-        return graph.with_nodes(IRGraph(tuple(nodes)).topological_order())
+    def fuse(self, graph: IRGraph, presorted: bool = False) -> IRGraph:
+        """Fused graph; its nodes are in topological order unless ``presorted`` (the caller
+        sorts later, e.g. ``hoist``) and ``graph`` must already be in topological order."""
+        nodes = list(graph.nodes) if presorted else graph.topological_order()
+        waves = self._waves(graph, nodes)
+        for k, wave in enumerate(waves):
+            nodes = self._fuse_wave(nodes, wave, k)
+        fused = graph.with_nodes(nodes)
+        return fused if presorted or not waves else fused.with_nodes(fused.topological_order())
 
     @staticmethod
-    def _first_unfused_wave(g: IRGraph) -> list[IRNode]:
-        """Unfused forwards with no unfused forward among their ancestors."""
-        deps = g.deps()
-        by_id = {n.node_id: n for n in g.nodes}
-        blocked: dict[str, bool] = {}
-        for n in g.topological_order():
-            blocked[n.node_id] = any(
-                blocked[d] or by_id[d].node_type in ("prefill", "decode", "verify")
-                for d in deps[n.node_id]
-            )
-        return [
-            n
-            for n in g.nodes
-            if n.node_type in ("prefill", "decode", "verify") and not blocked[n.node_id]
-        ]
+    def _waves(graph: IRGraph, order: list[IRNode]) -> list[list[IRNode]]:
+        """Forward nodes grouped by how many forwards precede them on a dependency path."""
+        deps = graph.deps()
+        by_id = {n.node_id: n for n in order}
+        depth: dict[str, int] = {}
+        waves: list[list[IRNode]] = []
+        for n in order:
+            d = 0
+            for p in deps[n.node_id]:
+                extra = by_id[p].node_type in ("prefill", "decode", "verify")
+                d = max(d, depth[p] + extra)
+            depth[n.node_id] = d
+            if n.node_type in ("prefill", "decode", "verify"):
+                while len(waves) <= d:
+                    waves.append([])
+                waves[d].append(n)
+        return waves
 
     @staticmethod
     def _fuse_wave(nodes: list[IRNode], wave: list[IRNode], k: int) -> list[IRNode]:
@@ -231,7 +236,8 @@ class IROptimizer:
                 )
             else:
                 rest.append(n)
-        return graph.with_nodes([*first, *rest])
+        # loads with no producer may move first: the order stays topological
+        return IRGraph.presorted([*first, *rest], graph.preempt)
 
 
 def forward_waves(graph: IRGraph) -> list[IRNode]:

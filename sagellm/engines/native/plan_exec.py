@@ -37,6 +37,12 @@ class NativePlanTarget:
     def __init__(self, engine: NativeEngine, instance_id: str = "native-0") -> None:
         self.engine = engine
         self.instance_id = instance_id
+        self._lowered: tuple[ExecutionPlan, list] | None = None  # check -> execute reuse
+
+    def _lower(self, plan: ExecutionPlan) -> list:
+        if self._lowered is None or self._lowered[0] is not plan:
+            self._lowered = (plan, lower(plan.ir_graph))
+        return self._lowered[1]
 
     # ------------------------------------------------------------------ state
 
@@ -107,7 +113,7 @@ class NativePlanTarget:
                 what = _UNSUPPORTED[n.node_type]
                 return f"node {n.node_id!r}: the native engine does not run {what}"
         try:
-            waves = lower(plan.ir_graph)
+            waves = self._lower(plan)
         except ValueError as err:  # a cycle
             return str(err)
         seqs = self.sequences()
@@ -160,7 +166,7 @@ class NativePlanTarget:
 
     def execute(self, plan: ExecutionPlan) -> list[RequestOutput]:
         eng = self.engine
-        waves = lower(plan.ir_graph)
+        waves = self._lower(plan)
         seqs = self.sequences()
         preempt = [seqs[r] for r in plan.ir_graph.preempt]
         outputs: list[RequestOutput] = []

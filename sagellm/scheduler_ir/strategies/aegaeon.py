@@ -30,6 +30,7 @@ from sagellm.scheduler_ir.strategies.registry import STRATEGIES
 from sagellm.scheduler_ir.types import SchedulerState, StepDecision
 
 QUOTA_HORIZON_S = 4.0  # the "4 s" of alpha's first term
+DEFAULT_TPOT_SLO_S = 0.1  # used when neither the strategy nor any request sets one
 
 
 def aegaeon_quotas(
@@ -59,14 +60,14 @@ class AegaeonStrategy:
 
     def __init__(
         self,
-        tpot_slo_s: float = 0.1,
+        tpot_slo_s: float | None = None,
         prefill_group_size: int = 8,
         min_switch_s: float = 1e-3,
         default_decode_step_s: float = 0.02,
         ema: float = 0.2,
     ) -> None:
-        if tpot_slo_s <= 0:
-            raise ValueError(f"tpot_slo_s must be > 0, got {tpot_slo_s!r}")
+        if tpot_slo_s is not None and tpot_slo_s <= 0:
+            raise ValueError(f"tpot_slo_s must be None or > 0, got {tpot_slo_s!r}")
         if prefill_group_size < 1:
             raise ValueError(f"prefill_group_size must be >= 1, got {prefill_group_size!r}")
         self.tpot_slo_s = tpot_slo_s
@@ -118,12 +119,19 @@ class AegaeonStrategy:
                 return (waiting[0], self._prefill(states[waiting[0]])) if waiting else None
             self.round = sorted(busy)
             d = {m: self.decode_step_s.get(m, self.default_decode_step_s) for m in self.round}
-            self.quotas = aegaeon_quotas(self.tpot_slo_s, d, self.c0_s(len(self.round)))
+            self.quotas = aegaeon_quotas(self._tpot(states), d, self.c0_s(len(self.round)))
             self.num_rounds += 1
         self.current = self.round.pop(0)
         self.turn_s = 0.0
         self.prefilled_since_turn = False
         return self.current, self._decode(states[self.current])
+
+    def _tpot(self, states: dict[str, SchedulerState]) -> float:
+        """The configured TPOT objective, else the tightest one among the requests, else 0.1 s."""
+        if self.tpot_slo_s is not None:
+            return self.tpot_slo_s
+        slos = [r.tpot_slo_s for st in states.values() for r in st.requests if r.tpot_slo_s]
+        return min(slos) if slos else DEFAULT_TPOT_SLO_S
 
     def _prefill(self, st: SchedulerState) -> StepDecision:
         waiting = sorted((r for r in st.requests if not r.running), key=lambda r: r.arrival_s)
