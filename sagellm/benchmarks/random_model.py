@@ -7,6 +7,8 @@ weights (seeded) and the same folder, reused when it already holds the checkpoin
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 
@@ -40,7 +42,10 @@ def random_checkpoint(
         eos_token_id=None,
         bos_token_id=None,
     )
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     LlamaForCausalLM(cfg).eval().save_pretrained(tmp)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process won the race: its checkpoint is identical
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

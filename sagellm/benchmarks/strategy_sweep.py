@@ -79,6 +79,7 @@ def run_strategy_sweep(
     results_root: str | Path = "results",
     experiment: str = "scheduler_ir_sweep",
     tenant_priority: dict[str, int] | None = None,
+    tenant_model: dict[str, str] | None = None,
     progress: bool = False,
 ) -> StrategySweep:
     """Run every strategy at every rate; returns the sweep folder and its table."""
@@ -103,7 +104,11 @@ def run_strategy_sweep(
         for name in strategies:
             cfg = base.model_copy(update={"workload": wl, "experiment": f"scheduler_ir_{name}"})
             pe = PlanDrivenEngine(
-                engine, NativePlanTarget(engine), name, tenant_priority=tenant_priority
+                engine,
+                NativePlanTarget(engine),
+                name,
+                tenant_priority=tenant_priority,
+                tenant_model=tenant_model,
             )
             res = BenchmarkRunner(pe, progress=progress).run(cfg, results_root)
             m = res.metrics
@@ -114,6 +119,9 @@ def run_strategy_sweep(
                     "rate_per_s": rate,
                     **{k: m.get(k) for k in COLUMNS},
                     "ir_fraction": ir["ir_fraction"],
+                    "ir_cpu_fraction": ir["ir_cpu_fraction"],
+                    "ir_ms_per_step": 1e3 * ir["ir_s"] / max(ir["num_plans"], 1.0),
+                    "execute_ms_per_step": 1e3 * ir["execute_s"] / max(ir["num_plans"], 1.0),
                     "num_rejected_plans": ir["num_rejected_plans"],
                     "run_dir": str(res.run_dir) if res.run_dir else None,
                 }
@@ -148,7 +156,81 @@ def _write_sweep(base, strategies, rates, table, root: Path, experiment: str) ->
         "num_completed": float(table["num_completed"].sum()),
         "mean_ir_fraction": float(table["ir_fraction"].mean()),
         "max_ir_fraction": float(table["ir_fraction"].max()),
+        "mean_ir_cpu_fraction": float(table["ir_cpu_fraction"].mean()),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     save_chart(comparison_chart(table), run_dir / "strategy_comparison")
     return StrategySweep(run_dir, table, metrics)
+
+
+def scheduler_ir_experiment(
+    preset: str = "full",
+    strategies: tuple[str, ...] = (
+        "fifo",
+        "priority",
+        "slo_aware",
+        "lpm",
+        "hybrid",
+        "adaptive",
+        "aegaeon",
+    ),
+    rates_per_s: tuple[float, ...] = (8.0, 16.0, 24.0, 32.0),
+    num_requests: int = 40,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    ttft_slo_s: float = 0.3,
+    tpot_slo_s: float = 0.03,
+    seed: int = 0,
+    results_root: str | Path = "results",
+    models_root: str | Path | None = None,
+) -> StrategySweep:
+    """The notebook's experiment: a random Llama (``hidden_size`` x ``num_layers``) on the
+    native engine with one CPU thread (a second thread on a shared 2-core machine makes
+    steps 10-100x slower when a core is taken), a two-tenant Poisson workload (interactive:
+    priority 1 / model m0; batch: priority 0 / model m1) with lognormal lengths, KV blocks
+    scarce enough to preempt. ``preset="ci"``: a 64-wide 2-layer model, 6 requests, one rate.
+    """
+    from sagellm.benchmarks.config import SLOConfig
+    from sagellm.benchmarks.random_model import random_checkpoint
+    from sagellm.benchmarks.workloads import ArrivalConfig, LengthDist, WorkloadConfig
+    from sagellm.core.config import EngineConfig, ModelConfig
+
+    if preset not in ("full", "ci"):
+        raise ValueError(f"preset must be 'full' or 'ci', got {preset!r}")
+    if preset == "ci":
+        hidden_size, num_layers, num_requests, rates_per_s = 64, 2, 6, (rates_per_s[-1],)
+    if models_root is None:
+        from sagellm.engines.native.tokenizer import cache_dir
+
+        models_root = cache_dir() / "random_models"
+    ckpt = random_checkpoint(models_root, hidden_size=hidden_size, num_layers=num_layers)
+    base = BenchmarkConfig(
+        experiment="scheduler_ir",
+        engine=EngineConfig(
+            model=ModelConfig(path=str(ckpt)),
+            num_threads=1,
+            block_size_tokens=16,
+            num_kv_blocks=96,
+            max_num_seqs=8,
+            max_num_batched_tokens=128,
+        ),
+        workload=WorkloadConfig(
+            kind="tenant_mix",
+            seed=seed,
+            num_requests=num_requests,
+            arrival=ArrivalConfig(process="poisson", rate_per_s=rates_per_s[0]),
+            prompt_tokens=LengthDist(dist="lognormal", mean=96, std=64, min=8, max=384),
+            output_tokens=LengthDist(dist="lognormal", mean=24, std=16, min=2, max=96),
+            tenants={"interactive": 1.0, "batch": 1.0},
+        ),
+        warmup_requests=1,
+        slo=SLOConfig(ttft_s=ttft_slo_s, tpot_s=tpot_slo_s),
+    )
+    return run_strategy_sweep(
+        base,
+        list(strategies),
+        list(rates_per_s),
+        results_root,
+        tenant_priority={"interactive": 1, "batch": 0},
+        tenant_model={"interactive": "m0", "batch": "m1"},
+    )

@@ -60,9 +60,9 @@ def validate_slo(request: Request) -> None:
 class PlanDrivenEngine:
     """Wraps ``engine`` (any BaseEngine) and its ``target`` (the PlanTarget over it).
 
-    ``tenant_priority`` / ``tenant_slo_scale`` optionally derive a request's priority from its
-    tenant (workloads carry tenants, not priorities). ``plan_log`` records requests and plans
-    for offline replay.
+    ``tenant_priority`` / ``tenant_model`` optionally derive a request's priority / model name
+    from its tenant (workloads carry tenants, not priorities; aegaeon schedules per model).
+    ``plan_log`` records requests and plans for offline replay.
     """
 
     def __init__(
@@ -74,6 +74,7 @@ class PlanDrivenEngine:
         optimizer: IROptimizer | None = None,
         plan_log: PlanLog | None = None,
         tenant_priority: dict[str, int] | None = None,
+        tenant_model: dict[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.target = target
@@ -83,6 +84,7 @@ class PlanDrivenEngine:
         self.executor = ExecutorAPI([target])
         self.plan_log = plan_log
         self.tenant_priority = tenant_priority or {}
+        self.tenant_model = tenant_model or {}
         self.capabilities = frozenset(engine.capabilities | {"scheduler_ir"})
         self.arch = getattr(engine, "arch", None)
         self.device = getattr(engine, "device", "cpu")
@@ -100,8 +102,11 @@ class PlanDrivenEngine:
     def add_request(self, request: Request) -> None:
         """Queue ``request``; InvalidRequestError for an SLO <= 0 (or what the engine rejects)."""
         validate_slo(request)
-        if request.tenant_id in self.tenant_priority:
-            request = dataclasses.replace(request, priority=self.tenant_priority[request.tenant_id])
+        t = request.tenant_id
+        if t in self.tenant_priority:
+            request = dataclasses.replace(request, priority=self.tenant_priority[t])
+        if t in self.tenant_model:
+            request = dataclasses.replace(request, model=self.tenant_model[t])
         self.engine.add_request(request)
         if self.plan_log is not None:
             self.plan_log.add(request)

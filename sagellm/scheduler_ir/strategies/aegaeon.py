@@ -92,7 +92,7 @@ class AegaeonStrategy:
     def next_step(self, states: dict[str, SchedulerState]) -> tuple[str, StepDecision] | None:
         """The model to run next and its decision; None when no model has work."""
         cur = self.current
-        in_quota = cur is not None and self.turn_s < self.quotas.get(cur, 0.0)
+        in_quota = cur in states and self.turn_s < self.quotas.get(cur, 0.0)
         if in_quota and any(r.running for r in states[cur].requests):
             return cur, self._decode(states[cur])
         if not self.prefilled_since_turn:

@@ -50,3 +50,8 @@ def test_prefill_groups_per_model_then_decode_turns_by_quota():
     model, d = ag.next_step({"m0": st0, "m1": state(m1)})
     assert model == "m1" and d.items == (("b0", 4),)  # m1's request is older than a2
     assert ag.num_rounds == 1
+    # the model whose turn it was may vanish from the states (all its requests finished)
+    ag.current, ag.turn_s = "gone", 0.0
+    ag.quotas["gone"] = 10.0
+    model, d = ag.next_step({"m1": state([view("b1", prompt=4, computed=4, output=1)])})
+    assert model == "m1" and d.items == (("b1", 1),)
