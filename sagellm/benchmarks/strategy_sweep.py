@@ -81,8 +81,15 @@ def run_strategy_sweep(
     tenant_priority: dict[str, int] | None = None,
     tenant_model: dict[str, str] | None = None,
     progress: bool = False,
+    rounds: int = 1,
 ) -> StrategySweep:
-    """Run every strategy at every rate; returns the sweep folder and its table."""
+    """Run every strategy at every rate; returns the sweep folder and its table.
+
+    With ``rounds > 1`` each rate is served ``rounds`` times by every strategy, interleaved
+    and in a rotated order (round k starts with strategy k), so slow phases of a shared
+    machine hit every strategy alike; the table holds the median over rounds and
+    ``sweep_runs.csv`` every run.
+    """
     import pandas as pd
 
     from sagellm.benchmarks.runner import BenchmarkRunner
@@ -94,6 +101,8 @@ def run_strategy_sweep(
         make_strategy(s)  # fail fast on an unknown name, before loading anything
     if any(r <= 0 for r in rates_per_s):
         raise ValueError(f"rates_per_s must all be > 0, got {rates_per_s}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     engine = NativeEngine(base.engine)
     _warm_up(engine, base)
     rows = []
@@ -101,7 +110,9 @@ def run_strategy_sweep(
         wl = base.workload.model_copy(
             update={"arrival": base.workload.arrival.model_copy(update={"rate_per_s": rate})}
         )
-        for name in strategies:
+        for k in range(rounds * len(strategies)):
+            rnd, j = divmod(k, len(strategies))
+            name = strategies[(j + rnd) % len(strategies)]
             cfg = base.model_copy(update={"workload": wl, "experiment": f"scheduler_ir_{name}"})
             pe = PlanDrivenEngine(
                 engine,
@@ -117,6 +128,7 @@ def run_strategy_sweep(
                 {
                     "strategy": name,
                     "rate_per_s": rate,
+                    "round": rnd,
                     **{k: m.get(k) for k in COLUMNS},
                     "ir_fraction": ir["ir_fraction"],
                     "ir_cpu_fraction": ir["ir_cpu_fraction"],
@@ -126,8 +138,19 @@ def run_strategy_sweep(
                     "run_dir": str(res.run_dir) if res.run_dir else None,
                 }
             )
-    table = pd.DataFrame(rows)
-    return _write_sweep(base, strategies, rates_per_s, table, Path(results_root), experiment)
+    runs = pd.DataFrame(rows)
+    table = (
+        runs.drop(columns=["run_dir", "round"])
+        .groupby(["strategy", "rate_per_s"], sort=False)
+        .median()
+        .reset_index()
+    )
+    order = {s: i for i, s in enumerate(strategies)}
+    table = table.sort_values(
+        ["rate_per_s", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c
+    ).reset_index(drop=True)
+    root = Path(results_root)
+    return _write_sweep(base, strategies, rates_per_s, table, runs, root, experiment)
 
 
 def _warm_up(engine, base: BenchmarkConfig) -> None:
@@ -140,7 +163,7 @@ def _warm_up(engine, base: BenchmarkConfig) -> None:
     engine.reset_metrics()
 
 
-def _write_sweep(base, strategies, rates, table, root: Path, experiment: str) -> StrategySweep:
+def _write_sweep(base, strategies, rates, table, runs, root: Path, experiment: str):
     spec = {
         "base": base.model_dump(mode="json"),
         "strategies": list(strategies),
@@ -149,11 +172,12 @@ def _write_sweep(base, strategies, rates, table, root: Path, experiment: str) ->
     run_dir = root / experiment / make_run_id(config_hash(base))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(spec))
     atomic_write_text(run_dir / "sweep.csv", table.to_csv(index=False))
+    atomic_write_text(run_dir / "sweep_runs.csv", runs.to_csv(index=False))
     metrics = {
         "schema_version": SCHEMA_VERSION,
-        "num_runs": float(len(table)),
-        "num_requests": float(table["num_requests"].sum()),
-        "num_completed": float(table["num_completed"].sum()),
+        "num_runs": float(len(runs)),
+        "num_requests": float(runs["num_requests"].sum()),
+        "num_completed": float(runs["num_completed"].sum()),
         "mean_ir_fraction": float(table["ir_fraction"].mean()),
         "max_ir_fraction": float(table["ir_fraction"].max()),
         "mean_ir_cpu_fraction": float(table["ir_cpu_fraction"].mean()),
@@ -181,6 +205,7 @@ def scheduler_ir_experiment(
     ttft_slo_s: float = 0.3,
     tpot_slo_s: float = 0.03,
     seed: int = 0,
+    rounds: int = 2,
     results_root: str | Path = "results",
     models_root: str | Path | None = None,
 ) -> StrategySweep:
@@ -188,7 +213,8 @@ def scheduler_ir_experiment(
     native engine with one CPU thread (a second thread on a shared 2-core machine makes
     steps 10-100x slower when a core is taken), a two-tenant Poisson workload (interactive:
     priority 1 / model m0; batch: priority 0 / model m1) with lognormal lengths, KV blocks
-    scarce enough to preempt. ``preset="ci"``: a 64-wide 2-layer model, 6 requests, one rate.
+    scarce enough to preempt; ``rounds`` interleaved repetitions. ``preset="ci"``: a 64-wide
+    2-layer model, 6 requests, one rate, one round.
     """
     from sagellm.benchmarks.config import SLOConfig
     from sagellm.benchmarks.random_model import random_checkpoint
@@ -199,6 +225,7 @@ def scheduler_ir_experiment(
         raise ValueError(f"preset must be 'full' or 'ci', got {preset!r}")
     if preset == "ci":
         hidden_size, num_layers, num_requests, rates_per_s = 64, 2, 6, (rates_per_s[-1],)
+        rounds = 1
     if models_root is None:
         from sagellm.engines.native.tokenizer import cache_dir
 
@@ -233,4 +260,5 @@ def scheduler_ir_experiment(
         results_root,
         tenant_priority={"interactive": 1, "batch": 0},
         tenant_model={"interactive": "m0", "batch": "m1"},
+        rounds=rounds,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sagellm.scheduler_ir.graph import IRGraph
-from sagellm.scheduler_ir.types import FORWARD_TYPES, IRNode, node_config
+from sagellm.scheduler_ir.types import IRNode, node_config
 
 
 def contract(nodes: list[IRNode], node_id: str, node_type: str, config) -> IRNode:
@@ -238,8 +238,3 @@ class IROptimizer:
                 rest.append(n)
         # loads with no producer may move first: the order stays topological
         return IRGraph.presorted([*first, *rest], graph.preempt)
-
-
-def forward_waves(graph: IRGraph) -> list[IRNode]:
-    """The graph's forward-like nodes in topological order (one engine forward each)."""
-    return [n for n in graph.topological_order() if n.node_type in FORWARD_TYPES]

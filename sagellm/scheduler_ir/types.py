@@ -11,7 +11,7 @@ exists from the node that outputs a value to every node that inputs it. No torch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from sagellm.core.types import RequestId
@@ -100,7 +100,6 @@ class RequestView:
     last_token_s: float | None = None
     num_preemptions: int = 0
     num_prefix_hit_tokens: int = 0  # prompt tokens whose KV some cache already holds
-    prompt_head: tuple[int, ...] = ()  # leading prompt token ids (for prefix-aware policies)
 
     @property
     def num_pending_tokens(self) -> int:
@@ -171,12 +170,3 @@ class ForwardItem:
     request_id: RequestId
     start_tokens: int
     num_tokens: int
-
-
-@dataclass(frozen=True)
-class LoweredPlan:
-    """What an engine needs from a plan: preemptions, then one forward over ``items``."""
-
-    preempt: tuple[RequestId, ...] = ()
-    items: tuple[ForwardItem, ...] = ()
-    kv_transfers: tuple[tuple[tuple[str, ConfigValue], ...], ...] = field(default=())

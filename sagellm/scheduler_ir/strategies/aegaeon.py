@@ -159,11 +159,20 @@ class AegaeonStrategy:
 
     def decide(self, state: SchedulerState) -> StepDecision:
         """One instance whose requests may name different models (``RequestView.model``):
-        the models share the instance's budget, one model per step."""
+        the models share the instance's budget, one model per step; seats held by the other
+        models' running requests are not available to a model's sub-state."""
         split: dict[str, list] = {}
         for r in state.requests:
             split.setdefault(r.model or "default", []).append(r)
-        states = {m: replace(state, requests=tuple(rs)) for m, rs in split.items()}
+        running = sum(r.running for r in state.requests)
+        states = {
+            m: replace(
+                state,
+                requests=tuple(rs),
+                max_num_seqs=state.max_num_seqs - running + sum(r.running for r in rs),
+            )
+            for m, rs in split.items()
+        }
         choice = self.next_step(states)
         if choice is None:
             return StepDecision(note="aegaeon:idle")

@@ -33,6 +33,20 @@ def test_quota_inputs_are_validated(args, match):
         aegaeon_quotas(*args)
 
 
+def test_single_instance_models_share_the_seats():
+    ag = AegaeonStrategy(tpot_slo_s=0.1)
+    s = state(
+        [
+            view("a0", prompt=4, computed=4, output=1, model="m0", arrival_s=5.0),
+            view("b0", prompt=4, model="m1", arrival_s=0.0),
+            view("b1", prompt=4, model="m1", arrival_s=1.0),
+        ],
+        seqs=2,
+    )
+    d = ag.decide(s)
+    assert d.items == (("b0", 4),) and d.note == "aegaeon:prefill"  # a0 holds the other seat
+
+
 def test_prefill_groups_per_model_then_decode_turns_by_quota():
     ag = AegaeonStrategy(tpot_slo_s=0.1, prefill_group_size=2, min_switch_s=0.01)
     m0 = [view(f"a{i}", prompt=4, arrival_s=float(i)) for i in range(3)]
