@@ -164,3 +164,23 @@ def test_unfused_plans_give_the_same_tokens(reference):
         assert st.state == "completed", st.reason
         k += 1
     assert [eng.output_token_ids(f"r{i}") for i in range(3)] == refs[:3]
+
+
+def test_aegaeon_two_models_on_one_instance_one_model_per_step(reference):
+    folder, prompts, refs = reference
+    eng = NativeEngine.from_pretrained(
+        folder, block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16, max_num_seqs=3
+    )
+    log = PlanLog()
+    pe = PlanDrivenEngine(
+        eng, NativePlanTarget(eng), "aegaeon", plan_log=log, tenant_model={"t0": "m0", "t1": "m1"}
+    )
+    for i, p in enumerate(prompts):
+        pe.add_request(Request(f"r{i}", p, SP, tenant_id=f"t{i % 2}"))
+    while pe.has_unfinished():
+        pe.step()
+    assert [eng.output_token_ids(f"r{i}") for i in range(len(prompts))] == refs
+    assert pe.num_rejected == 0 and pe.strategy.num_rounds >= 2
+    for plan in log.plans:
+        forwards = [r for r in plan.request_ids if r not in plan.ir_graph.preempt]
+        assert len({int(r[1:]) % 2 for r in forwards}) <= 1, plan.plan_id  # one model a step
