@@ -58,7 +58,7 @@ def comparison_chart(table):
         var_name="metric",
     )
     return (
-        alt.Chart(long, title="Scheduling strategies on the native engine")
+        alt.Chart(long)
         .mark_line(point=True)
         .encode(
             x=alt.X("rate_per_s:Q", title="request rate (req/s)"),
@@ -69,6 +69,7 @@ def comparison_chart(table):
         .properties(width=260, height=200)
         .facet(column=alt.Column("metric:N", title=None))
         .resolve_scale(y="independent")
+        .properties(title="Scheduling strategies on the native engine (same workload and seed)")
     )
 
 
