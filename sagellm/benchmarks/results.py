@@ -62,3 +62,11 @@ def save_chart(chart, path_stem: Path) -> list[Path]:
     atomic_write_bytes(png, vlc.vegalite_to_png(spec, scale=2))
     atomic_write_text(html, chart.to_html())
     return [png, html]
+
+
+def params_hash(params: dict[str, Any], length: int = 8) -> str:
+    """A short stable hash of plain experiment parameters (for run ids)."""
+    import hashlib
+
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

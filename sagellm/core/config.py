@@ -32,6 +32,25 @@ class ModelConfig(_Frozen):
     tokenizer: str | None = None  # folder with tokenizer.json; None = next to the weights
 
 
+class TenantQuotaConfig(_Frozen):
+    """KV block limits of one tenant (None = unlimited); see kv_runtime.QuotaManager."""
+
+    hard_blocks: int | None = Field(default=None, ge=1)  # never exceeded: requests wait
+    soft_blocks: int | None = Field(default=None, ge=1)  # exceeded -> reclaimed first, counted
+
+    @model_validator(mode="after")
+    def _check_order(self) -> TenantQuotaConfig:
+        if (
+            self.hard_blocks is not None
+            and self.soft_blocks is not None
+            and self.soft_blocks > self.hard_blocks
+        ):
+            raise ValueError(
+                f"soft_blocks ({self.soft_blocks}) must be <= hard_blocks ({self.hard_blocks})"
+            )
+        return self
+
+
 class EngineConfig(_Frozen):
     """The engine and its memory/batching limits (vLLM's names where they exist)."""
 
@@ -47,6 +66,41 @@ class EngineConfig(_Frozen):
     max_model_len_tokens: int | None = Field(default=None, ge=2)  # None = the model's context
     enable_chunked_prefill: bool = True
     seed: int = 0  # base seed for requests without their own
+    # --- prefix reuse and KV tiers (issue 4) ---
+    enable_prefix_caching: bool = False  # reuse KV of full blocks shared with earlier prompts
+    prefix_cache_per_tenant: bool = True  # salt block hashes with tenant_id (no cross-tenant hit)
+    eviction_policy: Literal["lru"] = "lru"  # which cached block goes first
+    host_tier_blocks: int | None = Field(default=None, ge=1)  # CPU tier for demoted blocks
+    host_tier_bytes: int | None = Field(default=None, ge=1)  # same, in bytes (not both)
+    disk_tier_blocks: int | None = Field(default=None, ge=1)  # files under kv_cache_dir
+    disk_tier_bytes: int | None = Field(default=None, ge=1)
+    kv_cache_dir: str | None = None  # where the disk tier writes (checked writable at start)
+    tenant_quotas: dict[str, TenantQuotaConfig] = Field(default_factory=dict)
+    defrag_fragmentation_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check_kv_tiers(self) -> EngineConfig:
+        for tier in ("host_tier", "disk_tier"):
+            if getattr(self, f"{tier}_blocks") is not None and getattr(self, f"{tier}_bytes"):
+                raise ValueError(f"set {tier}_blocks or {tier}_bytes, not both")
+        tiers = self.host_tier_blocks or self.host_tier_bytes or self.disk_tier_blocks
+        if (tiers or self.disk_tier_bytes) and not self.enable_prefix_caching:
+            raise ValueError("host/disk KV tiers need enable_prefix_caching: true")
+        disk = self.disk_tier_blocks or self.disk_tier_bytes
+        if disk and not self.kv_cache_dir:
+            raise ValueError("kv_cache_dir must be set when disk_tier_blocks/bytes is set")
+        if (
+            self.num_kv_blocks is not None
+            and self.max_model_len_tokens is not None
+            and self.num_kv_blocks * self.block_size_tokens < self.max_model_len_tokens
+        ):
+            need = -(-self.max_model_len_tokens // self.block_size_tokens)
+            raise ValueError(
+                f"num_kv_blocks ({self.num_kv_blocks}) is smaller than one request of "
+                f"max_model_len_tokens ({self.max_model_len_tokens}) needs ({need} blocks of "
+                f"{self.block_size_tokens} tokens)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_budget(self) -> EngineConfig:

@@ -1,3 +1,63 @@
-"""kv_policy: EvictionPolicy (LRU/LFU/ARC/S3FIFO/SIEVE/cost-aware), MigrationPolicy,
-CostBenefitModel, LifetimePredictor. Filled by its own issue.
+"""kv_policy: which KV blocks to keep, evict, demote or drop.
+
+- ``EvictionPolicy`` implementations registered by YAML name in ``EVICTION_POLICIES``:
+  ``lru``, ``lfu``, ``arc``, ``s3fifo``, ``sieve``, ``cost_aware``; ``make_eviction_policy``.
+- ``TieredMigrationPolicy`` (device -> host -> disk, or drop) over ``RooflineCostBenefitModel``.
+- ``EwmaLifetimePredictor``: time/accesses to next reuse, per prefix group.
+- Offline trace replay (``simulator.simulate``, ``traces``, ``sweep``, ``python -m
+  sagellm.kv_policy.replay``); ``oracle`` drives libCacheSim (imported only there).
 """
+
+from sagellm.kv_policy.arc import ARCPolicy
+from sagellm.kv_policy.base import EVICTION_POLICIES, make_eviction_policy
+from sagellm.kv_policy.cost_aware import CostAwarePolicy
+from sagellm.kv_policy.lfu import LFUPolicy
+from sagellm.kv_policy.lru import LRUPolicy
+from sagellm.kv_policy.protocol import (
+    CostBenefitModel,
+    EvictionPolicy,
+    LifetimePredictor,
+    MigrationPolicy,
+)
+from sagellm.kv_policy.s3fifo import S3FIFOPolicy
+from sagellm.kv_policy.sieve import SievePolicy
+from sagellm.kv_policy.simulator import ReplayResult, simulate
+from sagellm.kv_policy.types import (
+    TIERS,
+    BlockStats,
+    EvictionDecision,
+    MigrationDecision,
+    MigrationEstimate,
+    MigrationStep,
+    PolicyContext,
+    PoolStats,
+    TenantStats,
+    Tier,
+)
+
+__all__ = [
+    "EVICTION_POLICIES",
+    "TIERS",
+    "ARCPolicy",
+    "BlockStats",
+    "CostAwarePolicy",
+    "CostBenefitModel",
+    "EvictionDecision",
+    "EvictionPolicy",
+    "LFUPolicy",
+    "LRUPolicy",
+    "LifetimePredictor",
+    "MigrationDecision",
+    "MigrationEstimate",
+    "MigrationPolicy",
+    "MigrationStep",
+    "PolicyContext",
+    "PoolStats",
+    "ReplayResult",
+    "S3FIFOPolicy",
+    "SievePolicy",
+    "TenantStats",
+    "Tier",
+    "make_eviction_policy",
+    "simulate",
+]

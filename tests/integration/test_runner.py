@@ -78,3 +78,21 @@ def test_presets_load():
         assert load_benchmark_config(name).experiment == name
     with pytest.raises(ValueError, match="unknown preset 'nope'; known: ci"):
         load_benchmark_config("nope")
+
+
+def test_cli_bench_and_gate_on_a_config(tiny_cfg, tmp_path, capsys):
+    import yaml
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_cfg.model_dump(mode="json")))
+    assert main(["bench", "--config", str(cfg_path), "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "output tokens/s:" in out
+    run = next((tmp_path / "r" / "tiny").iterdir())
+    # a run compared with itself passes the gate; a doctored baseline fails it
+    assert main(["gate", "--baseline", str(run / "metrics.json"), "--current", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    m["p50_tpot_s_norm"] = m["p50_tpot_s_norm"] / 2
+    (tmp_path / "b.json").write_text(json.dumps(m))
+    assert main(["gate", "--baseline", str(tmp_path / "b.json"), "--current", str(run)]) == 1
+    assert "gate: FAIL (p50_tpot_s_norm)" in capsys.readouterr().out

@@ -20,7 +20,8 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.native.batch_inputs import build_inputs
-from sagellm.engines.native.kv_cache import BlockAllocator, PagedKVCache
+from sagellm.engines.native.kv_cache import PagedKVCache
+from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.sampler import sample
@@ -49,7 +50,17 @@ class NativeEngine:
     """
 
     capabilities = frozenset(
-        {"continuous_batching", "chunked_prefill", "preemption_recompute", "streaming", "abort"}
+        {
+            "continuous_batching",
+            "chunked_prefill",
+            "preemption_recompute",
+            "streaming",
+            "abort",
+            "prefix_reuse",
+            "kv_tiers",
+            "kv_quotas",
+            "kv_defrag",
+        }
     )
 
     def __init__(self, config: EngineConfig | None = None) -> None:
@@ -78,9 +89,10 @@ class NativeEngine:
             self.dtype,
             self.device,
         )
-        self.allocator = BlockAllocator(num_blocks)
+        self.kv = NativeKVManager.from_config(self.cache.kv, cfg)
+        self.allocator = self.kv.pool  # block counts: num_used (referenced), num_free
         self.scheduler = Scheduler(
-            self.allocator,
+            self.kv,
             bs,
             cfg.max_num_seqs,
             cfg.max_num_batched_tokens,
@@ -172,6 +184,9 @@ class NativeEngine:
                 f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
                 f"only {self.allocator.num_blocks}; raise num_kv_blocks or kv_cache_bytes"
             )
+        reason = self.kv.quota.rejection_reason(request.tenant_id, need)
+        if reason is not None:
+            raise InvalidRequestError(f"request {rid!r} rejected: {reason}")
 
     def abort(self, request_id: RequestId) -> bool:
         """Stop a request; its final output (finish_reason "abort") comes with the next step."""
@@ -202,6 +217,9 @@ class NativeEngine:
         for seq, _ in batch.items:
             if seq.metrics.scheduled_s is None:
                 seq.metrics.scheduled_s = t0
+            if not self.kv.ensure_writable(seq):
+                return outputs + self._fail_batch([seq], RuntimeError("no block for a KV copy"))
+        kv_load_s, self.kv.kv_load_s = self.kv.kv_load_s, 0.0
         inputs = build_inputs(
             batch, self.config.block_size_tokens, self.arch.num_kv_heads, self.device
         )
@@ -215,6 +233,7 @@ class NativeEngine:
         t2 = self.clock()
         for seq, n in batch.items:
             seq.num_computed_tokens += n
+            self.kv.commit(seq)
         seqs = inputs.sampled_seqs
         tokens = (
             sample(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
@@ -227,8 +246,16 @@ class NativeEngine:
                 self.recorded_logits.setdefault(seq.request_id, []).append(logits[j].cpu())
         for seq, tok in zip(seqs, tokens, strict=True):
             outputs.append(self._append_token(seq, tok, t3))
-        self._steps.append(self._step_metrics(batch, inputs, t0, t1, t2, t3))
+        self._steps.append(self._step_metrics(batch, inputs, t0, t1, t2, t3, kv_load_s))
+        threshold = self.config.defrag_fragmentation_threshold
+        if threshold is not None and self.kv.pool.get_fragmentation() > threshold:
+            self.defragment()
         return outputs
+
+    def defragment(self):
+        """Compact the device KV pool between steps (outputs do not change); returns the
+        :class:`~sagellm.kv_runtime.DefragResult`."""
+        return self.kv.defragment()
 
     def _append_token(self, seq: Sequence, tok: int, now: float) -> RequestOutput:
         seq.token_ids.append(tok)
@@ -246,7 +273,7 @@ class NativeEngine:
         if reason is not None:
             self.scheduler.release(seq)
             self._finish(seq, reason)
-        return RequestOutput(seq.request_id, [tok], reason is not None, reason)
+        return RequestOutput(seq.request_id, [tok], reason is not None, reason, m.num_cached_tokens)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SeqStatus.FINISHED
@@ -262,7 +289,7 @@ class NativeEngine:
             out.append(RequestOutput(seq.request_id, [], True, "error", error=str(err)))
         return out
 
-    def _step_metrics(self, batch, inputs, t0, t1, t2, t3) -> StepMetrics:
+    def _step_metrics(self, batch, inputs, t0, t1, t2, t3, kv_load_s) -> StepMetrics:
         arch = self.arch
         T = batch.num_tokens
         n_logits = len(inputs.sampled_seqs)
@@ -285,6 +312,7 @@ class NativeEngine:
             schedule_s=t1 - t0,
             compute_s=t2 - t1,
             sample_s=t3 - t2,
+            kv_load_s=kv_load_s,
             flops=flops,
             bytes_moved=float(self.model.num_weight_bytes + kv_read),
             num_preempted=len(batch.preempted),
@@ -355,4 +383,9 @@ class NativeEngine:
             "num_waiting": float(len(self.scheduler.waiting)),
             "num_running": float(len(self.scheduler.running)),
             "weight_bytes": float(self.model.num_weight_bytes),
+            **self.kv.stats(),
         }
+
+    def close(self) -> None:
+        """Release files of the disk KV tier (if any)."""
+        self.kv.close()

@@ -1,4 +1,4 @@
-"""The paged KV cache tensor and its block allocator.
+"""The paged KV cache tensor (its blocks are handed out by kv_runtime.KVPool).
 
 Layout (one tensor for the whole model)::
 
@@ -13,47 +13,7 @@ slot ``p % B`` (B = block_size_tokens); its flat slot index is ``bt[p // B] * B 
 
 from __future__ import annotations
 
-from collections import deque
-
 import torch
-
-from sagellm.core.types import BlockId
-
-
-class BlockAllocator:
-    """A free list of KV block ids.
-
-    Invariant: ``num_free + num_used == num_blocks``; a block is never handed out twice
-    without a ``free`` in between. ``allocate`` returns ``None`` (back-pressure) rather than
-    raising when too few blocks are free.
-    """
-
-    def __init__(self, num_blocks: int) -> None:
-        self.num_blocks = num_blocks
-        self._free: deque[BlockId] = deque(range(num_blocks))
-        self._used: set[BlockId] = set()
-
-    @property
-    def num_free(self) -> int:
-        return len(self._free)
-
-    @property
-    def num_used(self) -> int:
-        return len(self._used)
-
-    def allocate(self, n: int) -> list[BlockId] | None:
-        if n > len(self._free):
-            return None
-        out = [self._free.popleft() for _ in range(n)]
-        self._used.update(out)
-        return out
-
-    def free(self, block_ids: list[BlockId]) -> None:
-        for b in block_ids:
-            if b not in self._used:
-                raise ValueError(f"block {b} freed but not allocated")
-            self._used.remove(b)
-            self._free.append(b)
 
 
 class PagedKVCache:

@@ -13,6 +13,7 @@ import torch
 
 from sagellm.core.types import RequestId
 from sagellm.engines.native.engine import NativeEngine
+from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sequence import SeqStatus
 
 
@@ -31,7 +32,8 @@ def check_compatible(src: NativeEngine, dst: NativeEngine) -> None:
 def transfer_prefilled(src: NativeEngine, dst: NativeEngine, request_id: RequestId) -> bool:
     """Hand ``request_id`` (prefilled and running on ``src``) to ``dst``.
 
-    Returns False, changing nothing, when ``dst`` lacks free KV blocks (retry later).
+    Returns False, changing nothing, when ``dst`` lacks free KV blocks or the tenant's quota
+    there is spent (retry later).
     Raises ValueError when the request is not a prefilled running request of ``src``.
     """
     seq = next((s for s in src.scheduler.running if s.request_id == request_id), None)
@@ -39,19 +41,20 @@ def transfer_prefilled(src: NativeEngine, dst: NativeEngine, request_id: Request
         raise ValueError(f"request {request_id!r} is not a prefilled running request of src")
     n = seq.num_computed_tokens
     nb = -(-n // src.config.block_size_tokens)
-    blocks = dst.allocator.allocate(nb)
-    if blocks is None:
-        return False
+    tenant = seq.request.tenant_id
+    if dst.scheduler.allocator.num_free < nb or not dst.kv.quota.can_charge(tenant, nb):
+        return False  # no blocks (or no quota) on dst yet: retry later
+    dst.add_request(seq.request)
+    dseq = dst.scheduler.waiting.pop()
+    status = dst.kv.allocate(dseq, nb)
+    if status is not AllocStatus.OK:
+        raise RuntimeError(f"request {request_id!r}: {status.value} after a successful check")
     kv = src.cache.kv
     idx_src = torch.tensor(seq.block_ids[:nb], dtype=torch.int64, device=kv.device)
-    idx_dst = torch.tensor(blocks, dtype=torch.int64, device=kv.device)
+    idx_dst = torch.tensor(dseq.block_ids, dtype=torch.int64, device=kv.device)
     dst.cache.kv.index_copy_(2, idx_dst, kv.index_select(2, idx_src))
-    dst.add_request(seq.request)
-    dseq = dst.scheduler.waiting[-1]
-    dst.scheduler.waiting.pop()
     dseq.token_ids = list(seq.token_ids)
     dseq.num_computed_tokens = n
-    dseq.block_ids = blocks
     dseq.status = SeqStatus.RUNNING
     dst.scheduler.running.append(dseq)
     m, dm = seq.metrics, dseq.metrics

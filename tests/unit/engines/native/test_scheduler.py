@@ -1,7 +1,9 @@
 """Scheduler decisions on tiny pools, with exact expectations (no model involved)."""
 
+import torch
+
 from sagellm.core.types import Request, RequestMetrics, SamplingParams
-from sagellm.engines.native.kv_cache import BlockAllocator
+from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.scheduler import Scheduler
 from sagellm.engines.native.sequence import Sequence
 
@@ -27,7 +29,8 @@ def finish_step(batch):
 
 
 def make(num_blocks=8, bs=4, max_seqs=8, budget=16, chunked=True):
-    return Scheduler(BlockAllocator(num_blocks), bs, max_seqs, budget, chunked)
+    kv = NativeKVManager(torch.zeros(1, 2, num_blocks, 1, bs, 1), bs)
+    return Scheduler(kv, bs, max_seqs, budget, chunked)
 
 
 def test_chunked_prefill_splits_under_budget():

@@ -1,0 +1,125 @@
+"""Eviction across KV tiers for :class:`NativeKVManager` (a mixin: it works on the manager's
+pool, index, hierarchy, migrator, quota, ``_entry_of_block`` and ``_pinned``).
+
+Making room in a tier demotes its victims one tier down (device -> host -> disk), at most the
+lower tier's capacity at a time, so a full tier first pushes its own victims further down.
+At the bottom (or with no lower tier) leaf entries leave the index in policy order. Victims
+are never pinned (being loaded for the sequence at hand) and, on the device, never referenced.
+"""
+
+from __future__ import annotations
+
+from sagellm.core.types import BlockId, TenantId
+from sagellm.kv_runtime import (
+    HierarchyManager,
+    KVMigrator,
+    KVPool,
+    MigrationPlan,
+    QuotaManager,
+)
+from sagellm.prefix_reuse import PrefixEntry, PrefixReuseIndex
+
+
+class TierEviction:
+    """Victim choice, demotion and dropping of cached blocks."""
+
+    pool: KVPool
+    index: PrefixReuseIndex
+    hierarchy: HierarchyManager
+    migrator: KVMigrator
+    quota: QuotaManager
+    _entry_of_block: dict[BlockId, int]
+    _pinned: set[int]
+    num_demoted_blocks: int
+    num_dropped_entries: int
+
+    def _evictable(self, tier: str, tenant: TenantId | None = None):
+        def ok(e: PrefixEntry) -> bool:
+            if e.tier != tier or e.entry_id in self._pinned or not e.kv_block_ids:
+                return False
+            if tenant is not None and str(e.metadata.get("tenant_id", "")) != tenant:
+                return False
+            return tier != "device" or self.pool.is_cached(e.kv_block_ids[0])
+
+        return ok
+
+    def _victims(self, tier: str, k: int, remove: bool) -> list[PrefixEntry]:
+        """``k`` entries of ``tier`` in policy order: any position when they move down a tier,
+        leaves only (``remove``) when they leave the index. Under quotas the device's victims
+        are spread over tenants by :meth:`QuotaManager.reclaim_plan`."""
+        pick = self.index.evict_lru if remove else self.index.select_victims
+        if tier != "device" or not self.quota.quotas:
+            return pick(k, self._evictable(tier))
+        per_tenant: dict[TenantId, int] = {}
+        for e in self.index.select_victims(len(self.index), self._evictable(tier)):
+            t = str(e.metadata.get("tenant_id", ""))
+            per_tenant[t] = per_tenant.get(t, 0) + 1
+        plan = self.quota.reclaim_plan(k, per_tenant, self.pool.num_blocks)
+        out: list[PrefixEntry] = []
+        for t, n in plan.items():
+            out += pick(n, self._evictable(tier, t))
+        return out
+
+    def _evict_device(self, k: int) -> None:
+        self._make_room("device", k)
+
+    def _make_room(self, tier: str, k: int) -> None:
+        """Free ``k`` blocks of ``tier``: demote victims to the next tier, or at the bottom
+        drop leaf entries from the index."""
+        lower = self.hierarchy.lower(tier)
+        if lower is not None:
+            self._demote(self._victims(tier, k, remove=False), tier, lower)
+        else:
+            for r in self._victims(tier, k, remove=True):
+                self._release(r)
+
+    def _live(self, entries: list[PrefixEntry]) -> list[PrefixEntry]:
+        # making room below may have dropped some of them (as part of a subtree)
+        return [e for e in entries if self.index.get(e.entry_id) == e]
+
+    def _demote(self, entries: list[PrefixEntry], src: str, dst: str) -> None:
+        """Move ``entries`` one tier down, at most the lower tier's capacity at a time (so a
+        full tier pushes its own victims further down first); what cannot fit is dropped."""
+        store = self.hierarchy.tier(dst)
+        for i in range(0, len(entries), store.num_blocks):
+            chunk = self._live(entries[i : i + store.num_blocks])
+            if store.num_free_blocks < len(chunk):
+                self._make_room(dst, len(chunk) - store.num_free_blocks)
+                chunk = self._live(chunk)
+            fit = min(len(chunk), store.num_free_blocks)
+            self._move(chunk[:fit], src, dst)
+            for e in chunk[fit:]:
+                self._drop(e)
+
+    def _move(self, move: list[PrefixEntry], src: str, dst: str) -> None:
+        if not move:
+            return
+        src_ids = tuple(e.kv_block_ids[0] for e in move)
+        plan = MigrationPlan(src, dst, src_ids, free_src=src != "device")  # type: ignore[arg-type]
+        res = self.migrator.migrate(plan)
+        if src == "device":
+            for b in src_ids:
+                del self._entry_of_block[b]
+            self.pool.reclaim(src_ids)
+        for e, d in zip(move, res.dst_block_ids, strict=True):
+            self.index.relocate(e.entry_id, () if d is None else (d,), dst)  # type: ignore[arg-type]
+            if d is None:
+                self._drop(e)
+        self.num_demoted_blocks += len(move)
+
+    def _drop(self, entry: PrefixEntry) -> None:
+        """Remove an entry and its subtree from the index and free their storage."""
+        for r in self.index.invalidate(entry.entry_id):
+            self._release(r)
+
+    def _release(self, r: PrefixEntry) -> None:
+        """Free the storage of an entry already removed from the index."""
+        self.num_dropped_entries += 1
+        if not r.kv_block_ids:
+            return
+        if r.tier == "device":
+            b = r.kv_block_ids[0]
+            self._entry_of_block.pop(b, None)
+            self.pool.set_cacheable(b, False)
+        else:
+            self.hierarchy.tier(r.tier).free(r.kv_block_ids)

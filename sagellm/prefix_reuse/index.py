@@ -1,0 +1,300 @@
+"""PrefixReuseIndex: a radix tree over full KV blocks keyed by chained block hashes.
+
+Each node is one full block; its key is ``H(parent hash, block tokens, salt)``. A node's
+children are bucketed by hash, and every bucket is a list, so colliding blocks coexist and
+:class:`PrefixMatcher` picks the one whose stored tokens equal the query's. A salt (e.g. the
+tenant id) enters the first block's hash and every later one through the chain, so tenants
+with different salts never share blocks.
+
+Invariants (``check_invariants``): every node's hash equals ``H(parent.hash, tokens, salt)``;
+``token_length == depth * block_size_tokens``; a node is in exactly its parent's bucket;
+``len(index) == number of nodes``. All public methods hold one re-entrant lock, so concurrent
+``insert``/``lookup``/``invalidate`` from several threads are safe.
+
+Access time is a logical counter (one stamp per call), so eviction order is deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+
+from sagellm.core.types import BlockId
+from sagellm.prefix_reuse.hashing import BlockHashFn, blake2b_block_hash
+from sagellm.prefix_reuse.matcher import PrefixMatcher
+from sagellm.prefix_reuse.metrics import PrefixReuseMetrics
+from sagellm.prefix_reuse.policy import AccessRecord, EvictionPriority, LRUPriority
+from sagellm.prefix_reuse.types import PrefixEntry, PrefixHit, PrefixLookup, TierName
+
+
+class _Node:
+    __slots__ = (
+        "children",
+        "entry_id",
+        "kv_block_ids",
+        "last_access",
+        "metadata",
+        "num_hits",
+        "parent",
+        "salt",
+        "tier",
+        "token_hash",
+        "token_ids",
+        "token_length",
+    )
+
+    def __init__(self, entry_id, token_hash, token_ids, salt, parent, token_length):
+        self.entry_id: int | None = entry_id
+        self.token_hash: int = token_hash
+        self.token_ids: tuple[int, ...] = token_ids
+        self.salt: str | None = salt
+        self.parent: _Node | None = parent
+        self.token_length: int = token_length
+        self.children: dict[int, list[_Node]] = {}
+        self.kv_block_ids: tuple[BlockId, ...] = ()
+        self.tier: TierName = "device"
+        self.metadata: MappingProxyType = MappingProxyType({})
+        self.last_access = 0
+        self.num_hits = 0
+
+    def entry(self) -> PrefixEntry:
+        parent = self.parent
+        return PrefixEntry(
+            entry_id=self.entry_id,
+            token_hash=self.token_hash,
+            token_length=self.token_length,
+            kv_block_ids=self.kv_block_ids,
+            metadata=self.metadata,
+            tier=self.tier,
+            parent_entry_id=parent.entry_id if parent and parent.parent is not None else None,
+        )
+
+    def record(self) -> AccessRecord:
+        return AccessRecord(self.last_access, self.num_hits, self.token_length)
+
+
+class PrefixReuseIndex:
+    """Longest-prefix lookup of cached KV blocks, ``block_size_tokens`` tokens per block."""
+
+    def __init__(
+        self,
+        block_size_tokens: int,
+        hash_fn: BlockHashFn = blake2b_block_hash,
+        matcher: PrefixMatcher | None = None,
+        priority: EvictionPriority | None = None,
+        metrics: PrefixReuseMetrics | None = None,
+    ) -> None:
+        if not isinstance(block_size_tokens, int) or block_size_tokens <= 0:
+            raise ValueError(f"block_size_tokens must be an integer > 0, got {block_size_tokens!r}")
+        self.block_size_tokens = block_size_tokens
+        self.hash_fn = hash_fn
+        self.matcher = matcher or PrefixMatcher()
+        self.priority = priority or LRUPriority()
+        self.metrics = metrics or PrefixReuseMetrics()
+        self._root = _Node(None, 0, (), None, None, 0)  # holds no block; never returned
+        self._nodes: dict[int, _Node] = {}
+        self._ids = itertools.count()
+        self._clock = 0
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    # ------------------------------------------------------------------ lookup / insert
+
+    def _blocks(self, token_ids: Sequence[int], num_blocks: int) -> Iterator[tuple[int, ...]]:
+        bs = self.block_size_tokens
+        for i in range(num_blocks):
+            yield tuple(token_ids[i * bs : (i + 1) * bs])
+
+    def _child(self, node: _Node, h: int, block: tuple[int, ...], salt: str | None):
+        for cand in node.children.get(h, ()):
+            if self.matcher.verify(cand.token_ids, block, cand.salt, salt):
+                return cand
+            self.metrics.record_collision()
+        return None
+
+    def lookup(
+        self, token_ids: Sequence[int], salt: str | None = None, record_request: bool = True
+    ) -> PrefixLookup:
+        """Longest cached prefix of ``token_ids`` made of full blocks, capped at
+        ``len(token_ids) - 1`` tokens. Touches the matched entries (LRU)."""
+        t0 = time.perf_counter()
+        n = len(token_ids)
+        max_blocks = max(0, (n - 1) // self.block_size_tokens)
+        with self._lock:
+            self._clock += 1
+            node, matched = self._root, []
+            for block in self._blocks(token_ids, max_blocks):
+                h = self.hash_fn(node.token_hash if node is not self._root else None, block, salt)
+                child = self._child(node, h, block, salt)
+                if child is None:
+                    break
+                child.last_access = self._clock
+                child.num_hits += 1
+                matched.append(child)
+                node = child
+            entries = tuple(c.entry() for c in matched)
+        length = len(entries) * self.block_size_tokens
+        hit = PrefixHit(length, 1.0 if entries else 0.0, n - length)
+        self.metrics.record_lookup_latency(time.perf_counter() - t0)
+        if record_request:
+            self.metrics.record_request(n, length)
+        return PrefixLookup(hit, entries)
+
+    def insert(
+        self,
+        token_ids: Sequence[int],
+        kv_block_ids: Sequence[BlockId],
+        salt: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+        tier: TierName = "device",
+    ) -> list[PrefixEntry]:
+        """Index the full blocks of ``token_ids`` (block i held by ``kv_block_ids[i]``).
+
+        Blocks already indexed keep their stored KV location (the caller's duplicate block
+        is not adopted: compare the returned entries' ``kv_block_ids``). Returns the entries
+        along the path, one per full block covered by both arguments.
+        """
+        num_blocks = min(len(token_ids) // self.block_size_tokens, len(kv_block_ids))
+        meta = MappingProxyType(dict(metadata or {}))
+        out: list[PrefixEntry] = []
+        with self._lock:
+            self._clock += 1
+            node = self._root
+            for i, block in enumerate(self._blocks(token_ids, num_blocks)):
+                parent_hash = node.token_hash if node is not self._root else None
+                h = self.hash_fn(parent_hash, block, salt)
+                child = self._child(node, h, block, salt)
+                if child is None:
+                    child = _Node(
+                        next(self._ids), h, block, salt, node, (i + 1) * self.block_size_tokens
+                    )
+                    child.kv_block_ids = (kv_block_ids[i],)
+                    child.tier = tier
+                    child.metadata = meta
+                    node.children.setdefault(h, []).append(child)
+                    self._nodes[child.entry_id] = child
+                child.last_access = self._clock
+                out.append(child.entry())
+                node = child
+        return out
+
+    # ------------------------------------------------------------------ removal / moves
+
+    def get(self, entry_id: int) -> PrefixEntry | None:
+        with self._lock:
+            node = self._nodes.get(entry_id)
+            return node.entry() if node is not None else None
+
+    def entries(self) -> list[PrefixEntry]:
+        """All entries, parents before children."""
+        with self._lock:
+            return [self._nodes[i].entry() for i in sorted(self._nodes)]
+
+    def invalidate(self, entry_id: int) -> list[PrefixEntry]:
+        """Remove an entry and its whole subtree (its descendants are unreachable without it).
+        Returns the removed entries (empty when ``entry_id`` is unknown)."""
+        with self._lock:
+            node = self._nodes.get(entry_id)
+            if node is None:
+                return []
+            bucket = node.parent.children[node.token_hash]
+            bucket.remove(node)
+            if not bucket:
+                del node.parent.children[node.token_hash]
+            removed, stack = [], [node]
+            while stack:
+                cur = stack.pop()
+                removed.append(cur.entry())
+                del self._nodes[cur.entry_id]
+                for kids in cur.children.values():
+                    stack.extend(kids)
+            return removed
+
+    def relocate(self, entry_id: int, kv_block_ids: Sequence[BlockId], tier: TierName) -> None:
+        """Record that the entry's KV now lives at ``kv_block_ids`` in ``tier``."""
+        with self._lock:
+            node = self._nodes[entry_id]
+            node.kv_block_ids = tuple(kv_block_ids)
+            node.tier = tier
+
+    def remap_blocks(self, mapping: Mapping[BlockId, BlockId], tier: TierName = "device") -> int:
+        """Rewrite block ids of entries in ``tier`` (after defragmentation); returns how many
+        entries changed."""
+        changed = 0
+        with self._lock:
+            for node in self._nodes.values():
+                if node.tier == tier and any(b in mapping for b in node.kv_block_ids):
+                    node.kv_block_ids = tuple(mapping.get(b, b) for b in node.kv_block_ids)
+                    changed += 1
+        return changed
+
+    def select_victims(
+        self, num_blocks: int, can_evict: Callable[[PrefixEntry], bool] | None = None
+    ) -> list[PrefixEntry]:
+        """Up to ``num_blocks`` entries (any position in the tree) in eviction order: smallest
+        policy priority first, deeper first on ties. Removes nothing."""
+        with self._lock:
+            keyed = []
+            for node in self._nodes.values():
+                e = node.entry()
+                if can_evict is None or can_evict(e):
+                    keyed.append((self.priority.priority(node.record()), -node.token_length, e))
+            best = heapq.nsmallest(num_blocks, keyed, key=lambda k: (k[0], k[1], k[2].entry_id))
+            return [k[2] for k in best]
+
+    def evict_lru(
+        self, num_blocks: int, can_evict: Callable[[PrefixEntry], bool] | None = None
+    ) -> list[PrefixEntry]:
+        """Remove up to ``num_blocks`` leaf entries in eviction order (a parent becomes a
+        candidate once its children are gone). Returns the removed entries in order."""
+        removed: list[PrefixEntry] = []
+        with self._lock:
+            heap: list[tuple[float, int, int]] = []
+
+            def push(node: _Node) -> None:
+                if node.children or node is self._root:
+                    return
+                e = node.entry()
+                if can_evict is None or can_evict(e):
+                    prio = self.priority.priority(node.record())
+                    heapq.heappush(heap, (prio, -node.token_length, node.entry_id))
+
+            for node in list(self._nodes.values()):
+                push(node)
+            while heap and len(removed) < num_blocks:
+                _, _, eid = heapq.heappop(heap)
+                node = self._nodes.get(eid)
+                if node is None or node.children:
+                    continue
+                parent = node.parent
+                removed.extend(self.invalidate(eid))
+                if parent is not None and parent is not self._root:
+                    push(parent)
+        return removed
+
+    # ------------------------------------------------------------------ checks
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError when the tree is inconsistent (used by property tests)."""
+        with self._lock:
+            seen = 0
+            stack = [(self._root, 0)]
+            while stack:
+                node, depth = stack.pop()
+                for h, kids in node.children.items():
+                    for kid in kids:
+                        parent_hash = node.token_hash if node is not self._root else None
+                        want = self.hash_fn(parent_hash, kid.token_ids, kid.salt)
+                        assert kid.token_hash == h == want
+                        assert kid.parent is node
+                        assert kid.token_length == (depth + 1) * self.block_size_tokens
+                        assert self._nodes[kid.entry_id] is kid
+                        seen += 1
+                        stack.append((kid, depth + 1))
+            assert seen == len(self._nodes)

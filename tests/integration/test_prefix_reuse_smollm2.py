@@ -1,0 +1,33 @@
+"""The real model with a shared system prompt: later requests reuse its KV blocks and still
+answer token for token like HF transformers fp32."""
+
+import pytest
+
+from sagellm.benchmarks.hf_reference import hf_greedy, load_hf_model
+from sagellm.core.types import Request, SamplingParams
+from sagellm.engines.native import NativeEngine
+
+SYSTEM = (
+    "You are a terse assistant for a geography quiz. Answer with one short sentence, name "
+    "the place first, and never add follow-up questions or greetings."
+)
+QUESTIONS = ["What is the capital of France?", "Where is Mount Fuji?", "Name a river in Egypt."]
+NEW_TOKENS = 12
+
+
+@pytest.mark.slow
+def test_shared_system_prompt_reused_and_equal_to_hf():
+    engine = NativeEngine.from_pretrained(
+        "smollm2-135m-instruct", block_size_tokens=16, enable_prefix_caching=True
+    )
+    prompts = [engine.encode(f"{SYSTEM}\n\n{q}") for q in QUESTIONS]
+    sp = SamplingParams(max_tokens=NEW_TOKENS)
+    outs = []
+    for i, p in enumerate(prompts):
+        engine.add_request(Request(f"q{i}", p, sp))
+        while engine.has_unfinished():
+            engine.step()
+        outs.append(engine.output_token_ids(f"q{i}"))
+    cached = [m.num_cached_tokens for m in engine.request_metrics()]
+    assert cached[0] == 0 and min(cached[1:]) >= 48  # >= 3 blocks of the shared prompt
+    assert outs == hf_greedy(load_hf_model("smollm2-135m-instruct"), prompts, NEW_TOKENS, False)
