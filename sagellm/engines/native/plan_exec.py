@@ -71,8 +71,8 @@ class NativePlanTarget:
             now_s=eng.clock(),
             requests=tuple(views),
             block_size_tokens=bs,
-            num_free_blocks=eng.allocator.num_free,
-            num_total_blocks=eng.allocator.num_blocks,
+            num_free_blocks=eng.scheduler.allocator.num_free,
+            num_total_blocks=eng.scheduler.allocator.num_blocks,
             max_num_seqs=eng.config.max_num_seqs,
             max_num_batched_tokens=eng.config.max_num_batched_tokens,
             step_index=len(eng.step_metrics()),
@@ -159,7 +159,7 @@ class NativePlanTarget:
         for rid, e in end.items():
             held = 0 if rid in preempt else len(seqs[rid].block_ids)
             need += max(0, -(-e // bs) - held)
-        free = eng.allocator.num_free + sum(len(seqs[r].block_ids) for r in preempt)
+        free = eng.scheduler.allocator.num_free + sum(len(seqs[r].block_ids) for r in preempt)
         if need > free:
             return f"plan needs {need} new KV blocks, {free} are free"
         return None
