@@ -87,7 +87,11 @@ class ExecutorAPI:
             if reason is not None:
                 self._set(PlanStatus(plan.plan_id, "failed", reason))
                 continue
-            outs = target.execute(plan)
+            try:
+                outs = target.execute(plan)
+            except RuntimeError as err:  # e.g. an allocation refused midway: the step fails,
+                self._set(PlanStatus(plan.plan_id, "failed", str(err)))  # the instance serves on
+                continue
             outputs.extend(outs)
             self._set(PlanStatus(plan.plan_id, "completed", num_outputs=len(outs)))
         return outputs
