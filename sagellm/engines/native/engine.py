@@ -25,7 +25,7 @@ from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.sampler import sample
-from sagellm.engines.native.scheduler import Scheduler
+from sagellm.engines.native.scheduler import ScheduledBatch, Scheduler
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
@@ -203,11 +203,15 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ the step
 
-    def step(self) -> list[RequestOutput]:
-        """Schedule, run one batched forward, sample, and return this step's deltas."""
+    def step(self, batch: ScheduledBatch | None = None) -> list[RequestOutput]:
+        """Schedule, run one batched forward, sample, and return this step's deltas.
+
+        ``batch`` (from ``Scheduler.apply_plan``, i.e. a scheduling-IR plan) replaces the
+        built-in scheduler's decision for this step.
+        """
         outputs, self._pending_outputs = self._pending_outputs, []
         t0 = self.clock()
-        batch = self.scheduler.schedule()
+        batch = self.scheduler.schedule() if batch is None else batch
         if not batch.items:
             return outputs
         for seq, _ in batch.items:

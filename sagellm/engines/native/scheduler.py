@@ -153,3 +153,34 @@ class Scheduler:
         it)."""
         self.kv.free(seq)
         seq.num_computed_tokens = 0
+
+    def apply_plan(
+        self, items: list[tuple[Sequence, int]], preempt: list[Sequence]
+    ) -> ScheduledBatch | None:
+        """Carry out an externally decided step (a scheduling-IR plan): preempt ``preempt``
+        (running sequences, recomputed later), then give every ``(seq, num_new)`` its blocks
+        and mark it running. Returns None, changing nothing, when the KV blocks would not fit;
+        raises RuntimeError when an allocation is refused midway (a tenant quota), leaving a
+        consistent state (preempted sequences wait, allocated blocks stay with their owner).
+        """
+        freed = sum(len(s.block_ids) for s in preempt)
+        need = sum(
+            -(-n // self.block_size) if s in preempt else self._blocks_needed(s, n)
+            for s, n in items
+        )
+        if need > self.allocator.num_free + freed:
+            return None
+        batch = ScheduledBatch(preempted=list(preempt))
+        for seq in preempt:
+            self.running.remove(seq)
+            self._preempt(seq)
+        for seq, n in items:
+            status = self._grow(seq, n)
+            if status is not AllocStatus.OK:  # shared prefix blocks or a tenant quota
+                raise RuntimeError(f"request {seq.request_id!r}: {status.value}")
+            if seq.status is SeqStatus.WAITING:
+                self.waiting.remove(seq)
+                seq.status = SeqStatus.RUNNING
+                self.running.append(seq)
+            batch.items.append((seq, n))
+        return batch

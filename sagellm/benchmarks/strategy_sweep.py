@@ -1,0 +1,265 @@
+"""Scheduling strategies side by side: SLO attainment and goodput vs Poisson request rate.
+
+For every rate, every strategy serves the same workload (same config and seed, so the same
+prompts and arrival times) on the same native engine instance, driven by IR plans
+(:class:`~sagellm.scheduler_ir.PlanDrivenEngine`) through :class:`BenchmarkRunner`; each run
+writes its own folder ``results_root/scheduler_ir_<strategy>/<run_id>/``. The sweep writes
+``results_root/<experiment>/<run_id>/``: ``sweep.csv`` (one row per strategy x rate),
+``metrics.json`` (totals), ``config.yaml`` and the comparison chart (PNG + HTML).
+
+Tenants stand for request classes: ``tenant_priority`` maps them to ``Request.priority``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sagellm.benchmarks.config import BenchmarkConfig
+from sagellm.benchmarks.results import (
+    SCHEMA_VERSION,
+    atomic_write_json,
+    atomic_write_text,
+    make_run_id,
+    save_chart,
+)
+from sagellm.core.config import config_hash
+
+COLUMNS = (
+    "slo_attainment",
+    "goodput_req_per_s",
+    "request_throughput_per_s",
+    "p50_ttft_s",
+    "p95_ttft_s",
+    "p50_tpot_s",
+    "p95_tpot_s",
+    "num_preemptions",
+    "num_requests",
+    "num_completed",
+)
+
+
+@dataclass(frozen=True)
+class StrategySweep:
+    run_dir: Path
+    table: object  # pandas DataFrame, one row per (strategy, rate)
+    metrics: dict[str, float]
+
+
+def comparison_chart(table):
+    """SLO attainment and goodput vs rate, one line per strategy."""
+    import altair as alt
+
+    long = table.melt(
+        id_vars=["strategy", "rate_per_s"],
+        value_vars=["slo_attainment", "goodput_req_per_s"],
+        var_name="metric",
+    )
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("rate_per_s:Q", title="request rate (req/s)"),
+            y=alt.Y("value:Q", title=None),
+            color="strategy:N",
+            tooltip=["strategy", "rate_per_s", "metric", "value"],
+        )
+        .properties(width=260, height=200)
+        .facet(column=alt.Column("metric:N", title=None))
+        .resolve_scale(y="independent")
+        .properties(title="Scheduling strategies on the native engine (same workload and seed)")
+    )
+
+
+def run_strategy_sweep(
+    base: BenchmarkConfig,
+    strategies: list[str],
+    rates_per_s: list[float],
+    results_root: str | Path = "results",
+    experiment: str = "scheduler_ir_sweep",
+    tenant_priority: dict[str, int] | None = None,
+    tenant_model: dict[str, str] | None = None,
+    progress: bool = False,
+    rounds: int = 1,
+) -> StrategySweep:
+    """Run every strategy at every rate; returns the sweep folder and its table.
+
+    With ``rounds > 1`` each rate is served ``rounds`` times by every strategy, interleaved
+    and in a rotated order (round k starts with strategy k), so slow phases of a shared
+    machine hit every strategy alike; the table holds the median over rounds and
+    ``sweep_runs.csv`` every run.
+    """
+    import pandas as pd
+
+    from sagellm.benchmarks.runner import BenchmarkRunner
+    from sagellm.engines.native import NativeEngine
+    from sagellm.engines.native.plan_exec import NativePlanTarget
+    from sagellm.scheduler_ir import PlanDrivenEngine, make_strategy
+
+    for s in strategies:
+        make_strategy(s)  # fail fast on an unknown name, before loading anything
+    if any(r <= 0 for r in rates_per_s):
+        raise ValueError(f"rates_per_s must all be > 0, got {rates_per_s}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    engine = NativeEngine(base.engine)
+    _warm_up(engine, base)
+    rows = []
+    for rate in rates_per_s:
+        wl = base.workload.model_copy(
+            update={"arrival": base.workload.arrival.model_copy(update={"rate_per_s": rate})}
+        )
+        for k in range(rounds * len(strategies)):
+            rnd, j = divmod(k, len(strategies))
+            name = strategies[(j + rnd) % len(strategies)]
+            cfg = base.model_copy(update={"workload": wl, "experiment": f"scheduler_ir_{name}"})
+            pe = PlanDrivenEngine(
+                engine,
+                NativePlanTarget(engine),
+                name,
+                tenant_priority=tenant_priority,
+                tenant_model=tenant_model,
+            )
+            res = BenchmarkRunner(pe, progress=progress).run(cfg, results_root)
+            m = res.metrics
+            ir = pe.ir_stats()
+            rows.append(
+                {
+                    "strategy": name,
+                    "rate_per_s": rate,
+                    "round": rnd,
+                    **{k: m.get(k) for k in COLUMNS},
+                    "ir_fraction": ir["ir_fraction"],
+                    "ir_cpu_fraction": ir["ir_cpu_fraction"],
+                    "ir_ms_per_step": 1e3 * ir["ir_s"] / max(ir["num_plans"], 1.0),
+                    "execute_ms_per_step": 1e3 * ir["execute_s"] / max(ir["num_plans"], 1.0),
+                    "num_rejected_plans": ir["num_rejected_plans"],
+                    "run_dir": str(res.run_dir) if res.run_dir else None,
+                }
+            )
+    runs = pd.DataFrame(rows)
+    table = (
+        runs.drop(columns=["run_dir", "round"])
+        .groupby(["strategy", "rate_per_s"], sort=False)
+        .median()
+        .reset_index()
+    )
+    order = {s: i for i, s in enumerate(strategies)}
+    table = table.sort_values(
+        ["rate_per_s", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c
+    ).reset_index(drop=True)
+    root = Path(results_root)
+    return _write_sweep(base, strategies, rates_per_s, table, runs, root, experiment)
+
+
+def _warm_up(engine, base: BenchmarkConfig) -> None:
+    """First-use costs (allocator growth, kernel selection) would otherwise land on whichever
+    strategy runs first: run a few prompts of the workload's largest size before any run."""
+    from sagellm.core.types import SamplingParams
+
+    n = min(base.workload.prompt_tokens.max or base.workload.prompt_tokens.mean * 4, 512)
+    engine.generate([[1] * n, [2] * max(1, n // 2)], SamplingParams(max_tokens=4, ignore_eos=True))
+    engine.reset_metrics()
+
+
+def _write_sweep(base, strategies, rates, table, runs, root: Path, experiment: str):
+    spec = {
+        "base": base.model_dump(mode="json"),
+        "strategies": list(strategies),
+        "rates_per_s": list(rates),
+    }
+    run_dir = root / experiment / make_run_id(config_hash(base))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(spec))
+    atomic_write_text(run_dir / "sweep.csv", table.to_csv(index=False))
+    atomic_write_text(run_dir / "sweep_runs.csv", runs.to_csv(index=False))
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "num_runs": float(len(runs)),
+        "num_requests": float(runs["num_requests"].sum()),
+        "num_completed": float(runs["num_completed"].sum()),
+        "mean_ir_fraction": float(table["ir_fraction"].mean()),
+        "max_ir_fraction": float(table["ir_fraction"].max()),
+        "mean_ir_cpu_fraction": float(table["ir_cpu_fraction"].mean()),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    save_chart(comparison_chart(table), run_dir / "strategy_comparison")
+    return StrategySweep(run_dir, table, metrics)
+
+
+def scheduler_ir_experiment(
+    preset: str = "full",
+    strategies: tuple[str, ...] = (
+        "fifo",
+        "priority",
+        "slo_aware",
+        "lpm",
+        "hybrid",
+        "adaptive",
+        "aegaeon",
+    ),
+    rates_per_s: tuple[float, ...] = (8.0, 16.0, 24.0, 32.0),
+    num_requests: int = 40,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    ttft_slo_s: float = 0.3,
+    tpot_slo_s: float = 0.03,
+    seed: int = 0,
+    rounds: int = 2,
+    results_root: str | Path = "results",
+    models_root: str | Path | None = None,
+) -> StrategySweep:
+    """The notebook's experiment: a random Llama (``hidden_size`` x ``num_layers``) on the
+    native engine with one CPU thread (a second thread on a shared 2-core machine makes
+    steps 10-100x slower when a core is taken), a two-tenant Poisson workload (interactive:
+    priority 1 / model m0; batch: priority 0 / model m1) with lognormal lengths, KV blocks
+    scarce enough to preempt; ``rounds`` interleaved repetitions. ``preset="ci"``: a 64-wide
+    2-layer model, 6 requests, one rate, one round.
+    """
+    from sagellm.benchmarks.config import SLOConfig
+    from sagellm.benchmarks.random_model import random_checkpoint
+    from sagellm.benchmarks.workloads import ArrivalConfig, LengthDist, WorkloadConfig
+    from sagellm.core.config import EngineConfig, ModelConfig
+
+    if preset not in ("full", "ci"):
+        raise ValueError(f"preset must be 'full' or 'ci', got {preset!r}")
+    if preset == "ci":
+        hidden_size, num_layers, num_requests, rates_per_s = 64, 2, 6, (rates_per_s[-1],)
+        rounds = 1
+    if models_root is None:
+        from sagellm.engines.native.tokenizer import cache_dir
+
+        models_root = cache_dir() / "random_models"
+    ckpt = random_checkpoint(models_root, hidden_size=hidden_size, num_layers=num_layers)
+    base = BenchmarkConfig(
+        experiment="scheduler_ir",
+        engine=EngineConfig(
+            model=ModelConfig(path=str(ckpt)),
+            num_threads=1,
+            block_size_tokens=16,
+            num_kv_blocks=96,
+            max_num_seqs=8,
+            max_num_batched_tokens=128,
+        ),
+        workload=WorkloadConfig(
+            kind="tenant_mix",
+            seed=seed,
+            num_requests=num_requests,
+            arrival=ArrivalConfig(process="poisson", rate_per_s=rates_per_s[0]),
+            prompt_tokens=LengthDist(dist="lognormal", mean=96, std=64, min=8, max=384),
+            output_tokens=LengthDist(dist="lognormal", mean=24, std=16, min=2, max=96),
+            tenants={"interactive": 1.0, "batch": 1.0},
+        ),
+        warmup_requests=1,
+        slo=SLOConfig(ttft_s=ttft_slo_s, tpot_s=tpot_slo_s),
+    )
+    return run_strategy_sweep(
+        base,
+        list(strategies),
+        list(rates_per_s),
+        results_root,
+        tenant_priority={"interactive": 1, "batch": 0},
+        tenant_model={"interactive": "m0", "batch": "m1"},
+        rounds=rounds,
+    )
