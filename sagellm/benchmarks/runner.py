@@ -21,6 +21,8 @@ from sagellm.benchmarks.workloads import WorkloadRequest, build_workload
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.types import SLO, Request, RequestMetrics, SamplingParams, StepMetrics
 
+WARMUP_SEED = 1_000_003  # seed offset of the warm-up draw
+
 
 @dataclass
 class RepeatResult:
@@ -60,18 +62,23 @@ class BenchmarkRunner:
 
         engine = self.engine or create_engine(config.engine)
         vocab = engine.arch.vocab_size if hasattr(engine, "arch") else 32000
-        reqs = build_workload(config.workload, vocab)
         dev, dtype = str(getattr(engine, "device", "cpu")), config.engine.model.dtype
         peak = measure_peak_flops(dev, dtype)  # same run: load on the machine hits both
         if config.warmup_requests:
+            # drawn with another seed: warming up must not pre-fill a repeat's prefix cache
+            wl = config.workload.model_copy(update={"seed": config.workload.seed + WARMUP_SEED})
             warm = [
                 WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
-                for i, r in enumerate(reqs[: config.warmup_requests])
+                for i, r in enumerate(build_workload(wl, vocab)[: config.warmup_requests])
             ]
             self._drive(engine, warm, config, tag="warmup")
         result = RunResult(config)
         slo = SLOTargets(config.slo.ttft_s, config.slo.tpot_s)
         for rep in range(config.repeats):
+            # repeat r replays the workload drawn with seed + r: identical across runs, and a
+            # repeat never hits prefixes cached by an earlier one
+            wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
+            reqs = build_workload(wl, vocab)
             calib = calibration_s(dev, dtype)
             engine.reset_metrics()
             rmetrics, steps = self._drive(engine, reqs, config, tag=f"r{rep}")

@@ -36,8 +36,9 @@ def tiny_cfg(tiny_checkpoint):
 def test_arrivals_follow_schedule_and_files_written(tiny_cfg, tmp_path):
     res = BenchmarkRunner(progress=False).run(tiny_cfg, results_root=tmp_path)
     assert len(res.repeats) == 2
-    want = sorted(r.arrival_offset_s for r in build_workload(tiny_cfg.workload, 256))
-    for rep in res.repeats:
+    for i, rep in enumerate(res.repeats):
+        wl = tiny_cfg.workload.model_copy(update={"seed": tiny_cfg.workload.seed + i})
+        want = sorted(r.arrival_offset_s for r in build_workload(wl, 256))
         got = sorted(r.arrival_s for r in rep.requests)
         assert [g - got[0] for g in got] == pytest.approx(want, abs=1e-9)
         assert all(r.scheduled_s >= r.arrival_s for r in rep.requests)
