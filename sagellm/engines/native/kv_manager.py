@@ -8,8 +8,9 @@ and, when prefix caching is on, from the :class:`PrefixReuseIndex`::
              seq.num_computed_tokens = matched tokens (that prefill is skipped)
     step:    full blocks computed -> insert into the index (block becomes cacheable)
     release: ref - 1; an indexed block at ref 0 stays cached (KV kept) until evicted
-    evict:   device victims (policy order) are demoted to host, host victims to disk; the
-             bottom tier's victims are dropped from the index with their subtree
+    evict:   device victims (chosen by the configured kv_policy through ``PolicyTracker``)
+             are demoted to host, host victims (index LRU order) to disk; the bottom tier's
+             victims are dropped from the index (leaves only)
 
 Invariants: a device block is in the index iff it is in ``_entry_of_block``; an indexed
 block is never written (copy-on-write guards the first block a step writes); a sequence's
