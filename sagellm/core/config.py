@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sagellm.core.errors import ConfigError
 
@@ -69,7 +76,7 @@ class EngineConfig(_Frozen):
     # --- prefix reuse and KV tiers (issue 4) ---
     enable_prefix_caching: bool = False  # reuse KV of full blocks shared with earlier prompts
     prefix_cache_per_tenant: bool = True  # salt block hashes with tenant_id (no cross-tenant hit)
-    eviction_policy: Literal["lru"] = "lru"  # which cached block goes first
+    eviction_policy: str = "lru"  # kv_policy name (lru, lfu, arc, s3fifo, sieve, cost_aware)
     host_tier_blocks: int | None = Field(default=None, ge=1)  # CPU tier for demoted blocks
     host_tier_bytes: int | None = Field(default=None, ge=1)  # same, in bytes (not both)
     disk_tier_blocks: int | None = Field(default=None, ge=1)  # files under kv_cache_dir
@@ -77,6 +84,16 @@ class EngineConfig(_Frozen):
     kv_cache_dir: str | None = None  # where the disk tier writes (checked writable at start)
     tenant_quotas: dict[str, TenantQuotaConfig] = Field(default_factory=dict)
     defrag_fragmentation_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @field_validator("eviction_policy")
+    @classmethod
+    def _check_eviction_policy(cls, name: str) -> str:
+        from sagellm.kv_policy import EVICTION_POLICIES  # registers the built-in policies
+
+        if name not in EVICTION_POLICIES:
+            known = ", ".join(EVICTION_POLICIES.names())
+            raise ValueError(f"unknown eviction policy {name!r}; known: {known}")
+        return name
 
     @model_validator(mode="after")
     def _check_kv_tiers(self) -> EngineConfig:

@@ -191,6 +191,12 @@ class PrefixReuseIndex:
             node = self._nodes.get(entry_id)
             return node.entry() if node is not None else None
 
+    def is_leaf(self, entry_id: int) -> bool:
+        """True when ``entry_id`` is indexed and has no children (removable on its own)."""
+        with self._lock:
+            node = self._nodes.get(entry_id)
+            return node is not None and not node.children
+
     def entries(self) -> list[PrefixEntry]:
         """All entries, parents before children."""
         with self._lock:

@@ -20,6 +20,7 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.native.batch_inputs import build_inputs
+from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
 from sagellm.engines.native.kv_cache import PagedKVCache
 from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.model import DecoderModel
@@ -89,7 +90,7 @@ class NativeEngine:
             self.dtype,
             self.device,
         )
-        self.kv = NativeKVManager.from_config(self.cache.kv, cfg)
+        self.kv = NativeKVManager.from_config(self.cache.kv, cfg, self._policy_kwargs(cfg))
         self.allocator = self.kv.pool  # block counts: num_used (referenced), num_free
         self.scheduler = Scheduler(
             self.kv,
@@ -111,6 +112,18 @@ class NativeEngine:
         # in ``recorded_logits[request_id]`` (one [vocab] tensor per output token).
         self.record_logits = False
         self.recorded_logits: dict[RequestId, list[torch.Tensor]] = {}
+
+    def _policy_kwargs(self, cfg: EngineConfig) -> dict[str, object]:
+        """The cost-aware policy's recompute cost: this model's prefill FLOPs at the FLOP/s
+        measured here at start; other policies need nothing."""
+        if cfg.eviction_policy != "cost_aware" or not cfg.enable_prefix_caching:
+            return {}
+        return {
+            "flop_model": prefill_flop_model(self.arch),
+            "flops_per_s": measure_matmul_flops_per_s(self.device, self.dtype),
+            "block_size_bytes": cfg.block_size_tokens * self.arch.kv_bytes_per_token(self.dtype),
+            "block_tokens": cfg.block_size_tokens,
+        }
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides) -> NativeEngine:

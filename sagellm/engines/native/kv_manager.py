@@ -8,8 +8,9 @@ and, when prefix caching is on, from the :class:`PrefixReuseIndex`::
              seq.num_computed_tokens = matched tokens (that prefill is skipped)
     step:    full blocks computed -> insert into the index (block becomes cacheable)
     release: ref - 1; an indexed block at ref 0 stays cached (KV kept) until evicted
-    evict:   device victims (policy order) are demoted to host, host victims to disk; the
-             bottom tier's victims are dropped from the index with their subtree
+    evict:   device victims (chosen by the configured kv_policy through ``PolicyTracker``)
+             are demoted to host, host victims (index LRU order) to disk; the bottom tier's
+             victims are dropped from the index (leaves only)
 
 Invariants: a device block is in the index iff it is in ``_entry_of_block``; an indexed
 block is never written (copy-on-write guards the first block a step writes); a sequence's
@@ -25,8 +26,10 @@ import torch
 
 from sagellm.core.config import EngineConfig
 from sagellm.core.types import BlockId, TenantId
+from sagellm.engines.native.kv_eviction import PolicyTracker
 from sagellm.engines.native.kv_tiering import TierEviction
 from sagellm.engines.native.sequence import Sequence
+from sagellm.kv_policy import make_eviction_policy
 from sagellm.kv_runtime import (
     BlockManager,
     DefragResult,
@@ -39,7 +42,7 @@ from sagellm.kv_runtime import (
     capacity_blocks,
     defragment,
 )
-from sagellm.prefix_reuse import PrefixEntry, PrefixReuseIndex, make_priority
+from sagellm.prefix_reuse import PrefixEntry, PrefixReuseIndex
 
 
 class AllocStatus(enum.Enum):
@@ -62,6 +65,7 @@ class NativeKVManager(TierEviction):
         disk_blocks: int | None = None,
         cache_dir: str | None = None,
         quotas: Mapping[TenantId, TenantQuota] | None = None,
+        policy_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         if block_size_tokens <= 0:
             raise ValueError(f"block_size_tokens must be > 0, got {block_size_tokens}")
@@ -69,10 +73,11 @@ class NativeKVManager(TierEviction):
         self.pool = KVPool(kv, block_dim=2)
         self.tables = BlockManager()
         self.quota = QuotaManager(quotas)
-        self.index = (
-            PrefixReuseIndex(block_size_tokens, priority=make_priority(eviction_policy))
-            if enable_prefix_caching
-            else None
+        # The index's own (LRU) priority orders host/disk victims; the device's come from
+        # the configured kv_policy through the tracker.
+        self.index = PrefixReuseIndex(block_size_tokens) if enable_prefix_caching else None
+        self.tracker = PolicyTracker(
+            make_eviction_policy(eviction_policy, self.pool.num_blocks, **(policy_kwargs or {}))
         )
         self.per_tenant_salt = per_tenant_salt
         block_shape = (*kv.shape[:2], *kv.shape[3:])
@@ -92,7 +97,14 @@ class NativeKVManager(TierEviction):
         self.num_cow_copies = 0
 
     @classmethod
-    def from_config(cls, kv: torch.Tensor, cfg: EngineConfig) -> NativeKVManager:
+    def from_config(
+        cls,
+        kv: torch.Tensor,
+        cfg: EngineConfig,
+        policy_kwargs: Mapping[str, object] | None = None,
+    ) -> NativeKVManager:
+        """Build from the engine config; ``policy_kwargs`` go to the eviction policy's
+        constructor (the cost-aware policy's FLOP model and measured FLOP/s)."""
         n_layers, _, _, kvh, bs, d = kv.shape
         block_bytes = n_layers * 2 * kvh * bs * d * kv.element_size()
         host = capacity_blocks(cfg.host_tier_blocks, cfg.host_tier_bytes, block_bytes, "host_tier")
@@ -110,6 +122,7 @@ class NativeKVManager(TierEviction):
             disk,
             cfg.kv_cache_dir,
             quotas,
+            policy_kwargs,
         )
 
     # ------------------------------------------------------------------ counts (scheduler)
@@ -163,9 +176,15 @@ class NativeKVManager(TierEviction):
         ids = self.tables.drop(seq.request_id)
         seq.block_ids.clear()
         if ids:
-            self.pool.free(ids)
+            self._unref(ids)
         self.quota.release(seq.request.tenant_id, self._charged.pop(seq.request_id, 0))
         self._num_indexed.pop(seq.request_id, None)
+
+    def _unref(self, ids: list[BlockId]) -> None:
+        for b in self.pool.free(ids):
+            entry_id = self._entry_of_block.get(b)
+            if entry_id is not None:
+                self.tracker.evictable(entry_id)
 
     def _take(self, n: int, tenant: TenantId | None) -> tuple[BlockId, ...] | None:
         got = self.pool.allocate(n, tenant)
@@ -215,7 +234,11 @@ class NativeKVManager(TierEviction):
             self._drop(e)
         extra = [block_of[e.entry_id] for e in entries[keep:] if e.entry_id in block_of]
         if extra:
-            self.pool.free(extra)
+            self._unref(extra)
+        hits = {e.entry_id for e in dev}
+        for e in reversed(entries[:keep]):  # deepest first: ties in recency go deeper first
+            if e.entry_id in hits:  # a load back was a device miss (admitted in _load)
+                self.tracker.access(e.entry_id)
         self._bind(seq).extend(block_of[e.entry_id] for e in entries[:keep])
         self._charge(seq, keep)
         self._num_indexed[seq.request_id] = keep
@@ -257,6 +280,7 @@ class NativeKVManager(TierEviction):
                         continue
                     self.index.relocate(e.entry_id, (d,), "device")
                     self._entry_of_block[d] = e.entry_id
+                    self.tracker.admit(self.index.get(e.entry_id))
                     self.pool.set_cacheable(d, True)
                     block_of[e.entry_id] = d
                     self.num_loaded_blocks += 1
@@ -278,6 +302,7 @@ class NativeKVManager(TierEviction):
             self._salt(seq),
             {"tenant_id": seq.request.tenant_id},
         )
+        admitted = []
         for e, b in zip(entries[done:], seq.block_ids[done:n_full], strict=True):
             if e.tier != "device" and e.kv_block_ids:  # a stale lower-tier copy: promote ours
                 self.hierarchy.tier(e.tier).free(e.kv_block_ids)
@@ -288,6 +313,9 @@ class NativeKVManager(TierEviction):
                 continue  # another sequence's copy is indexed; ours stays private
             self._entry_of_block[b] = e.entry_id
             self.pool.set_cacheable(b, True)
+            admitted.append(e.entry_id)
+        for entry_id in reversed(admitted):  # deepest first: the deeper block is older
+            self.tracker.admit(self.index.get(entry_id))
         self._num_indexed[seq.request_id] = n_full
 
     # ------------------------------------------------------------------ defragmentation

@@ -5,11 +5,17 @@ Making room in a tier demotes its victims one tier down (device -> host -> disk)
 lower tier's capacity at a time, so a full tier first pushes its own victims further down.
 At the bottom (or with no lower tier) leaf entries leave the index in policy order. Victims
 are never pinned (being loaded for the sequence at hand) and, on the device, never referenced.
+
+Device victims come from the configured ``kv_policy`` (through :class:`PolicyTracker`), one
+at a time when they leave the index so a parent whose last child went becomes a candidate;
+host and disk victims follow the index's LRU priority.
 """
 
 from __future__ import annotations
 
 from sagellm.core.types import BlockId, TenantId
+from sagellm.engines.native.kv_eviction import PolicyTracker
+from sagellm.kv_policy import PoolStats
 from sagellm.kv_runtime import (
     HierarchyManager,
     KVMigrator,
@@ -28,6 +34,7 @@ class TierEviction:
     hierarchy: HierarchyManager
     migrator: KVMigrator
     quota: QuotaManager
+    tracker: PolicyTracker
     _entry_of_block: dict[BlockId, int]
     _pinned: set[int]
     num_demoted_blocks: int
@@ -47,9 +54,12 @@ class TierEviction:
         """``k`` entries of ``tier`` in policy order: any position when they move down a tier,
         leaves only (``remove``) when they leave the index. Under quotas the device's victims
         are spread over tenants by :meth:`QuotaManager.reclaim_plan`."""
-        pick = self.index.evict_lru if remove else self.index.select_victims
-        if tier != "device" or not self.quota.quotas:
+        if tier != "device":
+            pick = self.index.evict_lru if remove else self.index.select_victims
             return pick(k, self._evictable(tier))
+        pick = self._policy_victims
+        if not self.quota.quotas:
+            return pick(k, self._evictable(tier), remove)
         per_tenant: dict[TenantId, int] = {}
         for e in self.index.select_victims(len(self.index), self._evictable(tier)):
             t = str(e.metadata.get("tenant_id", ""))
@@ -57,7 +67,30 @@ class TierEviction:
         plan = self.quota.reclaim_plan(k, per_tenant, self.pool.num_blocks)
         out: list[PrefixEntry] = []
         for t, n in plan.items():
-            out += pick(n, self._evictable(tier, t))
+            out += pick(n, self._evictable(tier, t), remove)
+        return out
+
+    def _policy_victims(self, k: int, ok, remove: bool) -> list[PrefixEntry]:
+        """``k`` device entries chosen by the eviction policy among those ``ok`` accepts;
+        with ``remove`` they are leaves and leave the index here (their parents may follow)."""
+        index = self.index
+
+        def can_evict(entry_id: int) -> bool:
+            e = index.get(entry_id)
+            return e is not None and ok(e) and (not remove or index.is_leaf(entry_id))
+
+        stats = PoolStats(self.pool.num_blocks, self.pool.num_used_blocks)
+        if not remove:
+            return [index.get(i) for i in self.tracker.select(k, can_evict, stats)]
+        out: list[PrefixEntry] = []
+        while len(out) < k:
+            picked = self.tracker.select(1, can_evict, stats)
+            if not picked:
+                break
+            parent = index.get(picked[0]).parent_entry_id
+            out += index.invalidate(picked[0])
+            if parent is not None:
+                self.tracker.evictable(parent)
         return out
 
     def _evict_device(self, k: int) -> None:
@@ -99,7 +132,7 @@ class TierEviction:
         res = self.migrator.migrate(plan)
         if src == "device":
             for b in src_ids:
-                del self._entry_of_block[b]
+                self.tracker.forget(self._entry_of_block.pop(b))
             self.pool.reclaim(src_ids)
         for e, d in zip(move, res.dst_block_ids, strict=True):
             self.index.relocate(e.entry_id, () if d is None else (d,), dst)  # type: ignore[arg-type]
@@ -120,6 +153,7 @@ class TierEviction:
         if r.tier == "device":
             b = r.kv_block_ids[0]
             self._entry_of_block.pop(b, None)
+            self.tracker.forget(r.entry_id)
             self.pool.set_cacheable(b, False)
         else:
             self.hierarchy.tier(r.tier).free(r.kv_block_ids)

@@ -55,3 +55,14 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(a) == config_hash(b)
     c = parse_config({"engine": {"block_size_tokens": 8}})
     assert config_hash(a) != config_hash(c)
+
+
+def test_eviction_policy_accepts_registered_names_and_lists_them_otherwise():
+    assert (
+        parse_config({"engine": {"eviction_policy": "s3fifo"}}).engine.eviction_policy == "s3fifo"
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config({"engine": {"eviction_policy": "mru"}})
+    msg = str(err.value)
+    assert msg.startswith("engine.eviction_policy:")
+    assert "known: arc, cost_aware, lfu, lru, s3fifo, sieve" in msg

@@ -1,0 +1,91 @@
+"""PolicyTracker: drives a ``sagellm.kv_policy`` EvictionPolicy from the native engine's
+device-resident prefix-index entries.
+
+The KV manager keeps reference counts and the radix index; the policy keeps its own order.
+The tracker translates between them::
+
+    index entry on device (commit of a new full block, or load back from host/disk)
+        -> on_miss(key); on_insert(key, prefix_tokens = entry.token_length)
+    prefix hit on a device entry             -> on_access(key)
+    ref count fell to 0, or became a leaf    -> on_evictable(key)
+    entry left the device, not as a victim   -> on_remove(key)
+    room needed                              -> select_victims(ctx, n), ctx.is_evictable
+                                                = the manager's rule (ref 0, unpinned, tier
+                                                device, leaf where entries leave the index)
+
+A key is the entry's chained block hash (``token_hash``): it survives the entry being
+dropped and recomputed later, so ghost lists (ARC, S3FIFO) recognise a returning prefix.
+Two live entries with equal hashes (a collision the index tolerates) cannot share a key:
+the later one gets ``-(entry_id + 1)`` (hashes are >= 0), losing only ghost history.
+
+Invariant: ``len(policy) == len(tracker)`` == device entries of the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sagellm.kv_policy import EvictionPolicy, PolicyContext, PoolStats
+from sagellm.prefix_reuse import PrefixEntry
+
+
+class PolicyTracker:
+    """Maps index entry ids to policy keys and forwards the engine's block events."""
+
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self.policy = policy
+        self._key_of_entry: dict[int, int] = {}
+        self._entry_of_key: dict[int, int] = {}
+        self.num_victims = 0  # entries the policy chose, all calls together
+
+    def __len__(self) -> int:
+        return len(self._key_of_entry)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._key_of_entry
+
+    def admit(self, entry: PrefixEntry) -> None:
+        """``entry`` now lives on the device (a miss filled); no-op when already tracked."""
+        if entry.entry_id in self._key_of_entry:
+            return
+        key = entry.token_hash
+        if key in self._entry_of_key:
+            key = -(entry.entry_id + 1)
+        self._key_of_entry[entry.entry_id] = key
+        self._entry_of_key[key] = entry.entry_id
+        self.policy.on_miss(key)
+        self.policy.on_insert(key, entry.token_length)
+
+    def access(self, entry_id: int) -> None:
+        """A prefix lookup hit ``entry_id`` on the device."""
+        key = self._key_of_entry.get(entry_id)
+        if key is not None:
+            self.policy.on_access(key)
+
+    def evictable(self, entry_id: int) -> None:
+        """``entry_id`` may have become a victim candidate (ref 0, or now a leaf)."""
+        key = self._key_of_entry.get(entry_id)
+        if key is not None:
+            self.policy.on_evictable(key)
+
+    def forget(self, entry_id: int) -> None:
+        """``entry_id`` left the device for another reason than being this policy's victim."""
+        key = self._key_of_entry.pop(entry_id, None)
+        if key is not None:
+            del self._entry_of_key[key]
+            self.policy.on_remove(key)
+
+    def select(
+        self, num_blocks: int, can_evict: Callable[[int], bool], pool_stats: PoolStats
+    ) -> list[int]:
+        """Up to ``num_blocks`` entry ids chosen by the policy among those ``can_evict``
+        accepts; they are no longer tracked when returned."""
+        entry_of_key = self._entry_of_key
+        ctx = PolicyContext(pool_stats, is_evictable=lambda k: can_evict(entry_of_key[k]))
+        out = []
+        for key in self.policy.select_victims(ctx, num_blocks).victims:
+            entry_id = entry_of_key.pop(key)
+            del self._key_of_entry[entry_id]
+            out.append(entry_id)
+        self.num_victims += len(out)
+        return out
