@@ -24,9 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The gate runs in make test but does not fail it yet: on a quiet machine it false-alarmed in
+# 8 of 10 identical runs (issue 3 stays open until its noise control is fixed).
 test: lint
 	$(BIN)/pytest
-	$(MAKE) gate
+	-$(MAKE) gate
 
 # The perf gate on the ci preset against the committed baseline (exit 1 on a regression).
 gate: $(STAMP)
