@@ -11,6 +11,7 @@ admitted closes admission for this step (back-pressure, no starvation by overtak
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 from sagellm.scheduler_ir.types import RequestView, SchedulerState, StepDecision
@@ -75,7 +76,7 @@ def fill_budget(
     return StepDecision(tuple(items), tuple(preempted), note)
 
 
-class RankingStrategy:
+class RankingStrategy(abc.ABC):
     """Base of the strategies that are one ranking: subclasses implement ``rank``.
 
     ``can_preempt`` defaults to vLLM's rule: only a running request that must grow may evict
@@ -85,8 +86,9 @@ class RankingStrategy:
     name = "ranking"
     needs_prefix_info = False
 
+    @abc.abstractmethod
     def rank(self, state: SchedulerState) -> list[RequestView]:
-        raise NotImplementedError
+        """Waiting and running requests, most important first."""
 
     def can_preempt(self, victim: RequestView, requester: RequestView) -> bool:
         return requester.running
@@ -94,5 +96,5 @@ class RankingStrategy:
     def decide(self, state: SchedulerState) -> StepDecision:
         return fill_budget(state, self.rank(state), self.can_preempt, self.name)
 
-    def observe(self, num_prefill_tokens: int, num_decode_tokens: int, step_s: float) -> None:
+    def observe(self, num_prefill_tokens: int, num_decode_tokens: int, step_s: float) -> None:  # noqa: B027
         """Ranking by static keys learns nothing from step times."""
