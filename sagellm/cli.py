@@ -101,31 +101,60 @@ def _offline_bench(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    import shutil
-
     from sagellm.benchmarks.ci_gate import compare, format_table, load_metrics
 
-    if args.current:
-        current = load_metrics(args.current)
+    if args.update_baseline:
+        return _update_baseline(args)
+    if args.current:  # stored runs, read across time: informational (see ci_gate's docstring)
+        rows = compare(load_metrics(args.baseline), load_metrics(args.current))
+        print("stored-run comparison (*_norm metrics; noisy across time, not the lockstep gate)")
     else:
-        from sagellm.benchmarks.config import load_benchmark_config
-        from sagellm.benchmarks.runner import BenchmarkRunner
+        from sagellm.benchmarks.gate_run import GateSetupError, run_gate
 
-        res = BenchmarkRunner(progress=False).run(
-            load_benchmark_config(args.preset), results_root=args.results
-        )
-        current = res.metrics
-        print(f"current run: {res.run_dir}")
-        if args.update_baseline:
-            Path(args.baseline).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(res.run_dir / "metrics.json", args.baseline)
-            print(f"baseline updated: {args.baseline}")
-            return 0
-    rows = compare(load_metrics(args.baseline), current)
+        try:
+            res = run_gate(args.preset, args.baseline, args.repeats, args.results)
+        except GateSetupError as err:
+            print(f"gate: cannot run: {err}")
+            return 2
+        rows = res.rows
+        n = len(res.current_repeats)
+        print(f"lockstep: baseline commit vs current tree, {n} repeats each; run: {res.run_dir}")
     print(format_table(rows))
     failed = [r.metric for r in rows if not r.ok]
     print("gate: FAIL (" + ", ".join(failed) + ")" if failed else "gate: PASS")
     return 1 if failed else 0
+
+
+def _update_baseline(args: argparse.Namespace) -> int:
+    """Measure the preset with the current tree and record it, with HEAD, as the baseline."""
+    import subprocess
+
+    from sagellm.benchmarks.config import load_benchmark_config
+    from sagellm.benchmarks.gate_run import head_sha, source_root
+    from sagellm.benchmarks.results import atomic_write_json
+    from sagellm.benchmarks.runner import BenchmarkRunner
+
+    sha = head_sha()
+    if sha is None:
+        print(f"gate: cannot record a baseline: {source_root()} is not a git checkout")
+        return 2
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "sagellm"],
+        cwd=source_root(),
+        capture_output=True,
+        text=True,
+    ).stdout
+    if dirty:
+        print("gate: commit your changes under sagellm/ first: the baseline is a commit\n" + dirty)
+        return 2
+    cfg = load_benchmark_config(args.preset)
+    if args.repeats is not None:
+        cfg = cfg.model_copy(update={"repeats": args.repeats})
+    res = BenchmarkRunner(progress=False).run(cfg, results_root=args.results)
+    Path(args.baseline).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.baseline), {**res.metrics, "git_sha": sha, "preset": args.preset})
+    print(f"current run: {res.run_dir}\nbaseline updated: {args.baseline} (commit {sha[:12]})")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -190,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--baseline", default="results/baseline/ci.json")
     gt.add_argument("--current", default=None, help="metrics.json or run folder (else: run)")
     gt.add_argument("--results", default="results")
-    gt.add_argument("--update-baseline", action="store_true")
+    gt.add_argument("--repeats", type=int, default=None, help="override the preset's repeats")
+    gt.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="measure the current commit and record it as the baseline",
+    )
     gt.set_defaults(func=_gate)
 
     r = sub.add_parser("report", help="regenerate report.md and charts of a run folder")

@@ -5,12 +5,17 @@ keeps stepping (a request's ``arrival_s`` is its scheduled time, as in vLLM's be
 queueing delay counts in its TTFT). When the engine is idle and the next arrival is in the
 future the runner waits for it in real time. In ``concurrency`` mode a new request is submitted
 whenever fewer than ``max_concurrency`` are in flight.
+
+:meth:`BenchmarkRunner.iter_run` is the same run as a generator that yields after every engine
+step, so a caller can interleave two runs step by step (the gate's lockstep A/B comparison,
+:mod:`sagellm.benchmarks.lockstep`). Timestamps come from ``engine.clock()``.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +53,15 @@ def median_metrics(ms: list[dict[str, float | None]]) -> dict[str, float | None]
     return out
 
 
+def drain(gen: Generator[None, None, RunResult]) -> RunResult:
+    """Advance a generator from :meth:`BenchmarkRunner.iter_run` to its end; its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 class BenchmarkRunner:
     """``BenchmarkRunner(engine).run(config)``; without an engine, one is created from
     ``config.engine``. Results go to ``results_root/<experiment>/<run_id>/`` unless
@@ -57,13 +71,33 @@ class BenchmarkRunner:
         self.engine = engine
         self.progress = progress
 
-    def run(self, config: BenchmarkConfig, results_root: str | Path | None = "results"):
+    def run(
+        self,
+        config: BenchmarkConfig,
+        results_root: str | Path | None = "results",
+        peak_flops_per_s: float | None = None,
+    ) -> RunResult:
+        """Run ``config`` to the end; see :meth:`iter_run`."""
+        result = drain(self.iter_run(config, peak_flops_per_s))
+        if results_root is not None:
+            from sagellm.benchmarks.run_dir import write_run
+
+            result.run_dir = write_run(result, Path(results_root))
+        return result
+
+    def iter_run(
+        self, config: BenchmarkConfig, peak_flops_per_s: float | None = None
+    ) -> Generator[None, None, RunResult]:
+        """The run as a generator: yields after each engine step, returns the RunResult.
+
+        ``peak_flops_per_s`` (for MFU) is measured here unless given (a caller comparing two
+        runs passes one value to both)."""
         from sagellm.engines import create_engine
 
         engine = self.engine or create_engine(config.engine)
         vocab = engine.arch.vocab_size if hasattr(engine, "arch") else 32000
         dev, dtype = str(getattr(engine, "device", "cpu")), config.engine.model.dtype
-        peak = measure_peak_flops(dev, dtype)  # same run: load on the machine hits both
+        peak = peak_flops_per_s or measure_peak_flops(dev, dtype)
         if config.warmup_requests:
             # drawn with another seed: warming up must not pre-fill a repeat's prefix cache
             wl = config.workload.model_copy(update={"seed": config.workload.seed + WARMUP_SEED})
@@ -71,7 +105,7 @@ class BenchmarkRunner:
                 WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
                 for i, r in enumerate(build_workload(wl, vocab)[: config.warmup_requests])
             ]
-            self._drive(engine, warm, config, tag="warmup")
+            yield from self._drive(engine, warm, config, tag="warmup")
         result = RunResult(config)
         slo = SLOTargets(config.slo.ttft_s, config.slo.tpot_s)
         for rep in range(config.repeats):
@@ -81,7 +115,7 @@ class BenchmarkRunner:
             reqs = build_workload(wl, vocab)
             calib = calibration_s(dev, dtype)
             engine.reset_metrics()
-            rmetrics, steps = self._drive(engine, reqs, config, tag=f"r{rep}")
+            rmetrics, steps = yield from self._drive(engine, reqs, config, tag=f"r{rep}")
             m = compute_metrics(
                 rmetrics,
                 steps,
@@ -99,10 +133,6 @@ class BenchmarkRunner:
             result.repeats.append(RepeatResult(rmetrics, steps, m, calib))
         engine.reset_metrics()
         result.metrics = median_metrics([r.metrics for r in result.repeats])
-        if results_root is not None:
-            from sagellm.benchmarks.run_dir import write_run
-
-            result.run_dir = write_run(result, Path(results_root))
         return result
 
     def _drive(self, engine, reqs: list[WorkloadRequest], cfg: BenchmarkConfig, tag: str):
@@ -146,6 +176,7 @@ class BenchmarkRunner:
                 if out.finished:
                     in_flight.discard(out.request_id)
                     bar.update(1)
+            yield
         bar.close()
         mine = set(ids)
         return [m for m in engine.request_metrics() if m.request_id in mine], list(

@@ -1,0 +1,166 @@
+"""``sagellm gate``: the committed baseline's code and the current code, run in lockstep.
+
+The baseline file (``results/baseline/ci.json``) names the commit it measured (``git_sha``).
+The gate extracts that commit's source tree with ``git archive`` and runs the preset twice in
+one run, step by step interleaved (:mod:`sagellm.benchmarks.lockstep`): a worker process on
+the baseline tree and one on the current tree, sharing one measured peak FLOP/s. The rules of
+:func:`~sagellm.benchmarks.ci_gate.compare_paired` then judge the per-repeat changes. The
+numbers stored in the baseline file are what that commit measured when it was made the
+baseline (for the record and for cross-run reading); the verdict never depends on them.
+
+Everything lands in ``results/gate/<run_id>/``: the resolved config, gate.json (table, both
+sides' per-repeat metrics, commits), the table as text, and each worker's log.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from sagellm.benchmarks.ci_gate import GateRow, compare_paired
+from sagellm.benchmarks.config import load_benchmark_config
+from sagellm.benchmarks.device import measure_peak_flops
+from sagellm.benchmarks.lockstep import SubprocessSide, check_lockstep_config, run_lockstep
+from sagellm.benchmarks.results import atomic_write_json, atomic_write_text, make_run_id
+from sagellm.core.config import config_hash
+
+WORKER_MODULE = "sagellm/benchmarks/gate_worker.py"
+
+
+class GateSetupError(RuntimeError):
+    """The gate cannot run (no baseline commit, not a git checkout, ...): not a verdict."""
+
+
+@dataclass
+class GateResult:
+    rows: list[GateRow]
+    baseline_repeats: list[dict]
+    current_repeats: list[dict]
+    run_dir: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+
+def source_root() -> Path:
+    """The tree this ``sagellm`` package is imported from (a git checkout for the gate)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _git(root: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout_s
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise GateSetupError(f"git {' '.join(args)} failed in {root}: {err}") from err
+
+
+def head_sha(root: Path | None = None) -> str | None:
+    out = _git(root or source_root(), "rev-parse", "HEAD")
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def extract_commit(sha: str, repo: Path, dest: Path) -> Path:
+    """Write commit ``sha``'s tree under ``dest`` (``git archive``); fetches it from origin
+    first when this clone lacks it (e.g. a shallow clone). Returns ``dest``."""
+    if _git(repo, "cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
+        _git(repo, "fetch", "--quiet", "origin", sha, timeout_s=120)
+        if _git(repo, "cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
+            raise GateSetupError(
+                f"baseline git_sha {sha} is not in the repository at {repo} and could not be "
+                "fetched from origin (shallow clone?); `git fetch --unshallow` or refresh the "
+                "baseline with `make baseline`"
+            )
+    if _git(repo, "cat-file", "-e", f"{sha}:{WORKER_MODULE}").returncode != 0:
+        raise GateSetupError(
+            f"baseline commit {sha[:12]} predates the lockstep gate ({WORKER_MODULE} is "
+            "missing); refresh the baseline with `make baseline` and commit it"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest.with_suffix(".tar")
+    out = _git(repo, "archive", "--format=tar", "-o", str(archive), sha)
+    if out.returncode != 0:
+        raise GateSetupError(f"git archive {sha} failed: {out.stderr.strip()}")
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+    return dest
+
+
+def load_baseline(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise GateSetupError(f"no baseline at {p}; create it with `make baseline`") from None
+    if not data.get("git_sha"):
+        raise GateSetupError(
+            f"{p} has no git_sha (the commit it measured); refresh it with `make baseline`"
+        )
+    return data
+
+
+def run_gate(
+    preset: str = "ci",
+    baseline_path: str | Path = "results/baseline/ci.json",
+    repeats: int | None = None,
+    results_root: str | Path | None = "results",
+) -> GateResult:
+    """Run the baseline commit and the current tree in lockstep on ``preset`` and judge."""
+    cfg = load_benchmark_config(preset)
+    if repeats is not None:
+        cfg = cfg.model_copy(update={"repeats": repeats})
+    check_lockstep_config(cfg)
+    baseline = load_baseline(baseline_path)
+    root = source_root()
+    run_dir = None
+    if results_root is not None:
+        run_dir = Path(results_root) / "gate" / make_run_id(config_hash(cfg))
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sagellm-gate-") as tmp:
+        tmp_path = Path(tmp)
+        base_src = extract_commit(baseline["git_sha"], root, tmp_path / "baseline")
+        cfg_path = (run_dir or tmp_path) / "config.yaml"
+        atomic_write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json")))
+        device = cfg.engine.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        peak = measure_peak_flops(device, cfg.engine.model.dtype)
+        logs = run_dir or tmp_path
+        sides = [
+            SubprocessSide("baseline", base_src, cfg_path, peak, logs / "baseline.log"),
+            SubprocessSide("current", root, cfg_path, peak, logs / "current.log"),
+        ]
+        base_reps, cur_reps = run_lockstep(sides)
+    rows = compare_paired(base_reps, cur_reps)
+    result = GateResult(rows, base_reps, cur_reps, run_dir)
+    if run_dir is not None:
+        from sagellm.benchmarks.ci_gate import format_table
+
+        atomic_write_json(
+            run_dir / "gate.json",
+            {
+                "ok": result.ok,
+                "preset": preset,
+                "baseline_sha": baseline["git_sha"],
+                "current_sha": head_sha(root),
+                "current_dirty": bool(_git(root, "status", "--porcelain", "sagellm").stdout),
+                "peak_flops_per_s": peak,
+                "rows": [asdict(r) for r in rows],
+                "baseline_repeats": base_reps,
+                "current_repeats": cur_reps,
+            },
+        )
+        atomic_write_text(run_dir / "gate.txt", format_table(rows) + "\n")
+    return result

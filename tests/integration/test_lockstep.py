@@ -1,0 +1,141 @@
+"""Lockstep runs on a tiny model: clocks, the worker protocol, and the gate end to end."""
+
+import json
+import time
+
+import pytest
+import yaml
+
+from sagellm.benchmarks.ci_gate import compare_paired
+from sagellm.benchmarks.config import BenchmarkConfig
+from sagellm.benchmarks.gate_run import GateSetupError, extract_commit, head_sha, run_gate
+from sagellm.benchmarks.lockstep import (
+    InProcessSide,
+    LockstepError,
+    SubprocessSide,
+    run_lockstep,
+)
+from sagellm.core import parse_config
+from sagellm.engines import create_engine
+
+
+class SpinEngine:
+    """Test-only wrapper: each step also spins the CPU for ``extra`` times its own duration."""
+
+    def __init__(self, inner, extra: float) -> None:
+        self.inner, self.extra = inner, extra
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    @property
+    def clock_fn(self):
+        return self.inner.clock_fn
+
+    @clock_fn.setter
+    def clock_fn(self, fn):
+        self.inner.clock_fn = fn
+
+    def step(self):
+        t = time.perf_counter()
+        out = self.inner.step()
+        until = time.perf_counter() + (time.perf_counter() - t) * self.extra
+        while time.perf_counter() < until:
+            pass
+        return out
+
+
+@pytest.fixture
+def cfg(tiny_checkpoint):
+    _, folder = tiny_checkpoint("llama")
+    return parse_config(
+        {
+            "experiment": "tiny-lockstep",
+            "engine": {"model": {"path": str(folder)}, "block_size_tokens": 4},
+            "mode": "concurrency",
+            "max_concurrency": 4,
+            "warmup_requests": 1,
+            "repeats": 3,
+            "workload": {
+                "kind": "shared_prefix",
+                "num_requests": 8,
+                "num_groups": 2,
+                "shared_prefix_tokens": 8,
+                "prompt_tokens": {"dist": "fixed", "mean": 8},
+                "output_tokens": {"dist": "fixed", "mean": 6},
+            },
+        },
+        BenchmarkConfig,
+    )
+
+
+def test_each_side_times_only_its_own_steps(cfg):
+    a = InProcessSide("a", create_engine(cfg.engine), cfg, 1e11)
+    b = InProcessSide("b", SpinEngine(create_engine(cfg.engine), extra=4.0), cfg, 1e11)
+    ra, rb = run_lockstep([a, b])
+    assert len(ra) == len(rb) == 3
+    # were a's clock running during b's steps, a's TPOT would include b's 5x longer steps
+    for x, y in zip(ra, rb):
+        assert x["p50_tpot_s"] * 2.5 < y["p50_tpot_s"]
+        assert x["kv_hit_rate"] == y["kv_hit_rate"] > 0
+    failed = {r.metric for r in compare_paired(ra, rb) if not r.ok}
+    assert {"p50_tpot_s", "p95_tpot_s", "p50_ttft_s", "mfu"} <= failed
+
+
+def test_arrival_mode_is_refused(cfg):
+    arrival = cfg.model_copy(update={"mode": "arrival"})
+    with pytest.raises(ValueError, match="mode"):
+        InProcessSide("a", create_engine(cfg.engine), arrival, 1e11)
+
+
+def test_worker_processes_speak_the_protocol(cfg, tmp_path):
+    from sagellm.benchmarks.gate_run import source_root
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    sides = [
+        SubprocessSide(n, source_root(), path, 1e11, tmp_path / f"{n}.log") for n in ("a", "b")
+    ]
+    ra, rb = run_lockstep(sides)
+    assert len(ra) == len(rb) == 3
+    assert all(r["num_completed"] == 8 for r in ra + rb)
+
+
+def test_a_broken_worker_is_named(cfg, tmp_path):
+    from sagellm.benchmarks.gate_run import source_root
+
+    path = tmp_path / "cfg.yaml"
+    bad = cfg.model_dump(mode="json")
+    bad["engine"]["model"]["path"] = str(tmp_path / "no-such-model")
+    path.write_text(yaml.safe_dump(bad))
+    side = SubprocessSide("baseline", source_root(), path, 1e11)
+    with pytest.raises(LockstepError, match="baseline"):
+        run_lockstep([side])
+
+
+def test_extract_commit_and_setup_errors(tmp_path):
+    from sagellm.benchmarks.gate_run import load_baseline, source_root
+
+    sha = head_sha()
+    tree = extract_commit(sha, source_root(), tmp_path / "tree")
+    assert (tree / "sagellm" / "benchmarks" / "gate_worker.py").is_file()
+    with pytest.raises(GateSetupError, match="not in the repository"):
+        extract_commit("0" * 40, source_root(), tmp_path / "nope")
+    (tmp_path / "b.json").write_text(json.dumps({"mfu": 0.3}))
+    with pytest.raises(GateSetupError, match="git_sha"):
+        load_baseline(tmp_path / "b.json")
+    with pytest.raises(GateSetupError, match="make baseline"):
+        load_baseline(tmp_path / "missing.json")
+
+
+def test_gate_end_to_end_against_head(cfg, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps({"git_sha": head_sha()}))
+    res = run_gate(str(path), base, repeats=2, results_root=tmp_path / "results")
+    assert len(res.baseline_repeats) == len(res.current_repeats) == 2
+    saved = json.loads((res.run_dir / "gate.json").read_text())
+    assert saved["baseline_sha"] == head_sha() and len(saved["rows"]) == 8
+    assert (res.run_dir / "gate.txt").read_text().startswith("metric")
+    assert (res.run_dir / "baseline.log").exists()
