@@ -61,6 +61,43 @@ def tiny_checkpoint(tmp_path_factory):
     return get
 
 
+class SpinEngine:
+    """Test-only engine wrapper: a slower engine. Before each step it spins the CPU for
+    ``extra`` times the previous step's duration, so the extra time lands between a request's
+    arrival and its tokens, as a slower kernel's would (real work occupying the core)."""
+
+    def __init__(self, inner, extra: float) -> None:
+        self.inner, self.extra, self.last_s = inner, extra, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    @property
+    def clock_fn(self):
+        return self.inner.clock_fn
+
+    @clock_fn.setter
+    def clock_fn(self, fn):
+        self.inner.clock_fn = fn
+
+    def step(self):
+        import time
+
+        until = time.perf_counter() + self.last_s * self.extra
+        while time.perf_counter() < until:
+            pass
+        t = time.perf_counter()
+        out = self.inner.step()
+        self.last_s = time.perf_counter() - t
+        return out
+
+
+@pytest.fixture
+def spin_engine():
+    """The :class:`SpinEngine` class."""
+    return SpinEngine
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
