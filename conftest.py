@@ -61,40 +61,37 @@ def tiny_checkpoint(tmp_path_factory):
     return get
 
 
-class SpinEngine:
-    """Test-only engine wrapper: a slower engine. Before each step it spins the CPU for
-    ``extra`` times the previous step's duration, so the extra time lands between a request's
-    arrival and its tokens, as a slower kernel's would (real work occupying the core)."""
+class _SpinModel:
+    """Wraps an engine's model: after each forward it spins the CPU for ``extra`` times the
+    forward's duration (real work occupying the core, inside the step's timing, as a slower
+    kernel would be)."""
 
     def __init__(self, inner, extra: float) -> None:
-        self.inner, self.extra, self.last_s = inner, extra, 0.0
+        self.inner, self.extra = inner, extra
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    @property
-    def clock_fn(self):
-        return self.inner.clock_fn
-
-    @clock_fn.setter
-    def clock_fn(self, fn):
-        self.inner.clock_fn = fn
-
-    def step(self):
+    def forward(self, *args, **kwargs):
         import time
 
-        until = time.perf_counter() + self.last_s * self.extra
+        t = time.perf_counter()
+        out = self.inner.forward(*args, **kwargs)
+        until = time.perf_counter() + (time.perf_counter() - t) * self.extra
         while time.perf_counter() < until:
             pass
-        t = time.perf_counter()
-        out = self.inner.step()
-        self.last_s = time.perf_counter() - t
         return out
 
 
-@pytest.fixture
-def spin_engine():
-    """The :class:`SpinEngine` class."""
+def SpinEngine(engine, extra: float):
+    """Test-only: ``engine`` made slower by ``extra`` (0.10 = 10% more forward time)."""
+    engine.model = _SpinModel(engine.model, extra)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def spin_engine_cls():
+    """:func:`SpinEngine`."""
     return SpinEngine
 
 

@@ -112,7 +112,10 @@ def _gate(args: argparse.Namespace) -> int:
         from sagellm.benchmarks.gate_run import GateSetupError, run_gate
 
         try:
-            res = run_gate(args.preset, args.baseline, args.repeats, args.results)
+            from sagellm.benchmarks.gate_run import PROCESSES_PER_SIDE
+
+            procs = args.processes_per_side or PROCESSES_PER_SIDE
+            res = run_gate(args.preset, args.baseline, args.repeats, args.results, procs)
         except GateSetupError as err:
             print(f"gate: cannot run: {err}")
             return 2
@@ -220,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--current", default=None, help="metrics.json or run folder (else: run)")
     gt.add_argument("--results", default="results")
     gt.add_argument("--repeats", type=int, default=None, help="override the preset's repeats")
+    gt.add_argument(
+        "--processes-per-side",
+        type=int,
+        default=None,
+        help="worker processes per side, one after another, sharing the repeats (default 4)",
+    )
     gt.add_argument(
         "--update-baseline",
         action="store_true",

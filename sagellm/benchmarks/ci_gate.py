@@ -13,8 +13,8 @@ Two ways to apply them:
 - :func:`compare_paired` (what ``sagellm gate`` and ``make test`` use): baseline and current
   ran in lockstep in the same run (:mod:`sagellm.benchmarks.gate_run`), repeat r of each side
   next to the other's. Each rule is applied to the median over repeats of the per-repeat
-  change (current/baseline for times, current - baseline for MFU), with a bootstrap 95%
-  interval printed beside it.
+  change (current/baseline for times, current - baseline for MFU); it fails when that change
+  passes the threshold and its bootstrap 95% interval excludes zero (printed beside it).
 - :func:`compare` (stored runs, ``python -m sagellm.benchmarks.ci_gate --baseline B --current
   C``): medians of two runs made at different times, latencies divided by a calibration
   workload timed in each run (``*_norm``). On a shared CPU whose speed drifts by 10-40% from
@@ -31,7 +31,7 @@ import random
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 LATENCY_TOLERANCE = 0.05
@@ -60,16 +60,7 @@ RULES = (
 
 
 # the same thresholds on raw metrics: in a lockstep run both sides share the machine's mood
-PAIRED_RULES = (
-    Rule("mfu", "min_abs", MFU_TOLERANCE, ">= baseline - 0.01"),
-    Rule("p50_ttft_s", "max_rel", LATENCY_TOLERANCE, "<= baseline * 1.05"),
-    Rule("p95_ttft_s", "max_rel", LATENCY_TOLERANCE, "<= baseline * 1.05"),
-    Rule("p50_tpot_s", "max_rel", LATENCY_TOLERANCE, "<= baseline * 1.05"),
-    Rule("p95_tpot_s", "max_rel", LATENCY_TOLERANCE, "<= baseline * 1.05"),
-    Rule("kv_hit_rate", "min_exact", EXACT_TOLERANCE, ">= baseline"),
-    Rule("comm_share", "max_exact", EXACT_TOLERANCE, "<= baseline"),
-    Rule("cost_device_s_per_token", "max_rel", LATENCY_TOLERANCE, "<= baseline * 1.05"),
-)
+PAIRED_RULES = tuple(replace(r, metric=r.metric.removesuffix("_norm")) for r in RULES)
 BOOTSTRAP_DRAWS = 2000
 
 
@@ -132,7 +123,9 @@ def compare_paired(
     baseline: Sequence[dict], current: Sequence[dict], seed: int = 0
 ) -> list[GateRow]:
     """Lockstep runs: ``baseline[r]`` and ``current[r]`` are repeat r of each side, measured
-    side by side. A rule fails when the median per-repeat change passes its threshold."""
+    side by side. A timing rule fails when the median per-repeat change passes its threshold
+    and its bootstrap 95% interval lies wholly on the worse side of zero (a change the noise
+    cannot explain); the deterministic ones compare medians exactly."""
     if len(baseline) != len(current) or not baseline:
         raise ValueError(
             f"repeats: need the same number of repeats on both sides, got {len(baseline)} "
@@ -160,7 +153,11 @@ def compare_paired(
             _paired_stat(r, [rng.choice(pairs) for _ in pairs]) for _ in range(BOOTSTRAP_DRAWS)
         )
         low, high = draws[int(0.025 * BOOTSTRAP_DRAWS)], draws[int(0.975 * BOOTSTRAP_DRAWS) - 1]
-        ok = stat <= r.tolerance if r.kind == "max_rel" else stat >= -r.tolerance
+        # a regression: past the threshold, and the interval excludes "no change"
+        if r.kind == "max_rel":
+            ok = not (stat > r.tolerance and low > 0.0)
+        else:
+            ok = not (stat < -r.tolerance and high < 0.0)
         rows.append(GateRow(r.metric, bmed, cmed, r.label, ok, stat, low, high))
     return rows
 

@@ -23,13 +23,21 @@ from pathlib import Path
 import yaml
 
 from sagellm.benchmarks.ci_gate import GateRow, compare_paired
-from sagellm.benchmarks.config import load_benchmark_config
+from sagellm.benchmarks.config import BenchmarkConfig, load_benchmark_config
 from sagellm.benchmarks.device import measure_peak_flops
-from sagellm.benchmarks.lockstep import SubprocessSide, check_lockstep_config, run_lockstep
+from sagellm.benchmarks.lockstep import SubprocessSide, check_lockstep_config, run_in_generations
 from sagellm.benchmarks.results import atomic_write_json, atomic_write_text, make_run_id
 from sagellm.core.config import config_hash
 
 WORKER_MODULE = "sagellm/benchmarks/gate_worker.py"
+# the peak both sides' MFU is read against: best GEMM over this many seconds (a short window
+# measured in a slow spell once doubled every MFU and turned a 1.6% change into -0.012 MFU)
+PEAK_WINDOW_S = 4.0
+# fresh worker processes per side over a run: a process's memory layout makes identical code
+# 1-3% faster or slower for its whole life (measured: between-run sd 1.7% of TPOT while the
+# within-run interval was +-1%); the repeats are split over several processes so the layout
+# lottery averages out instead of passing for a regression
+PROCESSES_PER_SIDE = 4
 
 
 class GateSetupError(RuntimeError):
@@ -114,8 +122,13 @@ def run_gate(
     baseline_path: str | Path = "results/baseline/ci.json",
     repeats: int | None = None,
     results_root: str | Path | None = "results",
+    processes_per_side: int = PROCESSES_PER_SIDE,
 ) -> GateResult:
-    """Run the baseline commit and the current tree in lockstep on ``preset`` and judge."""
+    """Run the baseline commit and the current tree in lockstep on ``preset`` and judge.
+
+    The repeats are split over ``processes_per_side`` successive pairs of worker processes;
+    pair k runs its share of the repeats with the workload seeds that follow pair k-1's, so
+    repeat r replays seed + r whatever the split."""
     cfg = load_benchmark_config(preset)
     if repeats is not None:
         cfg = cfg.model_copy(update={"repeats": repeats})
@@ -129,20 +142,26 @@ def run_gate(
     with tempfile.TemporaryDirectory(prefix="sagellm-gate-") as tmp:
         tmp_path = Path(tmp)
         base_src = extract_commit(baseline["git_sha"], root, tmp_path / "baseline")
-        cfg_path = (run_dir or tmp_path) / "config.yaml"
-        atomic_write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json")))
+        atomic_write_text(
+            (run_dir or tmp_path) / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"))
+        )
         device = cfg.engine.device
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        peak = measure_peak_flops(device, cfg.engine.model.dtype)
+        peak = measure_peak_flops(device, cfg.engine.model.dtype, min_time_s=PEAK_WINDOW_S)
         logs = run_dir or tmp_path
-        sides = [
-            SubprocessSide("baseline", base_src, cfg_path, peak, logs / "baseline.log"),
-            SubprocessSide("current", root, cfg_path, peak, logs / "current.log"),
-        ]
-        base_reps, cur_reps = run_lockstep(sides)
+
+        def make_sides(part: BenchmarkConfig, k: int) -> list[SubprocessSide]:
+            path = tmp_path / f"config-{k}.yaml"
+            atomic_write_text(path, yaml.safe_dump(part.model_dump(mode="json")))
+            return [
+                SubprocessSide("baseline", base_src, path, peak, logs / f"baseline-{k}.log"),
+                SubprocessSide("current", root, path, peak, logs / f"current-{k}.log"),
+            ]
+
+        base_reps, cur_reps = run_in_generations(cfg, processes_per_side, make_sides)
     rows = compare_paired(base_reps, cur_reps)
     result = GateResult(rows, base_reps, cur_reps, run_dir)
     if run_dir is not None:
@@ -157,6 +176,7 @@ def run_gate(
                 "current_sha": head_sha(root),
                 "current_dirty": bool(_git(root, "status", "--porcelain", "sagellm").stdout),
                 "peak_flops_per_s": peak,
+                "processes_per_side": processes_per_side,
                 "rows": [asdict(r) for r in rows],
                 "baseline_repeats": base_reps,
                 "current_repeats": cur_reps,

@@ -20,11 +20,8 @@ from sagellm.benchmarks.kv_migration_bench import migration_bandwidth
 from sagellm.benchmarks.prefix_reuse_experiment import ExperimentRun
 from sagellm.benchmarks.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
-    make_run_id,
-    params_hash,
     save_chart,
+    write_experiment,
 )
 from sagellm.benchmarks.shared_prefix import shared_prefix_prompts
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
@@ -184,11 +181,7 @@ def run_kv_runtime_experiment(
         "defrag": defrag,
     }
     params = {"preset": preset, "model": model, **p}
-    run_dir = Path(results_root) / "kv_runtime" / make_run_id(params_hash(params))
-    atomic_write_json(run_dir / "config.json", params)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    for name, df in tables.items():
-        atomic_write_parquet(run_dir / f"{name}.parquet", df)
+    run_dir = write_experiment(results_root, "kv_runtime", params, metrics, tables)
     _charts(run_dir, tables)
     return ExperimentRun(run_dir, metrics, tables)
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -118,8 +119,9 @@ class SubprocessSide:
     """A :mod:`sagellm.benchmarks.gate_worker` process importing ``sagellm`` from
     ``source_dir`` (a checkout of another commit), running the YAML config ``config_path``.
 
-    The worker loads its engine and warms up while the constructor returns; the first
-    :meth:`step` waits until it is ready."""
+    The worker loads its engine while the constructor returns; the first :meth:`step` waits
+    until it is ready. A worker silent for ``answer_timeout_s`` (load or one step) is killed
+    and reported, so a hung side cannot hang the gate."""
 
     def __init__(
         self,
@@ -128,8 +130,9 @@ class SubprocessSide:
         config_path: str | Path,
         peak_flops_per_s: float,
         log_path: str | Path | None = None,
+        answer_timeout_s: float = 600.0,
     ) -> None:
-        self.name = name
+        self.name, self.answer_timeout_s = name, answer_timeout_s
         env = dict(os.environ, PYTHONPATH=str(Path(source_dir).resolve()))
         self._log = open(log_path or os.devnull, "w")  # noqa: SIM115 (closed in close())
         cmd = [sys.executable, "-m", "sagellm.benchmarks.gate_worker", "--config"]
@@ -148,6 +151,11 @@ class SubprocessSide:
         self._log_path = log_path
 
     def _read(self) -> dict:
+        # one request, one answer: nothing is buffered while we wait, so select is exact
+        ready, _, _ = select.select([self._proc.stdout], [], [], self.answer_timeout_s)
+        if not ready:
+            self._proc.kill()
+            raise LockstepError(f"{self.name}: no answer in {self.answer_timeout_s:.0f} s")
         line = self._proc.stdout.readline()
         if not line:
             code = self._proc.wait()
@@ -212,3 +220,30 @@ def run_lockstep(sides: Sequence[Side], seed: int = 0) -> list[list[dict]]:
     finally:
         for s in sides:
             s.close()
+
+
+def split_repeats(repeats: int, parts: int) -> list[tuple[int, int]]:
+    """``(first repeat, count)`` for each of up to ``parts`` near-equal consecutive shares."""
+    parts = max(1, min(parts, repeats))
+    sizes = [repeats // parts + (i < repeats % parts) for i in range(parts)]
+    return [(sum(sizes[:i]), n) for i, n in enumerate(sizes)]
+
+
+def run_in_generations(
+    config: BenchmarkConfig,
+    generations: int,
+    make_sides: Callable[[BenchmarkConfig, int], Sequence[Side]],
+) -> list[list[dict]]:
+    """``config.repeats`` split over ``generations`` successive lockstep runs, each on fresh
+    sides from ``make_sides(part_config, k)``: a process's (or an engine's) memory layout
+    makes identical code a few percent faster or slower for its whole life, so fresh sides
+    turn that lottery into noise the median absorbs. Generation k replays the workload
+    seeds that follow generation k-1's, so repeat r always uses seed + r. Returns each
+    side's per-repeat metrics, concatenated over the generations."""
+    out: list[list[dict]] | None = None
+    for k, (first, n) in enumerate(split_repeats(config.repeats, generations)):
+        wl = config.workload.model_copy(update={"seed": config.workload.seed + first})
+        part = config.model_copy(update={"repeats": n, "workload": wl})
+        runs = run_lockstep(make_sides(part, k), seed=k)
+        out = runs if out is None else [a + b for a, b in zip(out, runs, strict=True)]
+    return out or []

@@ -97,25 +97,34 @@ def throughput_chart(metrics):
 
 
 def gate_table(baseline: dict, current: dict):
+    """Stored-run comparison (``*_norm`` metrics, two runs made at different times)."""
     import pandas as pd
 
     return pd.DataFrame([r.__dict__ for r in compare(baseline, current)])
 
 
 def latest_gate_table(results_root: str | Path, baseline: str | Path, experiment: str = "ci"):
-    """The gate's table for the newest ``experiment`` run against ``baseline`` (a metrics.json);
-    an empty table with a note when either is missing."""
+    """The newest lockstep gate verdict under ``results_root/gate`` (what ``sagellm gate``
+    wrote); without one, the newest ``experiment`` run read against ``baseline``'s stored
+    numbers (marked as a cross-run reading); a one-row note when neither exists."""
     import pandas as pd
 
+    gates = sorted((Path(results_root) / "gate").glob("*/gate.json"))
+    if gates:
+        g = json.loads(gates[-1].read_text())
+        df = pd.DataFrame(g["rows"])
+        df.insert(0, "source", f"lockstep gate {gates[-1].parent.name}")
+        return df
     runs = sorted((Path(results_root) / experiment).glob("*/metrics.json"))
     if not runs or not Path(baseline).exists():
         return pd.DataFrame(
             {
                 "note": [
-                    f"no {experiment} run under {results_root} or no "
+                    f"no gate run under {results_root}/gate, no {experiment} run or no "
                     f"baseline at {baseline}; run `sagellm gate` first"
                 ]
             }
         )
-    cur = json.loads(runs[-1].read_text())
-    return gate_table(json.loads(Path(baseline).read_text()), cur)
+    df = gate_table(json.loads(Path(baseline).read_text()), json.loads(runs[-1].read_text()))
+    df.insert(0, "source", f"cross-run reading of {runs[-1].parent.name} (not a verdict)")
+    return df

@@ -16,11 +16,8 @@ from pathlib import Path
 from sagellm.benchmarks.prefix_lookup_bench import lookup_latency
 from sagellm.benchmarks.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
-    make_run_id,
-    params_hash,
     save_chart,
+    write_experiment,
 )
 from sagellm.benchmarks.shared_prefix import (
     compare,
@@ -130,16 +127,10 @@ def run_prefix_reuse_experiment(
     metrics["index_lookup_p50_s"] = snap.lookup_p50_s or 0.0
     metrics["index_lookup_p99_s"] = snap.lookup_p99_s or 0.0
     params = {"preset": preset, "model": model, **p}
-    run_dir = Path(results_root) / "prefix_reuse" / make_run_id(params_hash(params))
-    atomic_write_json(run_dir / "config.json", params)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    atomic_write_parquet(run_dir / "requests.parquet", requests)
-    atomic_write_parquet(run_dir / "share_sweep.parquet", sweep)
-    atomic_write_parquet(run_dir / "lookup.parquet", lookup)
+    tables = {"requests": requests, "share_sweep": sweep, "lookup": lookup}
+    run_dir = write_experiment(results_root, "prefix_reuse", params, metrics, tables)
     _charts(run_dir, requests, sweep)
-    return ExperimentRun(
-        run_dir, metrics, {"requests": requests, "share_sweep": sweep, "lookup": lookup}
-    )
+    return ExperimentRun(run_dir, metrics, tables)
 
 
 def _charts(run_dir: Path, requests, sweep) -> None:

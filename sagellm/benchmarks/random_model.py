@@ -21,12 +21,15 @@ def random_checkpoint(
     num_kv_heads: int = 2,
     max_position_embeddings: int = 2048,
     seed: int = 0,
+    intermediate_size: int | None = None,
 ) -> Path:
-    """Write (once) and return a random Llama checkpoint folder under ``folder``."""
+    """Write (once) and return a random Llama checkpoint folder under ``folder``
+    (``intermediate_size`` defaults to 4 x ``hidden_size``)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    name = f"llama-h{hidden_size}-l{num_layers}-v{vocab_size}-s{seed}"
+    ffn = intermediate_size or hidden_size * 4
+    name = f"llama-h{hidden_size}-l{num_layers}-v{vocab_size}-f{ffn}-s{seed}"
     out = Path(folder) / name
     if (out / "config.json").exists():
         return out
@@ -34,7 +37,7 @@ def random_checkpoint(
     cfg = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
+        intermediate_size=ffn,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,

@@ -21,10 +21,23 @@ def make_run_id(config_hash: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{config_hash}-{os.getpid()}"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, rename over ``path``: readers see
+    the old file or the new one, never half of one. The file gets the usual 0666 & ~umask
+    mode (mkstemp's 0600 would hide results from colleagues on a shared machine)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -70,3 +83,22 @@ def params_hash(params: dict[str, Any], length: int = 8) -> str:
 
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def write_experiment(
+    results_root: str | Path,
+    experiment: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    tables: dict[str, Any],
+    run_id: str | None = None,
+) -> Path:
+    """An experiment's run folder ``results_root/experiment/<run_id>/``: ``config.json``
+    (``params``), ``metrics.json`` and one ``<name>.parquet`` per table, each written
+    atomically. ``run_id`` defaults to :func:`make_run_id` of the params' hash."""
+    run_dir = Path(results_root) / experiment / (run_id or make_run_id(params_hash(params)))
+    atomic_write_json(run_dir / "config.json", params)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    for name, df in tables.items():
+        atomic_write_parquet(run_dir / f"{name}.parquet", df)
+    return run_dir

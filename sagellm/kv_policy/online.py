@@ -30,10 +30,7 @@ import numpy as np
 
 from sagellm.benchmarks.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
-    make_run_id,
-    params_hash,
+    write_experiment,
 )
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.benchmarks.workloads.generate import WorkloadRequest, build_workload
@@ -210,11 +207,8 @@ def run_online_policies(
         metrics[f"{pol}_num_dropped_entries"] = eng.stats()["num_dropped_entries"]
         eng.close()
     params = {"preset": preset, "policies": policies, "seed": seed, **p}
-    run_dir = Path(results_root) / "kv_policy_online" / make_run_id(params_hash(params))
-    atomic_write_json(run_dir / "config.json", params)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    atomic_write_parquet(run_dir / "requests.parquet", table)
-    atomic_write_parquet(run_dir / "summary.parquet", summary)
+    tables = {"requests": table, "summary": summary}
+    run_dir = write_experiment(results_root, "kv_policy_online", params, metrics, tables)
     return OnlineRun(run_dir, metrics, table, summary)
 
 

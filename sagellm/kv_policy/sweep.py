@@ -18,11 +18,10 @@ from typing import Literal
 
 from sagellm.benchmarks.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
     atomic_write_text,
     make_run_id,
     save_chart,
+    write_experiment,
 )
 from sagellm.kv_policy.base import check_capacity, make_eviction_policy
 from sagellm.kv_policy.cost_benefit import PrefillFlopModel
@@ -180,10 +179,10 @@ def _markdown(df, digits: int) -> str:
 def _write(run_dir: Path, config, table, latency, metrics) -> None:
     import altair as alt
 
-    atomic_write_json(run_dir / "config.json", config)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    atomic_write_parquet(run_dir / "sweep.parquet", table)
-    atomic_write_parquet(run_dir / "latency.parquet", latency)
+    tables = {"sweep": table, "latency": latency}
+    write_experiment(
+        run_dir.parent.parent, run_dir.parent.name, config, metrics, tables, run_dir.name
+    )
     cols = ["mode", "policy", "capacity_blocks", "hit_ratio", "prefix_hit_ratio"]
     cols += ["flops_saved_ratio", "wrong_eviction_rate", "requests_per_s"]
     cols += [c for c in ("libcachesim_hit_ratio", "diff_vs_libcachesim_pp") if c in table]

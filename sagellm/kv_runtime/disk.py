@@ -17,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from sagellm.core.types import BlockId, TenantId
-from sagellm.kv_runtime.free_list import fragmentation
-from sagellm.kv_runtime.types import AllocationResult, KVBlockInfo
+from sagellm.core.types import BlockId
+from sagellm.kv_runtime.slots import BlockSlots
 
 _MAGIC = b"SGLKV001"
 _HEADER_BYTES = 8 + 16 + 8
@@ -35,7 +33,7 @@ def _digest(payload: bytes | memoryview) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
-class DiskTier:
+class DiskTier(BlockSlots):
     """``num_blocks`` block slots stored as files; implements ``KVBackendProtocol``."""
 
     tier = "disk"
@@ -59,46 +57,15 @@ class DiskTier:
             probe.unlink()
         except OSError as err:
             raise ValueError(f"kv_cache_dir {str(root)!r} is not writable: {err}") from None
-        self.num_blocks = num_blocks
-        self.block_shape = tuple(block_shape)
-        self.dtype = dtype
-        n = 1
-        for s in block_shape:
-            n *= s
-        self.block_bytes = n * torch.empty((), dtype=dtype).element_size()
-        self._free: deque[BlockId] = deque(range(num_blocks))
-        self._owner: dict[BlockId, TenantId | None] = {}
-        self._last_access = [0] * num_blocks
+        self._init_slots(num_blocks, block_shape, dtype)
         self._clock = 0
         self.num_checksum_failures = 0
-
-    @property
-    def num_free_blocks(self) -> int:
-        return len(self._free)
-
-    @property
-    def num_used_blocks(self) -> int:
-        return self.num_blocks - len(self._free)
 
     def path(self, block_id: BlockId) -> Path:
         return self.dir / f"blk-{block_id}.kv"
 
-    def allocate(self, n: int, tenant_id: TenantId | None = None) -> AllocationResult | None:
-        if n > len(self._free):
-            return None
-        out = tuple(self._free.popleft() for _ in range(n))
-        for b in out:
-            self._owner[b] = tenant_id
-        return AllocationResult(out, "disk")
-
-    def free(self, block_ids: Sequence[BlockId]) -> list[BlockId]:
-        for b in block_ids:
-            if b in self._free or not 0 <= b < self.num_blocks:
-                raise ValueError(f"disk block {b} freed but not allocated")
-            self.path(b).unlink(missing_ok=True)
-            self._owner.pop(b, None)
-            self._free.append(b)
-        return list(block_ids)
+    def _drop(self, block_id: BlockId) -> None:
+        self.path(block_id).unlink(missing_ok=True)
 
     def write_blocks(self, block_ids: Sequence[BlockId], data: torch.Tensor) -> None:
         """Write each block to a temp file, fsync-free, then rename into place (atomic)."""
@@ -143,22 +110,6 @@ class DiskTier:
             if blk is not None:
                 out[i] = blk
         return out, tuple(ok)
-
-    def get_utilization(self) -> float:
-        return self.num_used_blocks / self.num_blocks
-
-    def get_fragmentation(self) -> float:
-        return fragmentation(self._free)
-
-    def block_info(self, block_id: BlockId) -> KVBlockInfo:
-        return KVBlockInfo(
-            block_id,
-            "disk",
-            self.block_bytes,
-            self._owner.get(block_id),
-            self._last_access[block_id],
-            0 if block_id in self._free else 1,
-        )
 
     def close(self) -> None:
         """Delete this tier's files and directory."""

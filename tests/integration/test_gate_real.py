@@ -1,58 +1,44 @@
-"""The gate on the real ci preset: identical reruns pass, a 10% slower engine fails."""
-
-import time
+"""The gate on the real ci preset (SmolLM2-135M): an identical engine passes, a 10% slower one
+fails. Three engines run in lockstep, as `sagellm gate` runs the baseline and the current
+tree (fresh engines for each quarter of the repeats, as the gate starts fresh processes), and
+are judged by the same paired rules."""
 
 import pytest
 
-from sagellm.benchmarks.ci_gate import compare
+from sagellm.benchmarks.ci_gate import compare_paired, format_table
 from sagellm.benchmarks.config import load_benchmark_config
-from sagellm.benchmarks.runner import BenchmarkRunner
+from sagellm.benchmarks.device import measure_peak_flops
+from sagellm.benchmarks.gate_run import PEAK_WINDOW_S, PROCESSES_PER_SIDE
+from sagellm.benchmarks.lockstep import InProcessSide, run_in_generations
 from sagellm.engines import create_engine
 
-
-class SlowedEngine:
-    """Test-only wrapper: every step costs 10% more, by spinning the CPU (real extra work
-    occupying the core, like a slower kernel would)."""
-
-    def __init__(self, inner, extra: float = 0.10) -> None:
-        self.inner, self.extra = inner, extra
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def step(self):
-        t = time.perf_counter()
-        out = self.inner.step()
-        until = time.perf_counter() + (time.perf_counter() - t) * self.extra
-        x = 0
-        while time.perf_counter() < until:
-            x += 1
-        return out
-
-
-pytestmark = pytest.mark.skip(
-    reason="gate noise: 8 of 10 identical ci runs false-alarmed on a quiet machine (issue 3 open)"
-)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ci_runs():
+def lockstep_runs(spin_engine_cls):
     cfg = load_benchmark_config("ci")
-    # a fresh engine per run, as `sagellm gate` does: the prefix cache starts empty each time
-    base = BenchmarkRunner(create_engine(cfg.engine), progress=False).run(cfg, None).metrics
-    same = BenchmarkRunner(create_engine(cfg.engine), progress=False).run(cfg, None).metrics
-    slowed = SlowedEngine(create_engine(cfg.engine))
-    slow = BenchmarkRunner(slowed, progress=False).run(cfg, results_root=None)
-    return base, same, slow.metrics
+    peak = measure_peak_flops("cpu", cfg.engine.model.dtype, min_time_s=PEAK_WINDOW_S)
+
+    def make_sides(part, k):
+        return [
+            InProcessSide("base", create_engine(cfg.engine), part, peak),
+            InProcessSide("same", create_engine(cfg.engine), part, peak),
+            InProcessSide("slow", spin_engine_cls(create_engine(cfg.engine), 0.10), part, peak),
+        ]
+
+    return run_in_generations(cfg, PROCESSES_PER_SIDE, make_sides)
 
 
-def test_identical_rerun_passes(ci_runs):
-    base, same, _ = ci_runs
-    rows = compare(base, same)
-    assert all(r.ok for r in rows), [(r.metric, r.baseline, r.current) for r in rows]
+def test_identical_engine_passes(lockstep_runs):
+    base, same, _ = lockstep_runs
+    assert len(base) == len(same) == load_benchmark_config("ci").repeats
+    rows = compare_paired(base, same)
+    assert all(r.ok for r in rows), format_table(rows)
 
 
-def test_injected_regression_fails(ci_runs):
-    base, _, slow = ci_runs
-    failed = {r.metric for r in compare(base, slow) if not r.ok}
-    assert failed & {"p50_ttft_s_norm", "p50_tpot_s_norm", "p95_tpot_s_norm"}
+def test_ten_percent_slower_engine_fails(lockstep_runs):
+    base, _, slow = lockstep_runs
+    rows = compare_paired(base, slow)
+    failed = {r.metric for r in rows if not r.ok}
+    assert {"p50_tpot_s", "p95_tpot_s", "cost_device_s_per_token"} <= failed, format_table(rows)

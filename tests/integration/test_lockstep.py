@@ -1,6 +1,7 @@
 """Lockstep runs on a tiny model: clocks, the worker protocol, and the gate end to end."""
 
 import json
+import statistics
 
 import pytest
 import yaml
@@ -46,18 +47,19 @@ def cfg(tiny_checkpoint):
     )
 
 
-def test_each_side_times_only_its_own_steps(cfg, spin_engine):
+def test_each_side_times_only_its_own_steps(cfg, spin_engine_cls):
     a = InProcessSide("a", create_engine(cfg.engine), cfg, 1e11)
-    b = InProcessSide("b", spin_engine(create_engine(cfg.engine), extra=4.0), cfg, 1e11)
+    b = InProcessSide("b", spin_engine_cls(create_engine(cfg.engine), extra=4.0), cfg, 1e11)
     ra, rb = run_lockstep([a, b])
     assert len(ra) == len(rb) == 3
-    # were a's clock running during b's steps, a's TPOT would include b's 5x longer steps
-    for x, y in zip(ra, rb, strict=True):
-        assert x["p50_tpot_s"] * 2.5 < y["p50_tpot_s"]
-        assert x["kv_hit_rate"] == y["kv_hit_rate"] > 0
+    # were a's clock running during b's steps, a's TPOT would include b's much longer steps
+    tpot_a = statistics.median(r["p50_tpot_s"] for r in ra)
+    tpot_b = statistics.median(r["p50_tpot_s"] for r in rb)
+    assert tpot_a * 2 < tpot_b
+    assert all(x["kv_hit_rate"] == y["kv_hit_rate"] > 0 for x, y in zip(ra, rb, strict=True))
     failed = {r.metric for r in compare_paired(ra, rb) if not r.ok}
     # (a tiny model's MFU is ~1e-5: its one-point rule cannot trip here)
-    assert {"p50_tpot_s", "p95_tpot_s", "p50_ttft_s", "cost_device_s_per_token"} <= failed
+    assert {"p50_tpot_s", "cost_device_s_per_token"} <= failed
 
 
 def test_arrival_mode_is_refused(cfg):
@@ -111,9 +113,34 @@ def test_gate_end_to_end_against_head(cfg, tmp_path):
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     base = tmp_path / "baseline.json"
     base.write_text(json.dumps({"git_sha": head_sha()}))
-    res = run_gate(str(path), base, repeats=2, results_root=tmp_path / "results")
-    assert len(res.baseline_repeats) == len(res.current_repeats) == 2
+    res = run_gate(str(path), base, repeats=3, results_root=tmp_path / "results")
+    assert len(res.baseline_repeats) == len(res.current_repeats) == 3
+    # 3 repeats over 3 worker pairs, still the seeds 0, 1, 2: equal prompts, equal hit rates
+    assert [r["kv_hit_rate"] for r in res.baseline_repeats] == [
+        r["kv_hit_rate"] for r in res.current_repeats
+    ]
     saved = json.loads((res.run_dir / "gate.json").read_text())
     assert saved["baseline_sha"] == head_sha() and len(saved["rows"]) == 8
     assert (res.run_dir / "gate.txt").read_text().startswith("metric")
-    assert (res.run_dir / "baseline.log").exists()
+    assert (res.run_dir / "baseline-0.log").exists() and (res.run_dir / "current-1.log").exists()
+
+
+def test_a_silent_worker_is_killed_and_named(tmp_path):
+    tree = tmp_path / "tree" / "sagellm" / "benchmarks"
+    tree.mkdir(parents=True)
+    (tree.parent / "__init__.py").write_text("")
+    (tree / "__init__.py").write_text("")
+    (tree / "gate_worker.py").write_text("import threading\nthreading.Event().wait()\n")
+    side = SubprocessSide(
+        "baseline", tmp_path / "tree", tmp_path / "c.yaml", 1e11, answer_timeout_s=2
+    )
+    with pytest.raises(LockstepError, match="baseline: no answer in 2 s"):
+        run_lockstep([side])
+
+
+def test_split_repeats_covers_every_repeat_once():
+    from sagellm.benchmarks.lockstep import split_repeats
+
+    assert split_repeats(20, 4) == [(0, 5), (5, 5), (10, 5), (15, 5)]
+    assert split_repeats(7, 3) == [(0, 3), (3, 2), (5, 2)]
+    assert split_repeats(2, 4) == [(0, 1), (1, 1)]
