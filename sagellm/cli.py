@@ -130,10 +130,8 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _update_baseline(args: argparse.Namespace) -> int:
     """Measure the preset with the current tree and record it, with HEAD, as the baseline."""
-    import subprocess
-
     from sagellm.benchmarks.config import load_benchmark_config
-    from sagellm.benchmarks.gate_run import head_sha, source_root
+    from sagellm.benchmarks.gate_run import head_sha, source_root, uncommitted_package_changes
     from sagellm.benchmarks.results import atomic_write_json
     from sagellm.benchmarks.runner import BenchmarkRunner
 
@@ -141,12 +139,7 @@ def _update_baseline(args: argparse.Namespace) -> int:
     if sha is None:
         print(f"gate: cannot record a baseline: {source_root()} is not a git checkout")
         return 2
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "sagellm"],
-        cwd=source_root(),
-        capture_output=True,
-        text=True,
-    ).stdout
+    dirty = uncommitted_package_changes()
     if dirty:
         print("gate: commit your changes under sagellm/ first: the baseline is a commit\n" + dirty)
         return 2

@@ -75,6 +75,11 @@ def head_sha(root: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def uncommitted_package_changes(root: Path | None = None) -> str:
+    """``git status --porcelain`` of ``sagellm/`` (empty when the package is committed)."""
+    return _git(root or source_root(), "status", "--porcelain", "sagellm").stdout
+
+
 def extract_commit(sha: str, repo: Path, dest: Path) -> Path:
     """Write commit ``sha``'s tree under ``dest`` (``git archive``); fetches it from origin
     first when this clone lacks it (e.g. a shallow clone). Returns ``dest``."""
@@ -174,7 +179,7 @@ def run_gate(
                 "preset": preset,
                 "baseline_sha": baseline["git_sha"],
                 "current_sha": head_sha(root),
-                "current_dirty": bool(_git(root, "status", "--porcelain", "sagellm").stdout),
+                "current_dirty": bool(uncommitted_package_changes(root)),
                 "peak_flops_per_s": peak,
                 "processes_per_side": processes_per_side,
                 "rows": [asdict(r) for r in rows],
