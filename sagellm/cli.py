@@ -64,6 +64,13 @@ def _bench(args: argparse.Namespace) -> int:
     from sagellm.benchmarks.runner import BenchmarkRunner
 
     cfg = load_benchmark_config(args.config or args.preset)
+    if args.strategy is not None:
+        cfg = cfg.model_copy(
+            update={
+                "strategy": args.strategy,
+                "engine": cfg.engine.model_copy(update={"scheduling_strategy": args.strategy}),
+            }
+        )
     res = BenchmarkRunner().run(cfg, results_root=args.results)
     m = res.metrics
     for k in ("output_throughput_tok_per_s", "p50_ttft_s", "p50_tpot_s", "mfu", "kv_hit_rate"):
@@ -199,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark preset (or --offline throughput)")
     b.add_argument("--preset", default="ci", help="experiments/<preset>.yaml")
     b.add_argument("--config", default=None, help="a benchmark YAML file")
+    b.add_argument(
+        "--strategy",
+        default=None,
+        help="scheduling strategy every step runs (fifo, priority, slo_aware, lpm, hybrid, "
+        "adaptive, aegaeon); default: the config's engine.scheduling_strategy",
+    )
     b.add_argument("--results", default="results")
     b.add_argument("--offline", action="store_true", help="offline throughput (W1 shape)")
     b.add_argument("--model", default=DEFAULT_MODEL)

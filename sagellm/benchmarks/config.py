@@ -4,7 +4,7 @@ in ``experiments/`` (``load_benchmark_config``); errors name the field path."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +31,11 @@ class BenchmarkConfig(_Frozen):
 
     experiment: str = "bench"
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    # the scheduling strategy every step runs (shorthand for engine.scheduling_strategy)
+    strategy: str | None = None
+    # request classes: a workload tenant's Request.priority and Request.model
+    tenant_priority: dict[str, int] = Field(default_factory=dict)
+    tenant_model: dict[str, str] = Field(default_factory=dict)
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     mode: Literal["arrival", "concurrency"] = "arrival"
     max_concurrency: int | None = Field(default=None, ge=1)
@@ -40,6 +45,22 @@ class BenchmarkConfig(_Frozen):
     num_devices: int = Field(default=1, ge=1)
     price_per_device_hour: float | None = Field(default=None, ge=0)
     currency: str = "USD"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_into_engine(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("strategy") is None:
+            return data
+        engine = data.get("engine") or {}
+        if isinstance(engine, EngineConfig):
+            engine = engine.model_dump()
+        other = engine.get("scheduling_strategy")
+        if other is not None and other != data["strategy"]:
+            raise ValueError(
+                f"strategy ({data['strategy']!r}) and engine.scheduling_strategy ({other!r}) "
+                "disagree; set one"
+            )
+        return {**data, "engine": {**engine, "scheduling_strategy": data["strategy"]}}
 
     @model_validator(mode="after")
     def _check(self) -> BenchmarkConfig:

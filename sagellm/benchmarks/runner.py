@@ -159,7 +159,14 @@ class BenchmarkRunner:
                         break
                 sp = SamplingParams(max_tokens=r.max_tokens, ignore_eos=True)
                 req = Request(
-                    ids[nxt], r.prompt_token_ids, sp, r.tenant_id, slo=slo, arrival_s=arrival
+                    ids[nxt],
+                    r.prompt_token_ids,
+                    sp,
+                    r.tenant_id,
+                    priority=cfg.tenant_priority.get(r.tenant_id, 0),
+                    slo=slo,
+                    arrival_s=arrival,
+                    model=cfg.tenant_model.get(r.tenant_id),
                 )
                 try:
                     engine.add_request(req)

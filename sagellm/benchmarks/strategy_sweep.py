@@ -1,13 +1,16 @@
 """Scheduling strategies side by side: SLO attainment and goodput vs Poisson request rate.
 
-For every rate, every strategy serves the same workload (same config and seed, so the same
-prompts and arrival times) on the same native engine instance, driven by IR plans
-(:class:`~sagellm.scheduler_ir.PlanDrivenEngine`) through :class:`BenchmarkRunner`; each run
+For every workload and rate, every strategy serves the same requests (same config and seed,
+so the same prompts and arrival times) on the same native engine instance, whose every step is
+the strategy's plan (``engine.strategy``; prefix caching on, the cache emptied before each
+run so no strategy inherits another's blocks), through :class:`BenchmarkRunner`; each run
 writes its own folder ``results_root/scheduler_ir_<strategy>/<run_id>/``. The sweep writes
-``results_root/<experiment>/<run_id>/``: ``sweep.csv`` (one row per strategy x rate),
-``metrics.json`` (totals), ``config.yaml`` and the comparison chart (PNG + HTML).
+``results_root/<experiment>/<run_id>/``: ``sweep.csv`` (one row per workload x strategy x
+rate, with the KV hit rate), ``metrics.json`` (totals), ``config.yaml`` and the comparison
+chart (PNG + HTML).
 
-Tenants stand for request classes: ``tenant_priority`` maps them to ``Request.priority``.
+Tenants stand for request classes: the config's ``tenant_priority`` / ``tenant_model`` map
+them to ``Request.priority`` / ``Request.model``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ COLUMNS = (
     "num_preemptions",
     "num_requests",
     "num_completed",
+    "kv_hit_rate",
 )
 
 
@@ -53,8 +57,8 @@ def comparison_chart(table):
     import altair as alt
 
     long = table.melt(
-        id_vars=["strategy", "rate_per_s"],
-        value_vars=["slo_attainment", "goodput_req_per_s"],
+        id_vars=["workload", "strategy", "rate_per_s"],
+        value_vars=["slo_attainment", "goodput_req_per_s", "kv_hit_rate", "p50_ttft_s"],
         var_name="metric",
     )
     return (
@@ -64,27 +68,26 @@ def comparison_chart(table):
             x=alt.X("rate_per_s:Q", title="request rate (req/s)"),
             y=alt.Y("value:Q", title=None),
             color="strategy:N",
-            tooltip=["strategy", "rate_per_s", "metric", "value"],
+            tooltip=["workload", "strategy", "rate_per_s", "metric", "value"],
         )
-        .properties(width=260, height=200)
-        .facet(column=alt.Column("metric:N", title=None))
+        .properties(width=200, height=160)
+        .facet(column=alt.Column("metric:N", title=None), row=alt.Row("workload:N"))
         .resolve_scale(y="independent")
         .properties(title="Scheduling strategies on the native engine (same workload and seed)")
     )
 
 
 def run_strategy_sweep(
-    base: BenchmarkConfig,
+    bases: BenchmarkConfig | dict[str, BenchmarkConfig],
     strategies: list[str],
     rates_per_s: list[float],
     results_root: str | Path = "results",
     experiment: str = "scheduler_ir_sweep",
-    tenant_priority: dict[str, int] | None = None,
-    tenant_model: dict[str, str] | None = None,
     progress: bool = False,
     rounds: int = 1,
 ) -> StrategySweep:
-    """Run every strategy at every rate; returns the sweep folder and its table.
+    """Run every strategy at every rate on every workload (``bases``: one config, or several
+    by name, all with the same engine config); returns the sweep folder and its table.
 
     With ``rounds > 1`` each rate is served ``rounds`` times by every strategy, interleaved
     and in a rotated order (round k starts with strategy k), so slow phases of a shared
@@ -95,63 +98,63 @@ def run_strategy_sweep(
 
     from sagellm.benchmarks.runner import BenchmarkRunner
     from sagellm.engines.native import NativeEngine
-    from sagellm.engines.native.plan_exec import NativePlanTarget
-    from sagellm.scheduler_ir import PlanDrivenEngine, make_strategy
+    from sagellm.scheduler_ir import make_strategy
 
+    if isinstance(bases, BenchmarkConfig):
+        bases = {bases.workload.kind: bases}
     for s in strategies:
         make_strategy(s)  # fail fast on an unknown name, before loading anything
     if any(r <= 0 for r in rates_per_s):
         raise ValueError(f"rates_per_s must all be > 0, got {rates_per_s}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
-    engine = NativeEngine(base.engine)
-    _warm_up(engine, base)
+    first = next(iter(bases.values()))
+    if any(b.engine != first.engine for b in bases.values()):
+        raise ValueError("every workload of a strategy sweep must use the same engine config")
+    engine = NativeEngine(first.engine)
+    _warm_up(engine, first)
     rows = []
-    for rate in rates_per_s:
-        wl = base.workload.model_copy(
-            update={"arrival": base.workload.arrival.model_copy(update={"rate_per_s": rate})}
-        )
-        for k in range(rounds * len(strategies)):
-            rnd, j = divmod(k, len(strategies))
-            name = strategies[(j + rnd) % len(strategies)]
-            cfg = base.model_copy(update={"workload": wl, "experiment": f"scheduler_ir_{name}"})
-            pe = PlanDrivenEngine(
-                engine,
-                NativePlanTarget(engine),
-                name,
-                tenant_priority=tenant_priority,
-                tenant_model=tenant_model,
-            )
-            res = BenchmarkRunner(pe, progress=progress).run(cfg, results_root)
-            m = res.metrics
-            ir = pe.ir_stats()
-            rows.append(
-                {
-                    "strategy": name,
-                    "rate_per_s": rate,
-                    "round": rnd,
-                    **{k: m.get(k) for k in COLUMNS},
-                    "ir_fraction": ir["ir_fraction"],
-                    "ir_cpu_fraction": ir["ir_cpu_fraction"],
-                    "ir_ms_per_step": 1e3 * ir["ir_s"] / max(ir["num_plans"], 1.0),
-                    "execute_ms_per_step": 1e3 * ir["execute_s"] / max(ir["num_plans"], 1.0),
-                    "num_rejected_plans": ir["num_rejected_plans"],
-                    "run_dir": str(res.run_dir) if res.run_dir else None,
-                }
-            )
+    for wname, base in bases.items():
+        for rate in rates_per_s:
+            arrival = base.workload.arrival.model_copy(update={"rate_per_s": rate})
+            wl = base.workload.model_copy(update={"arrival": arrival})
+            for k in range(rounds * len(strategies)):
+                rnd, j = divmod(k, len(strategies))
+                name = strategies[(j + rnd) % len(strategies)]
+                cfg = base.model_copy(update={"workload": wl, "experiment": f"scheduler_ir_{name}"})
+                engine.strategy = make_strategy(name)
+                engine.reset_prefix_cache()
+                engine.reset_metrics()
+                res = BenchmarkRunner(engine, progress=progress).run(cfg, results_root)
+                m = res.metrics
+                ir = engine.ir_stats()
+                rows.append(
+                    {
+                        "workload": wname,
+                        "strategy": name,
+                        "rate_per_s": rate,
+                        "round": rnd,
+                        **{k: m.get(k) for k in COLUMNS},
+                        "ir_fraction": ir["ir_fraction"],
+                        "ir_ms_per_step": 1e3 * ir["ir_s"] / max(ir["num_plans"], 1.0),
+                        "execute_ms_per_step": 1e3 * ir["execute_s"] / max(ir["num_plans"], 1.0),
+                        "run_dir": str(res.run_dir) if res.run_dir else None,
+                    }
+                )
     runs = pd.DataFrame(rows)
     table = (
         runs.drop(columns=["run_dir", "round"])
-        .groupby(["strategy", "rate_per_s"], sort=False)
+        .groupby(["workload", "strategy", "rate_per_s"], sort=False)
         .median()
         .reset_index()
     )
     order = {s: i for i, s in enumerate(strategies)}
     table = table.sort_values(
-        ["rate_per_s", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c
+        ["workload", "rate_per_s", "strategy"],
+        key=lambda c: c.map(order) if c.name == "strategy" else c,
     ).reset_index(drop=True)
     root = Path(results_root)
-    return _write_sweep(base, strategies, rates_per_s, table, runs, root, experiment)
+    return _write_sweep(first, strategies, rates_per_s, table, runs, root, experiment)
 
 
 def _warm_up(engine, base: BenchmarkConfig) -> None:
@@ -181,7 +184,6 @@ def _write_sweep(base, strategies, rates, table, runs, root: Path, experiment: s
         "num_completed": float(runs["num_completed"].sum()),
         "mean_ir_fraction": float(table["ir_fraction"].mean()),
         "max_ir_fraction": float(table["ir_fraction"].max()),
-        "mean_ir_cpu_fraction": float(table["ir_cpu_fraction"].mean()),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     save_chart(comparison_chart(table), run_dir / "strategy_comparison")
@@ -212,10 +214,12 @@ def scheduler_ir_experiment(
 ) -> StrategySweep:
     """The notebook's experiment: a random Llama (``hidden_size`` x ``num_layers``) on the
     native engine with one CPU thread (a second thread on a shared 2-core machine makes
-    steps 10-100x slower when a core is taken), a two-tenant Poisson workload (interactive:
-    priority 1 / model m0; batch: priority 0 / model m1) with lognormal lengths, KV blocks
-    scarce enough to preempt; ``rounds`` interleaved repetitions. ``preset="ci"``: a 64-wide
-    2-layer model, 6 requests, one rate, one round.
+    steps 10-100x slower when a core is taken), prefix caching on, KV blocks scarce enough
+    to preempt; two workloads with two tenants (interactive: priority 1 / model m0; batch:
+    priority 0 / model m1) and Poisson arrivals: ``poisson`` (lognormal prompt lengths, no
+    sharing) and ``shared_prefix`` (3 system prompts of 96 tokens + short unique parts);
+    ``rounds`` interleaved repetitions. ``preset="ci"``: a 64-wide 2-layer model, 6
+    requests, one rate, one round.
     """
     from sagellm.benchmarks.config import SLOConfig
     from sagellm.benchmarks.random_model import random_checkpoint
@@ -232,34 +236,49 @@ def scheduler_ir_experiment(
 
         models_root = cache_dir() / "random_models"
     ckpt = random_checkpoint(models_root, hidden_size=hidden_size, num_layers=num_layers)
-    base = BenchmarkConfig(
-        experiment="scheduler_ir",
-        engine=EngineConfig(
-            model=ModelConfig(path=str(ckpt)),
-            num_threads=1,
-            block_size_tokens=16,
-            num_kv_blocks=96,
-            max_num_seqs=8,
-            max_num_batched_tokens=128,
-        ),
-        workload=WorkloadConfig(
-            kind="tenant_mix",
-            seed=seed,
-            num_requests=num_requests,
-            arrival=ArrivalConfig(process="poisson", rate_per_s=rates_per_s[0]),
-            prompt_tokens=LengthDist(dist="lognormal", mean=96, std=64, min=8, max=384),
-            output_tokens=LengthDist(dist="lognormal", mean=24, std=16, min=2, max=96),
-            tenants={"interactive": 1.0, "batch": 1.0},
-        ),
-        warmup_requests=1,
-        slo=SLOConfig(ttft_s=ttft_slo_s, tpot_s=tpot_slo_s),
+    engine = EngineConfig(
+        model=ModelConfig(path=str(ckpt)),
+        num_threads=1,
+        block_size_tokens=16,
+        num_kv_blocks=96,
+        max_num_seqs=8,
+        max_num_batched_tokens=128,
+        enable_prefix_caching=True,
+        prefix_cache_per_tenant=False,  # one system prompt serves both request classes
     )
+    common = dict(
+        seed=seed,
+        num_requests=num_requests,
+        arrival=ArrivalConfig(process="poisson", rate_per_s=rates_per_s[0]),
+        output_tokens=LengthDist(dist="lognormal", mean=24, std=16, min=2, max=96),
+        tenants={"interactive": 1.0, "batch": 1.0},
+    )
+    workloads = {
+        "poisson": WorkloadConfig(
+            kind="tenant_mix",
+            prompt_tokens=LengthDist(dist="lognormal", mean=96, std=64, min=8, max=384),
+            **common,
+        ),
+        "shared_prefix": WorkloadConfig(
+            kind="shared_prefix",
+            num_groups=3,
+            shared_prefix_tokens=96,
+            prompt_tokens=LengthDist(dist="lognormal", mean=32, std=16, min=4, max=128),
+            **common,
+        ),
+    }
+    bases = {
+        name: BenchmarkConfig(
+            experiment="scheduler_ir",
+            engine=engine,
+            workload=wl,
+            warmup_requests=1,
+            slo=SLOConfig(ttft_s=ttft_slo_s, tpot_s=tpot_slo_s),
+            tenant_priority={"interactive": 1, "batch": 0},
+            tenant_model={"interactive": "m0", "batch": "m1"},
+        )
+        for name, wl in workloads.items()
+    }
     return run_strategy_sweep(
-        base,
-        list(strategies),
-        list(rates_per_s),
-        results_root,
-        tenant_priority={"interactive": 1, "batch": 0},
-        tenant_model={"interactive": "m0", "batch": "m1"},
-        rounds=rounds,
+        bases, list(strategies), list(rates_per_s), results_root, rounds=rounds
     )

@@ -10,7 +10,14 @@ from sagellm.core.config import (
     load_config,
     parse_config,
 )
-from sagellm.core.errors import ConfigError, InvalidRequestError, ModelLoadError, SageLLMError
+from sagellm.core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ModelLoadError,
+    PlanRejectedError,
+    SageLLMError,
+    SchedulingStalledError,
+)
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.registry import Registry
 from sagellm.core.types import (
@@ -37,6 +44,7 @@ __all__ = [
     "InvalidRequestError",
     "ModelConfig",
     "ModelLoadError",
+    "PlanRejectedError",
     "Registry",
     "Request",
     "RequestId",
@@ -45,6 +53,7 @@ __all__ = [
     "SageLLMConfig",
     "SageLLMError",
     "SamplingParams",
+    "SchedulingStalledError",
     "StepMetrics",
     "TenantId",
     "TenantQuotaConfig",

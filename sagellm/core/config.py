@@ -84,6 +84,10 @@ class EngineConfig(_Frozen):
     kv_cache_dir: str | None = None  # where the disk tier writes (checked writable at start)
     tenant_quotas: dict[str, TenantQuotaConfig] = Field(default_factory=dict)
     defrag_fragmentation_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    # --- scheduling (issue 10): every step is this strategy's plan ---
+    scheduling_strategy: str = "fifo"  # a scheduler_ir strategy name (checked by the engine)
+    overlap_kv_loads: bool = False  # read host/disk hits while the previous forward runs
+    max_empty_steps: int = Field(default=64, ge=1)  # empty decisions with work waiting -> raise
 
     @field_validator("eviction_policy")
     @classmethod

@@ -120,7 +120,8 @@ class StepMetrics:
     compute_s: float
     sample_s: float
     comm_s: float = 0.0
-    kv_load_s: float = 0.0
+    kv_load_s: float = 0.0  # tier loads the step waited for (exposed)
+    kv_load_hidden_s: float = 0.0  # tier loads that ran while the step's forward ran
     flops: float = 0.0
     bytes_moved: float = 0.0
     num_preempted: int = 0

@@ -118,32 +118,64 @@ class PrefixReuseIndex:
             self.metrics.record_collision()
         return None
 
+    def block_hashes(
+        self,
+        token_ids: Sequence[int],
+        salt: str | None,
+        num_blocks: int,
+        known: Sequence[int] = (),
+    ) -> list[int]:
+        """Chained hashes of the first ``num_blocks`` full blocks of ``token_ids``, extending
+        ``known`` (the chain's first hashes, computed earlier for the same tokens and salt),
+        so a growing sequence hashes each block once."""
+        out = list(known[:num_blocks])
+        bs = self.block_size_tokens
+        for i in range(len(out), num_blocks):
+            block = token_ids[i * bs : (i + 1) * bs]
+            out.append(self.hash_fn(out[-1] if i else None, block, salt))
+        return out
+
     def lookup(
-        self, token_ids: Sequence[int], salt: str | None = None, record_request: bool = True
+        self,
+        token_ids: Sequence[int],
+        salt: str | None = None,
+        record_request: bool = True,
+        hashes: Sequence[int] | None = None,
+        touch: bool = True,
     ) -> PrefixLookup:
         """Longest cached prefix of ``token_ids`` made of full blocks, capped at
-        ``len(token_ids) - 1`` tokens. Touches the matched entries (LRU)."""
+        ``len(token_ids) - 1`` tokens. Touches the matched entries (LRU) unless ``touch`` is
+        False (a read-only peek: no recency, hit count or metric changes). ``hashes``: the
+        prompt's chained block hashes when the caller has them (see :meth:`block_hashes`)."""
         t0 = time.perf_counter()
         n = len(token_ids)
         max_blocks = max(0, (n - 1) // self.block_size_tokens)
         with self._lock:
-            self._clock += 1
+            if touch:
+                self._clock += 1
             node, matched = self._root, []
-            for block in self._blocks(token_ids, max_blocks):
-                h = self.hash_fn(node.token_hash if node is not self._root else None, block, salt)
+            for i, block in enumerate(self._blocks(token_ids, max_blocks)):
+                if hashes is not None and i < len(hashes):
+                    h = hashes[i]
+                else:
+                    h = self.hash_fn(
+                        node.token_hash if node is not self._root else None, block, salt
+                    )
                 child = self._child(node, h, block, salt)
                 if child is None:
                     break
-                child.last_access = self._clock
-                child.num_hits += 1
+                if touch:
+                    child.last_access = self._clock
+                    child.num_hits += 1
                 matched.append(child)
                 node = child
             entries = tuple(c.entry() for c in matched)
         length = len(entries) * self.block_size_tokens
         hit = PrefixHit(length, 1.0 if entries else 0.0, n - length)
-        self.metrics.record_lookup_latency(time.perf_counter() - t0)
-        if record_request:
-            self.metrics.record_request(n, length)
+        if touch:
+            self.metrics.record_lookup_latency(time.perf_counter() - t0)
+            if record_request:
+                self.metrics.record_request(n, length)
         return PrefixLookup(hit, entries)
 
     def insert(
@@ -153,22 +185,39 @@ class PrefixReuseIndex:
         salt: str | None = None,
         metadata: Mapping[str, str | int] | None = None,
         tier: TierName = "device",
+        hashes: Sequence[int] | None = None,
+        parent_entry_id: int | None = None,
     ) -> list[PrefixEntry]:
         """Index the full blocks of ``token_ids`` (block i held by ``kv_block_ids[i]``).
 
         Blocks already indexed keep their stored KV location (the caller's duplicate block
         is not adopted: compare the returned entries' ``kv_block_ids``). Returns the entries
         along the path, one per full block covered by both arguments.
+
+        ``parent_entry_id``: continue below that entry (indexed earlier for the same tokens
+        and salt, covering ``token_ids[:k * B]``); only blocks ``k..`` are walked and
+        returned, so a sequence adding one block at a time costs one block each (``hashes``,
+        when given, holds the chain from block 0 and saves re-hashing).
         """
         num_blocks = min(len(token_ids) // self.block_size_tokens, len(kv_block_ids))
         meta = MappingProxyType(dict(metadata or {}))
         out: list[PrefixEntry] = []
         with self._lock:
             self._clock += 1
-            node = self._root
-            for i, block in enumerate(self._blocks(token_ids, num_blocks)):
-                parent_hash = node.token_hash if node is not self._root else None
-                h = self.hash_fn(parent_hash, block, salt)
+            node, start = self._root, 0
+            if parent_entry_id is not None:
+                node = self._nodes.get(parent_entry_id)
+                if node is None:
+                    raise KeyError(f"parent_entry_id {parent_entry_id} is not indexed")
+                start = node.token_length // self.block_size_tokens
+            bs = self.block_size_tokens
+            for i in range(start, num_blocks):
+                block = tuple(token_ids[i * bs : (i + 1) * bs])
+                if hashes is not None and i < len(hashes):
+                    h = hashes[i]
+                else:
+                    parent_hash = node.token_hash if node is not self._root else None
+                    h = self.hash_fn(parent_hash, block, salt)
                 child = self._child(node, h, block, salt)
                 if child is None:
                     child = _Node(

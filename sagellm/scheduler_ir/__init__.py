@@ -2,10 +2,10 @@
 
 ``IRNode``/``IRGraph`` (types, graph), ``IRBuilder`` (decision -> per-request nodes),
 ``IROptimizer`` (validate, merge chunks, fuse, bucket all-reduces, hoist kv_loads),
-``ExecutionPlan`` + JSON, ``ExecutorAPI`` (submit_plan / cancel / status), ``PlanDrivenEngine``
-(strategy-driven serving loop), ``PlanLog`` (offline replay), ``PDSeparator`` (prefill/decode
-split with kv_transfer), ``Router`` and the strategies in ``scheduler_ir.strategies``.
-No torch at import time: engine adapters live with their engines.
+``ExecutionPlan`` + JSON, ``ExecutorAPI`` (submit_plan / cancel / status), ``PlanLog`` (offline
+replay), ``PDSeparator`` (prefill/decode split with kv_transfer), ``Router`` and the strategies
+in ``scheduler_ir.strategies``. Engines run every step as a strategy's plan (the native engine:
+``NativeEngine.step``); no torch at import time: engine adapters live with their engines.
 """
 
 from sagellm.scheduler_ir.builder import IRBuilder
@@ -22,7 +22,6 @@ from sagellm.scheduler_ir.plan import (
 )
 from sagellm.scheduler_ir.protocol import PlanTarget, Strategy
 from sagellm.scheduler_ir.replay import PlanLog, replay
-from sagellm.scheduler_ir.serving import PlanDrivenEngine
 from sagellm.scheduler_ir.strategies import STRATEGIES, make_strategy
 from sagellm.scheduler_ir.types import (
     NODE_TYPES,
@@ -46,7 +45,6 @@ __all__ = [
     "IRGraph",
     "IRNode",
     "IROptimizer",
-    "PlanDrivenEngine",
     "PlanLog",
     "PlanStatus",
     "PlanTarget",

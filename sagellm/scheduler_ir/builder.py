@@ -1,15 +1,21 @@
 """IRBuilder: turns a strategy's :class:`StepDecision` into an unfused :class:`IRGraph`.
 
-Per decision item ``(r, n)`` of a request whose first ``c`` tokens have KV::
+Per decision item ``(r, n)`` of a request starting at token ``c`` (``RequestView.start_tokens``:
+its computed KV when running, its prefix-cache hit when waiting)::
 
-    kv:r@c --[kv_load]--> kvctx:r@c --+
-    tokens:r@c -----------------------+--[prefill|decode|verify]--> hidden:r@c, kvnew:r@c
-    kvnew:r@c --[kv_store]--> kv:r@(c+n)
-    hidden:r@c --[sample]--> token:r          (only when the chunk ends at the last token)
+    cache:r@c --[kv_load]--> kv:r@c           (waiting request with a cache hit, c > 0)
+    tokens:r@c, kv:r@c --[prefill|decode|verify]--> hidden:r@c, kvnew:r@c
+    kvnew:r@c --[kv_store]--> kv:r@(c+n)      (index the blocks the forward completed)
+    hidden:r@c, kv:r@(c+n) --[sample]--> token:r   (when the chunk ends at the last token;
+                                              after the store, which may be the last use)
 
-``kv_load`` is emitted only when ``c > 0``. With ``tp_size > 1`` every forward also outputs two
-partial sums per layer, each reduced by an ``all_reduce`` node (``bytes`` = tokens x hidden
-bytes). A request listed twice gets two chained chunks (the second reads the first's KV).
+``kv_load`` is admission's cache half: share the hit's device blocks and load its host/disk
+blocks back (config ``num_tokens`` = c, ``lower_tier_tokens``). With ``overlap_tier_loads`` a
+waiting request whose hit has host/disk blocks gets only its ``kv_load`` this step (config
+``overlap``: the engine reads the tiers while this step's forward runs; the request computes
+from the next step on). With ``tp_size > 1`` every forward also outputs two partial sums per
+layer, each reduced by an ``all_reduce`` node (``bytes`` = tokens x hidden bytes). A request
+listed twice gets two chained chunks (the second reads the first's KV).
 """
 
 from __future__ import annotations
@@ -28,13 +34,19 @@ class IRBuilder:
     (its item becomes a ``verify`` node of ``1 + drafts`` tokens).
     """
 
-    def __init__(self, prefill_chunk_tokens: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        prefill_chunk_tokens: int | None = None,
+        device: str = "cpu",
+        overlap_tier_loads: bool = False,
+    ) -> None:
         if prefill_chunk_tokens is not None and prefill_chunk_tokens < 1:
             raise ValueError(
                 f"prefill_chunk_tokens must be None or >= 1, got {prefill_chunk_tokens!r}"
             )
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.device = device
+        self.overlap_tier_loads = overlap_tier_loads
 
     def build(
         self,
@@ -55,13 +67,22 @@ class IRBuilder:
             v = views.get(rid)
             if v is None:
                 raise ValueError(f"decision names unknown request {rid!r}")
-            c = 0 if rid in decision.preempt else v.num_computed_tokens
+            c = 0 if rid in decision.preempt else v.start_tokens
+            first = rid not in cursor
             c = cursor.get(rid, c)
             if n < 1 or c + n > v.num_tokens:
                 raise ValueError(
                     f"request {rid!r}: num_tokens {n} not in [1, {v.num_tokens - c}] "
                     f"(pending tokens)"
                 )
+            if first and not v.running and c > 0 and rid not in decision.preempt:
+                overlap = self.overlap_tier_loads and v.num_lower_tier_hit_tokens > 0
+                nodes.append(self._kv_load(v, c, overlap))
+                if overlap:
+                    cursor[rid] = v.num_tokens  # nothing more for it this step
+                    continue
+            elif not first and cursor[rid] == v.num_tokens:
+                continue
             for start, size in self._chunks(c, n, v.num_prompt_tokens):
                 nodes.extend(self._request_nodes(v, start, size, drafts.get(rid, 0), state))
             cursor[rid] = c + n
@@ -73,23 +94,27 @@ class IRBuilder:
             return [(c, n)]
         return [(s, min(k, c + n - s)) for s in range(c, c + n, k)]
 
+    def _kv_load(self, v, c: int, overlap: bool) -> IRNode:
+        tag = f"{v.request_id}@{c}"
+        return IRNode(
+            f"kv_load/{tag}",
+            "kv_load",
+            (f"cache:{tag}",),
+            (f"kv:{tag}",),
+            node_config(
+                request_id=v.request_id,
+                num_tokens=c,
+                lower_tier_tokens=v.num_lower_tier_hit_tokens,
+                overlap=overlap,
+            ),
+            self.device,
+        )
+
     def _request_nodes(self, v, c: int, n: int, drafts: int, state: SchedulerState) -> list[IRNode]:
         rid, dev = v.request_id, self.device
         tag = f"{rid}@{c}"
         out: list[IRNode] = []
-        fwd_in = [f"tokens:{tag}"]
-        if c > 0:
-            out.append(
-                IRNode(
-                    f"kv_load/{tag}",
-                    "kv_load",
-                    (f"kv:{tag}",),
-                    (f"kvctx:{tag}",),
-                    node_config(request_id=rid, num_tokens=c),
-                    dev,
-                )
-            )
-            fwd_in.append(f"kvctx:{tag}")
+        fwd_in = [f"tokens:{tag}"] + ([f"kv:{tag}"] if c > 0 else [])
         decoding = c >= v.num_prompt_tokens and n == 1
         kind = "verify" if decoding and drafts else ("decode" if decoding else "prefill")
         fwd_out = [f"hidden:{tag}", f"kvnew:{tag}"]
@@ -136,7 +161,9 @@ class IRBuilder:
             )
         )
         if c + n == v.num_tokens:
-            sample_in = [f"hidden:{tag}"] + ([ars[-1].outputs[0]] if ars else [])
+            # after the store: a request that finishes here frees its KV once indexed
+            sample_in = [f"hidden:{tag}", f"kv:{rid}@{c + n}"]
+            sample_in += [ars[-1].outputs[0]] if ars else []
             out.append(
                 IRNode(
                     f"sample/{rid}",

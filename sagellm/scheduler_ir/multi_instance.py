@@ -1,6 +1,8 @@
-"""MultiInstanceEngine: several plan-driven instances behind one engine interface and a Router.
+"""MultiInstanceEngine: several engine instances behind one engine interface and a Router.
 
-``add_request`` routes the request (the router sees every instance's snapshot); ``step`` steps
+Each instance is an engine whose steps are its strategy's plans (``snapshot``, ``step``,
+distinct ``instance_id`` s). ``add_request`` routes the request (the router sees every
+instance's snapshot; prefix affinity asks each instance's prefix cache); ``step`` steps
 every instance that has work, in instance order, and returns all their outputs. Metrics are
 the union of the instances'. On one CPU the instances time-share the cores, so this measures
 routing quality (balance, prefix locality), not parallel speedup.
@@ -10,14 +12,15 @@ from __future__ import annotations
 
 from sagellm.core.types import Request, RequestId, RequestOutput
 from sagellm.scheduler_ir.router import Router
-from sagellm.scheduler_ir.serving import PlanDrivenEngine
 
 
 class MultiInstanceEngine:
-    def __init__(self, instances: list[PlanDrivenEngine], router: Router) -> None:
-        self.instances = {pe.target.instance_id: pe for pe in instances}
+    def __init__(self, instances: list, router: Router) -> None:
+        self.instances = {e.instance_id: e for e in instances}
         if list(self.instances) != router.instance_ids:
             raise ValueError("the router's instance_ids must equal the instances' ids, in order")
+        if router.policy == "prefix_affinity" and router.prefix_probe is None:
+            router.prefix_probe = lambda i, req: self.instances[i].prefix_hit_tokens(req)
         self.router = router
         self.placement: dict[RequestId, str] = {}
         first = instances[0]
@@ -29,7 +32,7 @@ class MultiInstanceEngine:
         return next(iter(self.instances.values())).clock()
 
     def add_request(self, request: Request) -> None:
-        states = {i: pe.target.snapshot() for i, pe in self.instances.items()}
+        states = {i: e.snapshot() for i, e in self.instances.items()}
         choice = self.router.route(request, states)
         self.instances[choice].add_request(request)
         self.placement[request.request_id] = choice

@@ -1,6 +1,7 @@
 """PDRuntime: serve with prefill on one instance and decode on another, driven by IR plans.
 
-Each ``step``:
+Both instances are engines whose every step is their strategy's plan (``engine.step()``,
+``engine.snapshot()``, ``engine.strategy``). Each ``step``:
 
 1. the prefill instance runs a plan of its strategy over its (waiting/prefilling) requests;
 2. requests whose prompt is computed and that have not finished (``max_tokens > 1``) are split
@@ -23,7 +24,6 @@ from dataclasses import replace
 from sagellm.core.types import Request, RequestId, RequestOutput
 from sagellm.scheduler_ir.pd_separation import PDSeparator
 from sagellm.scheduler_ir.protocol import Strategy
-from sagellm.scheduler_ir.serving import PlanDrivenEngine
 from sagellm.scheduler_ir.types import SchedulerState, StepDecision
 
 TransferFn = Callable[[object, object, RequestId], bool]
@@ -47,23 +47,23 @@ class PrefillOnly:
 
 
 class PDRuntime:
-    """Two :class:`PlanDrivenEngine` instances (prefill, decode) and a KV transfer function."""
+    """Two engine instances (prefill, decode; distinct ``instance_id`` s) and a KV transfer
+    function. The prefill engine's strategy is wrapped in :class:`PrefillOnly`."""
 
-    def __init__(self, prefill: PlanDrivenEngine, decode: PlanDrivenEngine, transfer: TransferFn):
+    def __init__(self, prefill, decode, transfer: TransferFn):
+        if prefill.instance_id == decode.instance_id:
+            raise ValueError(f"prefill and decode share instance_id {prefill.instance_id!r}")
         if not isinstance(prefill.strategy, PrefillOnly):
             prefill.strategy = PrefillOnly(prefill.strategy)
         self.prefill = prefill
         self.decode = decode
         self.transfer = transfer
-        bs = decode.engine.config.block_size_tokens
-        self.separator = PDSeparator([prefill.target.instance_id], [decode.target.instance_id], bs)
-        self.engines = {
-            prefill.target.instance_id: prefill.engine,
-            decode.target.instance_id: decode.engine,
-        }
+        bs = decode.config.block_size_tokens
+        self.separator = PDSeparator([prefill.instance_id], [decode.instance_id], bs)
+        self.engines = {prefill.instance_id: prefill, decode.instance_id: decode}
         self.capabilities = frozenset({"pd_separation", "scheduler_ir"})
-        self.arch = getattr(prefill.engine, "arch", None)
-        self.device = getattr(prefill.engine, "device", "cpu")
+        self.arch = getattr(prefill, "arch", None)
+        self.device = getattr(prefill, "device", "cpu")
         self.transfer_s = 0.0
         self.num_transfers = 0
         self.splits = []  # PDSplit per step with transfers (kept for inspection)
@@ -86,7 +86,7 @@ class PDRuntime:
         return outs + self.decode.step()
 
     def _hand_off(self) -> None:
-        state = self.prefill.target.snapshot()
+        state = self.prefill.snapshot()
         ready = [
             r
             for r in state.requests

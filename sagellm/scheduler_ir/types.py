@@ -77,8 +77,12 @@ RequestPhase = Literal["waiting", "prefill", "decode"]
 class RequestView:
     """What a strategy may know about one unfinished request (a read-only snapshot).
 
-    Invariants: ``0 <= num_computed_tokens <= num_tokens``; ``num_pending_tokens ==
-    num_tokens - num_computed_tokens`` (1 while decoding). ``running`` requests hold KV blocks.
+    Invariants: ``0 <= num_computed_tokens <= num_tokens``; ``running`` requests hold KV
+    blocks, waiting ones none. A waiting request starts at ``start_tokens ==
+    num_prefix_hit_tokens``: the prompt tokens admission will take from the engine's prefix
+    cache (a verified, tenant-salted lookup in its ``PrefixReuseIndex``, whole blocks, at most
+    ``num_tokens - 1``; ``num_lower_tier_hit_tokens`` of them are on host/disk and are loaded
+    back first). ``num_pending_tokens == num_tokens - start_tokens`` (1 while decoding).
     Times are engine-clock seconds.
     """
 
@@ -99,11 +103,17 @@ class RequestView:
     first_token_s: float | None = None
     last_token_s: float | None = None
     num_preemptions: int = 0
-    num_prefix_hit_tokens: int = 0  # prompt tokens whose KV some cache already holds
+    num_prefix_hit_tokens: int = 0  # waiting only: tokens admission reuses from the cache
+    num_lower_tier_hit_tokens: int = 0  # of those, tokens on host/disk (loaded back)
+
+    @property
+    def start_tokens(self) -> int:
+        """Where this step's tokens start: computed KV (running) or the cache hit (waiting)."""
+        return self.num_computed_tokens if self.running else self.num_prefix_hit_tokens
 
     @property
     def num_pending_tokens(self) -> int:
-        return self.num_tokens - self.num_computed_tokens
+        return self.num_tokens - self.start_tokens
 
     @property
     def phase(self) -> RequestPhase:
@@ -114,7 +124,13 @@ class RequestView:
 
 @dataclass(frozen=True)
 class SchedulerState:
-    """A snapshot of one instance: its unfinished requests and its limits."""
+    """A snapshot of one instance: its unfinished requests and its limits.
+
+    ``num_free_blocks`` counts blocks an allocation can get (free plus evictable cached);
+    ``tenant_free_blocks`` the blocks each tenant with a hard quota may still take (tenants
+    not listed are unlimited); ``chunked_prefill`` False means a prompt is admitted only when
+    all its pending tokens fit the step's budget.
+    """
 
     instance_id: str
     now_s: float
@@ -128,6 +144,8 @@ class SchedulerState:
     tp_size: int = 1
     hidden_bytes_per_token: int = 0  # all-reduce payload per token and layer (TP only)
     num_layers: int = 0
+    tenant_free_blocks: tuple[tuple[str, int], ...] = ()
+    chunked_prefill: bool = True
 
     def by_id(self) -> dict[RequestId, RequestView]:
         return {r.request_id: r for r in self.requests}

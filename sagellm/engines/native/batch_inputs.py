@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 
 from sagellm.engines.native.attention import AttnMetadata, build_group
-from sagellm.engines.native.scheduler import ScheduledBatch
 from sagellm.engines.native.sequence import Sequence
 
 
@@ -24,8 +23,10 @@ class BatchInputs:
 
 
 def build_inputs(
-    batch: ScheduledBatch, block_size: int, num_kv_heads: int, device: torch.device
+    items: list[tuple[Sequence, int]], block_size: int, num_kv_heads: int, device: torch.device
 ) -> BatchInputs:
+    """``items``: ``(sequence, new tokens)`` in flat-token order; each sequence's chunk starts
+    at its ``num_computed_tokens`` and its blocks are allocated."""
     ids: list[int] = []
     pos: list[int] = []
     slot_block: list[int] = []
@@ -37,7 +38,7 @@ def build_inputs(
     }
     attended = 0
     num_prefill = 0
-    for seq, n in batch.items:
+    for seq, n in items:
         start = len(ids)
         c = seq.num_computed_tokens
         ids.extend(seq.token_ids[c : c + n])

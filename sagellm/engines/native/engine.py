@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sagellm.core.config import EngineConfig, ModelConfig
-from sagellm.core.errors import InvalidRequestError
+from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import (
     Request,
     RequestId,
@@ -20,18 +20,18 @@ from sagellm.core.types import (
     SamplingParams,
     StepMetrics,
 )
-from sagellm.engines.native.batch_inputs import build_inputs
 from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
 from sagellm.engines.native.kv_cache import PagedKVCache
 from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.model import DecoderModel
+from sagellm.engines.native.plan_exec import PlanExecution
+from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
-from sagellm.engines.native.sampler import sample
-from sagellm.engines.native.scheduler import ScheduledBatch, Scheduler
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
+from sagellm.scheduler_ir import IRBuilder, IROptimizer, PlanLog, Strategy, make_strategy
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -44,10 +44,21 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class NativeEngine:
+def make_engine_strategy(name: str) -> Strategy:
+    """The strategy ``EngineConfig.scheduling_strategy`` names; ConfigError listing the known
+    names for an unknown one."""
+    try:
+        return make_strategy(name)
+    except ValueError as err:
+        raise ConfigError(f"engine.scheduling_strategy: {err}") from None
+
+
+class NativeEngine(PlanExecution):
     """Runs a Llama/Qwen2/Qwen3 checkpoint over a paged KV cache with continuous batching.
 
-    Use ``add_request`` + ``step`` for streaming, or ``generate`` for a blocking batch.
+    Use ``add_request`` + ``step`` for streaming, or ``generate`` for a blocking batch. Every
+    step is the configured strategy's plan (``EngineConfig.scheduling_strategy``; assign
+    ``engine.strategy`` to swap it), executed node by node (see ``plan_exec``).
     Invariant after every step: KV blocks in use == sum of running sequences' block tables.
     """
 
@@ -62,6 +73,7 @@ class NativeEngine:
             "kv_tiers",
             "kv_quotas",
             "kv_defrag",
+            "scheduler_ir",
         }
     )
 
@@ -95,14 +107,17 @@ class NativeEngine:
             self.device,
         )
         self.kv = NativeKVManager.from_config(self.cache.kv, cfg, self._policy_kwargs(cfg))
-        self.allocator = self.kv.pool  # block counts: num_used (referenced), num_free
-        self.scheduler = Scheduler(
-            self.kv,
-            bs,
-            cfg.max_num_seqs,
-            cfg.max_num_batched_tokens,
-            cfg.enable_chunked_prefill,
-        )
+        self.queues = RequestQueues(self.kv)
+        # the one scheduling path: strategy -> IRBuilder -> IROptimizer -> plan -> execution
+        self.strategy: Strategy = make_engine_strategy(cfg.scheduling_strategy)
+        self.builder = IRBuilder(overlap_tier_loads=cfg.overlap_kv_loads)
+        self.optimizer = IROptimizer(cfg.max_num_batched_tokens)
+        self.instance_id = "native-0"  # the name plans target (ExecutorAPI, routers)
+        self.plan_log: PlanLog | None = None  # set to record requests and plans for replay
+        self._num_plans = 0
+        self._empty_steps = 0
+        self.plan_s = self.execute_s = 0.0  # wall seconds making / executing plans
+        self.num_failed_admissions = 0  # plan items left out: pool/quota refused, hit gone
         eos = set(self.arch.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -171,7 +186,9 @@ class NativeEngine:
         )
         self._seqs[request.request_id] = seq
         self._metrics[request.request_id] = metrics
-        self.scheduler.add(seq)
+        self.queues.add(seq)
+        if self.plan_log is not None:
+            self.plan_log.add(request)
 
     def _validate(self, request: Request) -> None:
         rid = request.request_id
@@ -181,6 +198,12 @@ class NativeEngine:
             request.sampling.validate()
         except ValueError as err:
             raise InvalidRequestError(f"request {rid!r}: {err}") from None
+        for name in ("ttft_s", "tpot_s"):
+            v = getattr(request.slo, name)
+            if v is not None and not v > 0:
+                raise InvalidRequestError(
+                    f"request {rid!r}: slo.{name} must be None or > 0 seconds, got {v!r}"
+                )
         n = len(request.prompt_token_ids)
         if n == 0:
             raise InvalidRequestError(f"request {rid!r}: prompt is empty (need >= 1 token)")
@@ -196,10 +219,10 @@ class NativeEngine:
             )
         total = min(n + request.sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size_tokens)
-        if need > self.allocator.num_blocks:
+        if need > self.kv.num_blocks:
             raise InvalidRequestError(
                 f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
-                f"only {self.allocator.num_blocks}; raise num_kv_blocks or kv_cache_bytes"
+                f"only {self.kv.num_blocks}; raise num_kv_blocks or kv_cache_bytes"
             )
         reason = self.kv.quota.rejection_reason(request.tenant_id, need)
         if reason is not None:
@@ -210,64 +233,20 @@ class NativeEngine:
         seq = self._seqs.get(request_id)
         if seq is None or seq.status is SeqStatus.FINISHED:
             return False
-        self.scheduler.release(seq)
+        self.queues.release(seq)
         self._finish(seq, "abort")
         self._pending_outputs.append(RequestOutput(request_id, [], True, "abort"))
         return True
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished() or bool(self._pending_outputs)
+        return self.queues.has_unfinished() or bool(self._pending_outputs)
 
     # ------------------------------------------------------------------ the step
+    # ``step`` (the configured strategy's plan, or a given one) lives in PlanExecution.
 
-    def step(self, batch: ScheduledBatch | None = None) -> list[RequestOutput]:
-        """Schedule, run one batched forward, sample, and return this step's deltas.
-
-        ``batch`` (from ``Scheduler.apply_plan``, i.e. a scheduling-IR plan) replaces the
-        built-in scheduler's decision for this step.
-        """
-        outputs, self._pending_outputs = self._pending_outputs, []
-        t0 = self.clock()
-        batch = self.scheduler.schedule() if batch is None else batch
-        if not batch.items:
-            return outputs
-        for seq, _ in batch.items:
-            if seq.metrics.scheduled_s is None:
-                seq.metrics.scheduled_s = t0
-            if not self.kv.ensure_writable(seq):
-                return outputs + self._fail_batch([seq], RuntimeError("no block for a KV copy"))
-        kv_load_s, self.kv.kv_load_s = self.kv.kv_load_s, 0.0
-        inputs = build_inputs(
-            batch, self.config.block_size_tokens, self.arch.num_kv_heads, self.device
-        )
-        t1 = self.clock()
-        try:
-            logits = self.model.forward(
-                inputs.input_ids, inputs.positions, inputs.meta, self.cache, inputs.logits_index
-            )
-        except RuntimeError as err:  # e.g. out of memory: fail this batch, keep serving
-            return outputs + self._fail_batch([s for s, _ in batch.items], err)
-        t2 = self.clock()
-        for seq, n in batch.items:
-            seq.num_computed_tokens += n
-            self.kv.commit(seq)
-        seqs = inputs.sampled_seqs
-        tokens = (
-            sample(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
-            if seqs
-            else []
-        )
-        t3 = self.clock()
-        if self.record_logits:
-            for j, seq in enumerate(seqs):
-                self.recorded_logits.setdefault(seq.request_id, []).append(logits[j].cpu())
-        for seq, tok in zip(seqs, tokens, strict=True):
-            outputs.append(self._append_token(seq, tok, t3))
-        self._steps.append(self._step_metrics(batch, inputs, t0, t1, t2, t3, kv_load_s))
-        threshold = self.config.defrag_fragmentation_threshold
-        if threshold is not None and self.kv.pool.get_fragmentation() > threshold:
-            self.defragment()
-        return outputs
+    def reset_prefix_cache(self) -> bool:
+        """Empty the prefix cache (device, host and disk tiers); False while requests run."""
+        return self.kv.reset_prefix_cache()
 
     def defragment(self):
         """Compact the device KV pool between steps (outputs do not change); returns the
@@ -288,7 +267,7 @@ class NativeEngine:
         elif seq.num_output_tokens >= sp.max_tokens or len(seq.token_ids) >= seq.max_len_tokens:
             reason = "length"
         if reason is not None:
-            self.scheduler.release(seq)
+            self.queues.release(seq)
             self._finish(seq, reason)
         return RequestOutput(seq.request_id, [tok], reason is not None, reason, m.num_cached_tokens)
 
@@ -298,17 +277,18 @@ class NativeEngine:
         seq.metrics.finished_s = self.clock()
         seq.metrics.finish_reason = reason
 
-    def _fail_batch(self, seqs: list[Sequence], err: Exception) -> list[RequestOutput]:
+    def _fail(self, seqs: list[Sequence], err: Exception) -> list[RequestOutput]:
         out = []
         for seq in seqs:
-            self.scheduler.release(seq)
+            self.queues.release(seq)
             self._finish(seq, "error")
             out.append(RequestOutput(seq.request_id, [], True, "error", error=str(err)))
         return out
 
-    def _step_metrics(self, batch, inputs, t0, t1, t2, t3, kv_load_s) -> StepMetrics:
+    def _step_metrics(self, items, inputs, t0, schedule_s, compute_s, kv_load_s) -> StepMetrics:
+        """One forward's metrics; ``sample_s`` (and overlapped loads) are added later."""
         arch = self.arch
-        T = batch.num_tokens
+        T = sum(n for _, n in items)
         n_logits = len(inputs.sampled_seqs)
         flops = (
             2.0 * arch.num_params * T
@@ -316,25 +296,23 @@ class NativeEngine:
             + 2.0 * arch.vocab_size * arch.hidden_size * n_logits
         )
         # num_computed_tokens already includes this step's tokens: every key read once
-        kv_read = sum(s.num_computed_tokens for s, _ in batch.items) * arch.kv_bytes_per_token(
-            self.dtype
-        )
+        kv_read = sum(s.num_computed_tokens for s, _ in items) * arch.kv_bytes_per_token(self.dtype)
         return StepMetrics(
             step=len(self._steps),
             start_s=t0,
-            num_seqs=len(batch.items),
+            num_seqs=len(items),
             num_batched_tokens=T,
             num_prefill_tokens=inputs.num_prefill_tokens,
             num_decode_tokens=inputs.num_decode_tokens,
-            schedule_s=t1 - t0,
-            compute_s=t2 - t1,
-            sample_s=t3 - t2,
+            schedule_s=schedule_s,
+            compute_s=compute_s,
+            sample_s=0.0,
             kv_load_s=kv_load_s,
             flops=flops,
             bytes_moved=float(self.model.num_weight_bytes + kv_read),
-            num_preempted=len(batch.preempted),
-            num_waiting=len(self.scheduler.waiting),
-            kv_blocks_used=self.allocator.num_used,
+            num_preempted=0,
+            num_waiting=len(self.queues.waiting),
+            kv_blocks_used=self.kv.num_referenced_blocks,
         )
 
     # ------------------------------------------------------------------ conveniences
@@ -374,6 +352,11 @@ class NativeEngine:
             raise InvalidRequestError("this checkpoint has no tokenizer; pass token ids instead")
         return self.tokenizer.encode_prompt(text, chat)
 
+    def prefix_hit_tokens(self, request: Request) -> int:
+        """Read-only: prompt tokens of ``request`` this engine's prefix cache holds now (whole
+        blocks, tenant-salted; 0 without prefix caching). Routers ask this."""
+        return self.kv.peek_tokens(list(request.prompt_token_ids), request.tenant_id)
+
     def output_token_ids(self, request_id: RequestId) -> list[int]:
         return self._seqs[request_id].output_token_ids
 
@@ -386,6 +369,7 @@ class NativeEngine:
     def reset_metrics(self) -> None:
         """Forget finished requests and past step metrics (e.g. after a warm-up)."""
         self._steps.clear()
+        self.plan_s = self.execute_s = 0.0
         done = [r for r, s in self._seqs.items() if s.status is SeqStatus.FINISHED]
         for r in done:
             del self._seqs[r]
@@ -394,11 +378,13 @@ class NativeEngine:
     def stats(self) -> dict[str, float]:
         return {
             "num_steps": float(len(self._steps)),
-            "num_kv_blocks": float(self.allocator.num_blocks),
-            "num_kv_blocks_used": float(self.allocator.num_used),
+            "num_kv_blocks": float(self.kv.num_blocks),
+            "num_kv_blocks_used": float(self.kv.num_referenced_blocks),
             "kv_cache_bytes": float(self.cache.num_bytes),
-            "num_waiting": float(len(self.scheduler.waiting)),
-            "num_running": float(len(self.scheduler.running)),
+            "num_waiting": float(len(self.queues.waiting)),
+            "num_running": float(len(self.queues.running)),
+            "num_plans": float(self._num_plans),
+            "num_failed_admissions": float(self.num_failed_admissions),
             "weight_bytes": float(self.model.num_weight_bytes),
             **self.kv.stats(),
         }

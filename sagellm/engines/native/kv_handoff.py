@@ -36,16 +36,16 @@ def transfer_prefilled(src: NativeEngine, dst: NativeEngine, request_id: Request
     there is spent (retry later).
     Raises ValueError when the request is not a prefilled running request of ``src``.
     """
-    seq = next((s for s in src.scheduler.running if s.request_id == request_id), None)
+    seq = next((s for s in src.queues.running if s.request_id == request_id), None)
     if seq is None or seq.num_computed_tokens < seq.num_prompt_tokens:
         raise ValueError(f"request {request_id!r} is not a prefilled running request of src")
     n = seq.num_computed_tokens
     nb = -(-n // src.config.block_size_tokens)
     tenant = seq.request.tenant_id
-    if dst.scheduler.allocator.num_free < nb or not dst.kv.quota.can_charge(tenant, nb):
+    if dst.kv.num_available_blocks < nb or not dst.kv.quota.can_charge(tenant, nb):
         return False  # no blocks (or no quota) on dst yet: retry later
     dst.add_request(seq.request)
-    dseq = dst.scheduler.waiting.pop()
+    dseq = dst.queues.waiting[-1]
     status = dst.kv.allocate(dseq, nb)
     if status is not AllocStatus.OK:
         raise RuntimeError(f"request {request_id!r}: {status.value} after a successful check")
@@ -55,13 +55,12 @@ def transfer_prefilled(src: NativeEngine, dst: NativeEngine, request_id: Request
     dst.cache.kv.index_copy_(2, idx_dst, kv.index_select(2, idx_src))
     dseq.token_ids = list(seq.token_ids)
     dseq.num_computed_tokens = n
-    dseq.status = SeqStatus.RUNNING
-    dst.scheduler.running.append(dseq)
+    dst.queues.start(dseq)
     m, dm = seq.metrics, dseq.metrics
     dm.arrival_s, dm.scheduled_s, dm.first_token_s = m.arrival_s, m.scheduled_s, m.first_token_s
     dm.token_times_s = list(m.token_times_s)
     dm.num_output_tokens = m.num_output_tokens
     dm.preemptions = m.preemptions
-    src.scheduler.release(seq)
+    src.queues.release(seq)
     seq.status = SeqStatus.FINISHED  # handed off: no output, no finish reason on src
     return True

@@ -19,12 +19,17 @@ table is the live list ``seq.block_ids`` (rewritten in place by defragmentation)
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
+import functools
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
 from sagellm.core.config import EngineConfig
+from sagellm.core.errors import PlanRejectedError
 from sagellm.core.types import BlockId, TenantId
 from sagellm.engines.native.kv_eviction import PolicyTracker
 from sagellm.engines.native.kv_tiering import TierEviction
@@ -49,6 +54,31 @@ class AllocStatus(enum.Enum):
     OK = "ok"
     NO_BLOCKS = "no_blocks"  # pool exhausted: back-pressure or preemption
     OVER_QUOTA = "over_quota"  # the tenant's hard limit: only that tenant waits
+
+
+class _Done:
+    """A finished synchronous load, shaped like a future."""
+
+    def __init__(self, value: list) -> None:
+        self.value = value
+
+    def result(self) -> list:
+        return self.value
+
+
+@dataclass
+class PendingLoad:
+    """A cached prefix being acquired for ``seq``: device hits already shared, host/disk
+    blocks being read into ``targets`` (entry id -> device block) by ``future``. Times in
+    seconds: ``load_s`` from issue to done, ``wait_s`` the part the engine waited for."""
+
+    seq: Sequence
+    entries: list[PrefixEntry]
+    targets: dict[int, BlockId]
+    future: concurrent.futures.Future | _Done | None = None
+    start_s: float = 0.0
+    load_s: float = 0.0
+    wait_s: float = 0.0
 
 
 class NativeKVManager(TierEviction):
@@ -88,7 +118,8 @@ class NativeKVManager(TierEviction):
         self._entry_of_block: dict[BlockId, int] = {}
         self._num_indexed: dict[str, int] = {}  # leading blocks of a seq already offered
         self._charged: dict[str, int] = {}
-        self._pinned: set[int] = set()
+        self._pinned: dict[int, int] = {}  # entry id -> pins (never evicted while pinned)
+        self._load_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.kv_load_s = 0.0  # time spent loading blocks from lower tiers (engine resets)
         self.num_loaded_blocks = 0
         self.num_demoted_blocks = 0
@@ -132,12 +163,14 @@ class NativeKVManager(TierEviction):
         return self.pool.num_blocks
 
     @property
-    def num_free(self) -> int:
-        """Blocks an allocation can get: free ones plus evictable cached ones."""
+    def num_available_blocks(self) -> int:
+        """Blocks an allocation can get: free ones plus evictable cached ones (the pool's
+        ``num_free_blocks`` counts only the first)."""
         return self.pool.num_free_blocks + self.pool.num_cached_blocks
 
     @property
-    def num_used(self) -> int:
+    def num_referenced_blocks(self) -> int:
+        """Blocks some sequence holds (0 when every request has finished)."""
         return self.pool.num_referenced_blocks
 
     def _salt(self, seq: Sequence) -> str | None:
@@ -214,68 +247,155 @@ class NativeKVManager(TierEviction):
 
     # ------------------------------------------------------------------ prefix reuse
 
-    def match_prefix(self, seq: Sequence) -> int:
-        """Reuse the longest cached prefix of ``seq`` (which holds no blocks): share device
-        blocks, load host/disk ones back. Returns the reused tokens (``num_computed_tokens``)."""
-        if self.index is None or seq.block_ids:
-            return 0
-        entries = list(self.index.lookup(seq.token_ids, self._salt(seq), False).entries)
-        if not entries or not self.quota.can_charge(seq.request.tenant_id, len(entries)):
-            return 0
-        block_of: dict[int, BlockId] = {}
-        dev = [e for e in entries if e.tier == "device"]
-        self.pool.incref([e.kv_block_ids[0] for e in dev])
-        block_of.update({e.entry_id: e.kv_block_ids[0] for e in dev})
-        failed = self._load([e for e in entries if e.tier != "device"], entries, block_of, seq)
-        keep = 0
-        while keep < len(entries) and entries[keep].entry_id in block_of:
-            keep += 1
-        for e in failed:
-            self._drop(e)
-        extra = [block_of[e.entry_id] for e in entries[keep:] if e.entry_id in block_of]
-        if extra:
-            self._unref(extra)
-        hits = {e.entry_id for e in dev}
-        for e in reversed(entries[:keep]):  # deepest first: ties in recency go deeper first
-            if e.entry_id in hits:  # a load back was a device miss (admitted in _load)
-                self.tracker.access(e.entry_id)
-        self._bind(seq).extend(block_of[e.entry_id] for e in entries[:keep])
-        self._charge(seq, keep)
-        self._num_indexed[seq.request_id] = keep
-        seq.num_computed_tokens = keep * self.block_size
-        return seq.num_computed_tokens
+    def hashes(self, seq: Sequence, num_blocks: int) -> list[int]:
+        """``seq``'s chained block hashes for its first ``num_blocks`` full blocks (cached on
+        the sequence: a block is hashed once in its life)."""
+        if len(seq.block_hashes) < num_blocks:
+            seq.block_hashes = self.index.block_hashes(
+                seq.token_ids, self._salt(seq), num_blocks, seq.block_hashes
+            )
+        return seq.block_hashes
 
-    def _load(
-        self,
-        loads: list[PrefixEntry],
-        entries: list[PrefixEntry],
-        block_of: dict[int, BlockId],
-        seq: Sequence,
-    ) -> list[PrefixEntry]:
-        """Bring host/disk entries back to device blocks; returns those that failed to read."""
-        if not loads:
+    def _lookup(self, seq: Sequence, touch: bool) -> list[PrefixEntry]:
+        max_blocks = max(0, (len(seq.token_ids) - 1) // self.block_size)
+        hashes = self.hashes(seq, max_blocks)
+        found = self.index.lookup(seq.token_ids, self._salt(seq), False, hashes, touch)
+        return list(found.entries)
+
+    def peek_prefix(self, seq: Sequence) -> tuple[int, int]:
+        """Read-only: ``(hit tokens, of which on host/disk)`` that admitting ``seq`` now would
+        reuse (longest verified match, tenant salt, capped at ``len - 1`` tokens; 0 when the
+        tenant's quota cannot hold the hit). Changes no recency, count or metric."""
+        if self.index is None or seq.block_ids:
+            return 0, 0
+        entries = self._lookup(seq, touch=False)
+        if not entries or not self.quota.can_charge(seq.request.tenant_id, len(entries)):
+            return 0, 0
+        lower = sum(e.tier != "device" for e in entries)
+        return len(entries) * self.block_size, lower * self.block_size
+
+    def peek_tokens(self, token_ids: list[int], tenant_id: TenantId) -> int:
+        """Read-only: cached prefix tokens of a prompt not (yet) in this engine (routing)."""
+        if self.index is None:
+            return 0
+        salt = tenant_id if self.per_tenant_salt else None
+        return self.index.lookup(token_ids, salt, False, None, False).hit.matched_length
+
+    def pin(self, seqs: list[Sequence]) -> list[int]:
+        """Protect the cached prefixes of ``seqs`` from eviction until :meth:`unpin` (a plan's
+        admissions pin every planned hit first, so one request's allocation cannot evict the
+        hit a later request of the same plan was promised)."""
+        if self.index is None:
             return []
-        self._pinned = {e.entry_id for e in entries}
+        ids = [e.entry_id for s in seqs if not s.block_ids for e in self._lookup(s, touch=False)]
+        for i in ids:
+            self._pinned[i] = self._pinned.get(i, 0) + 1
+        return ids
+
+    def unpin(self, entry_ids: list[int]) -> None:
+        for i in entry_ids:
+            left = self._pinned[i] - 1
+            if left:
+                self._pinned[i] = left
+            else:
+                del self._pinned[i]
+
+    def acquire_prefix(self, seq: Sequence, num_tokens: int, overlap: bool = False) -> PendingLoad:
+        """Admission's first half: reuse exactly ``num_tokens`` (whole blocks) of ``seq``'s
+        cached prefix: share device blocks, load host/disk ones back into fresh device blocks,
+        charge the tenant. ``overlap``: the tier reads run on a worker thread (the caller
+        overlaps them with a forward) until :meth:`finish_load`; otherwise they are done here.
+
+        Raises :class:`PlanRejectedError`, changing nothing, when the cache holds fewer
+        tokens, the tenant's quota cannot hold them or no device block is left for a load.
+        """
+        bs = self.block_size
+        k = num_tokens // bs
+        if num_tokens % bs or seq.block_ids or self.index is None:
+            why = "holds KV blocks" if seq.block_ids else "needs whole blocks and prefix caching"
+            raise PlanRejectedError(
+                f"request {seq.request_id!r}: cannot start at cached token {num_tokens} ({why})"
+            )
+        entries = self._lookup(seq, touch=True)[:k]
+        if len(entries) < k:
+            raise PlanRejectedError(
+                f"request {seq.request_id!r}: plan reuses {num_tokens} cached tokens, "
+                f"the cache holds {len(entries) * bs}"
+            )
+        if not self.quota.can_charge(seq.request.tenant_id, k):
+            raise PlanRejectedError(
+                f"request {seq.request_id!r}: tenant {seq.request.tenant_id!r} quota cannot "
+                f"hold its {k} cached blocks"
+            )
+        dev = [e for e in entries if e.tier == "device"]
+        loads = [e for e in entries if e.tier != "device"]
+        pins = [e.entry_id for e in entries]
+        for i in pins:
+            self._pinned[i] = self._pinned.get(i, 0) + 1
         try:
-            ids = self._take(len(loads), seq.request.tenant_id)
-            if ids is None:
-                return []
-            failed: list[PrefixEntry] = []
-            targets = dict(zip((e.entry_id for e in loads), ids, strict=True))
-            for tier in ("host", "disk"):
-                group = [e for e in loads if e.tier == tier]
-                if not group:
-                    continue
+            targets = self._take(len(loads), seq.request.tenant_id) if loads else ()
+        finally:
+            self.unpin(pins)
+        if targets is None:
+            raise PlanRejectedError(
+                f"request {seq.request_id!r}: no device block to load {len(loads)} cached "
+                "blocks back into"
+            )
+        self.pool.incref([e.kv_block_ids[0] for e in dev])
+        for i in pins:  # held until the load finishes: nothing may evict the source copies
+            self._pinned[i] = self._pinned.get(i, 0) + 1
+        target_of = dict(zip((e.entry_id for e in loads), targets, strict=True))
+        pending = PendingLoad(seq, entries, target_of)
+        if loads:
+            pending.start_s = time.perf_counter()
+            run = functools.partial(self._read_tiers, loads, pending.targets)
+            pending.future = self._loader().submit(run) if overlap else _Done(run())
+        return pending
+
+    def match_prefix(self, seq: Sequence) -> int:
+        """Acquire ``seq``'s whole cached prefix now (loads done synchronously); the reused
+        tokens, 0 when there is none or it cannot be taken."""
+        hit, _ = self.peek_prefix(seq)
+        if hit == 0:
+            return 0
+        try:
+            return self.finish_load(self.acquire_prefix(seq, hit))
+        except PlanRejectedError:
+            return 0
+
+    def _loader(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._load_pool is None:
+            self._load_pool = concurrent.futures.ThreadPoolExecutor(1, "sagellm-kv-load")
+        return self._load_pool
+
+    def _read_tiers(self, loads: list[PrefixEntry], targets: dict[int, BlockId]) -> list:
+        """Copy host/disk blocks into their device targets (thread-safe: touches only tier
+        storage and blocks nobody else references); returns ``(tier group, result)``."""
+        out = []
+        for tier in ("host", "disk"):
+            group = [e for e in loads if e.tier == tier]
+            if group:
                 dst = tuple(targets[e.entry_id] for e in group)
-                res = self.migrator.migrate(
-                    MigrationPlan(tier, "device", tuple(e.kv_block_ids[0] for e in group), dst)
-                )
-                self.kv_load_s += res.latency_s
-                for e, d, t in zip(group, res.dst_block_ids, dst, strict=True):
+                src = tuple(e.kv_block_ids[0] for e in group)
+                out.append((group, self.migrator.migrate(MigrationPlan(tier, "device", src, dst))))
+        return out
+
+    def finish_load(self, pending: PendingLoad) -> int:
+        """Admission's second half: wait for the tier reads, index the loaded blocks, bind the
+        prefix to the sequence. Returns the reused tokens: ``num_tokens`` of the acquire, or
+        fewer when a lower-tier read failed (the prefix is kept up to the first failure)."""
+        seq, entries = pending.seq, pending.entries
+        block_of = {e.entry_id: e.kv_block_ids[0] for e in entries if e.tier == "device"}
+        if pending.future is not None:
+            t0 = time.perf_counter()
+            results = pending.future.result()
+            pending.wait_s = time.perf_counter() - t0
+            pending.load_s = max(time.perf_counter() - pending.start_s, pending.wait_s)
+            for group, res in results:
+                for e, d, t in zip(group, res.dst_block_ids, res.plan.dst_block_ids, strict=True):
                     if d is None:
                         self.pool.free([t])
-                        self.index.relocate(e.entry_id, (), tier)  # its slot is freed
-                        failed.append(e)
+                        self.index.relocate(e.entry_id, (), e.tier)  # its slot is freed
                         self.num_load_failures += 1
                         continue
                     self.index.relocate(e.entry_id, (d,), "device")
@@ -284,26 +404,56 @@ class NativeKVManager(TierEviction):
                     self.pool.set_cacheable(d, True)
                     block_of[e.entry_id] = d
                     self.num_loaded_blocks += 1
-            return failed
-        finally:
-            self._pinned = set()
+        self.unpin([e.entry_id for e in entries])
+        keep = 0
+        while keep < len(entries) and entries[keep].entry_id in block_of:
+            keep += 1
+        for e in entries[keep:]:
+            if e.entry_id not in block_of:
+                live = self.index.get(e.entry_id)
+                if live is not None:
+                    self._drop(live)
+        extra = [block_of[e.entry_id] for e in entries[keep:] if e.entry_id in block_of]
+        if extra:
+            self._unref(extra)
+        for e in reversed(entries[:keep]):  # deepest first: ties in recency go deeper first
+            if e.tier == "device":  # a load back was a device miss (admitted above)
+                self.tracker.access(e.entry_id)
+        self._bind(seq).extend(block_of[e.entry_id] for e in entries[:keep])
+        self._charge(seq, keep)
+        self._num_indexed[seq.request_id] = keep
+        seq.num_computed_tokens = keep * self.block_size
+        return seq.num_computed_tokens
 
     def commit(self, seq: Sequence) -> None:
-        """Offer ``seq``'s newly completed full blocks to the index (after a forward)."""
+        """Offer ``seq``'s newly completed full blocks to the index (after a forward); only
+        the new blocks are hashed and walked (below the last block offered)."""
         if self.index is None:
             return
         n_full = seq.num_computed_tokens // self.block_size
         done = self._num_indexed.get(seq.request_id, 0)
         if n_full <= done:
             return
-        entries = self.index.insert(
-            seq.token_ids[: n_full * self.block_size],
-            seq.block_ids[:n_full],
-            self._salt(seq),
-            {"tenant_id": seq.request.tenant_id},
-        )
+        parent = self._entry_of_block.get(seq.block_ids[done - 1]) if done else None
+        if done and parent is None:  # our copy of block done-1 stayed private: walk from 0
+            entries = self.index.insert(
+                seq.token_ids[: n_full * self.block_size],
+                seq.block_ids[:n_full],
+                self._salt(seq),
+                {"tenant_id": seq.request.tenant_id},
+                hashes=self.hashes(seq, n_full),
+            )[done:]
+        else:
+            entries = self.index.insert(
+                seq.token_ids[: n_full * self.block_size],
+                seq.block_ids[:n_full],
+                self._salt(seq),
+                {"tenant_id": seq.request.tenant_id},
+                hashes=self.hashes(seq, n_full),
+                parent_entry_id=parent,
+            )
         admitted = []
-        for e, b in zip(entries[done:], seq.block_ids[done:n_full], strict=True):
+        for e, b in zip(entries, seq.block_ids[done:n_full], strict=True):
             if e.tier != "device" and e.kv_block_ids:  # a stale lower-tier copy: promote ours
                 self.hierarchy.tier(e.tier).free(e.kv_block_ids)
                 self.index.relocate(e.entry_id, (b,), "device")
@@ -317,6 +467,18 @@ class NativeKVManager(TierEviction):
         for entry_id in reversed(admitted):  # deepest first: the deeper block is older
             self.tracker.admit(self.index.get(entry_id))
         self._num_indexed[seq.request_id] = n_full
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached block (all tiers), as vLLM's ``reset_prefix_cache``; False,
+        changing nothing, while a sequence still holds blocks."""
+        if self.index is None:
+            return True
+        if self.pool.num_referenced_blocks:
+            return False
+        for e in self.index.entries():
+            if e.parent_entry_id is None and self.index.get(e.entry_id) is not None:
+                self._drop(e)
+        return True
 
     # ------------------------------------------------------------------ defragmentation
 
@@ -358,4 +520,6 @@ class NativeKVManager(TierEviction):
             self.index.metrics.record_request(seq.num_prompt_tokens, cached)
 
     def close(self) -> None:
+        if self._load_pool is not None:
+            self._load_pool.shutdown()
         self.hierarchy.close()

@@ -1,86 +1,94 @@
-"""The native engine as a scheduling-IR :class:`~sagellm.scheduler_ir.protocol.PlanTarget`.
+"""How the native engine runs a step: every step is a scheduling-IR plan, executed node by node.
 
-``snapshot`` exposes the engine's unfinished requests as read-only views; ``check`` validates a
-plan against them (without changing anything); ``execute`` applies the plan's preemptions and
-runs one engine forward per forward wave, through ``Scheduler.apply_plan`` and
-``NativeEngine.step(batch)``. A request's KV start in the plan must equal what the engine has
-computed (after the plan's own preemptions and earlier waves), so a plan replays exactly.
+``NativeEngine.step()`` (this mixin's :meth:`PlanExecution.step`)::
+
+    state    = snapshot()                 read-only views: queues, KV, quotas, prefix hits
+    decision = strategy.decide(state)     tokens per request, preemptions (fifo by default)
+    plan     = optimizer(builder(decision, state))     an ExecutionPlan
+    execute_plan(plan):
+        preempt          drop the victims' KV (they recompute; their cached blocks may hit)
+        kv_load          admission's cache half (``NativeKVManager.acquire_prefix``): share
+                         the hit's device blocks, load host/disk blocks back; hoisted loads of
+                         ``overlap`` nodes run on a worker thread during this step's forward
+        forward          admission's allocation half (quota charge, blocks for the new tokens,
+                         a waiting request without a hit starts here), then one batched
+                         forward over the paged KV cache
+        kv_store         index the blocks the forward completed (prefix caching)
+        sample           next tokens, streamed as RequestOutputs
+
+An external plan (``ExecutorAPI`` through :class:`NativePlanTarget`) takes the same path after
+:meth:`check_plan`; a replayed plan log gives identical tokens. Every planned cache hit is
+pinned before the plan's first admission, so one request's allocation cannot evict what a
+later request of the same plan was promised.
 """
 
 from __future__ import annotations
 
-from sagellm.core.types import RequestId, RequestOutput
-from sagellm.engines.native.engine import NativeEngine
-from sagellm.engines.native.sequence import SeqStatus, Sequence
-from sagellm.scheduler_ir.plan import ExecutionPlan, lower
-from sagellm.scheduler_ir.types import RequestView, SchedulerState
+import math
+import time
+from dataclasses import dataclass, field, replace
 
-_UNSUPPORTED = {
+import torch
+
+from sagellm.core.errors import PlanRejectedError, SchedulingStalledError
+from sagellm.core.types import RequestId, RequestOutput, StepMetrics
+from sagellm.engines.native.batch_inputs import build_inputs
+from sagellm.engines.native.kv_manager import AllocStatus, PendingLoad
+from sagellm.engines.native.sampler import sample
+from sagellm.engines.native.sequence import SeqStatus, Sequence
+from sagellm.scheduler_ir.graph import IRGraph
+from sagellm.scheduler_ir.plan import ExecutionPlan
+from sagellm.scheduler_ir.strategies.base import blocks_for
+from sagellm.scheduler_ir.types import FORWARD_TYPES, IRNode, RequestView, SchedulerState
+
+# node kinds the engine cannot run yet, and why (check_plan rejects them with the reason)
+UNSUPPORTED = {
     "verify": "speculative decoding (verify nodes)",
     "all_reduce": "tensor parallelism (all_reduce nodes; tp_size is 1)",
     "kv_transfer": "kv_transfer nodes (run them through PDRuntime)",
 }
 
 
-def _block_hashes(tokens: list[int], n: int, bs: int) -> list[int]:
-    """Chained hashes of the first ``n // bs`` full blocks of ``tokens``."""
-    out, h = [], 0
-    for b in range(n // bs):
-        h = hash((h, tuple(tokens[b * bs : (b + 1) * bs])))
-        out.append(h)
-    return out
+@dataclass
+class _StepRun:
+    """What one plan's execution has done so far (per-forward logits live until sampled)."""
+
+    t0: float
+    schedule_s: float
+    outputs: list[RequestOutput] = field(default_factory=list)
+    logits: dict[RequestId, tuple[torch.Tensor, int]] = field(default_factory=dict)
+    pending: list[PendingLoad] = field(default_factory=list)
+    dropped: set[RequestId] = field(default_factory=set)  # admission failed: not this step
+    kv_load_s: float = 0.0  # synchronous load time not yet put in a step's metrics
+    pins: list[int] = field(default_factory=list)
+    step: StepMetrics | None = None  # the metrics of this plan's last forward
+    num_preempted: int = 0  # not yet put in a step's metrics
 
 
-class NativePlanTarget:
-    """Wraps a :class:`NativeEngine` so an :class:`ExecutorAPI` can drive it by plans."""
+def _items(node: IRNode) -> list[tuple[str, int, int]]:
+    """``(request_id, start, num_tokens)`` of a forward-like node."""
+    if node.node_type == "forward":
+        return [(str(r), int(c), int(k)) for r, c, k, *_ in node.get("items")]
+    return [
+        (str(node.get("request_id")), int(node.get("start_tokens")), int(node.get("num_tokens")))
+    ]
 
-    def __init__(self, engine: NativeEngine, instance_id: str = "native-0") -> None:
-        self.engine = engine
-        self.instance_id = instance_id
-        self._lowered: tuple[ExecutionPlan, list] | None = None  # check -> execute reuse
 
-    def _lower(self, plan: ExecutionPlan) -> list:
-        if self._lowered is None or self._lowered[0] is not plan:
-            self._lowered = (plan, lower(plan.ir_graph))
-        return self._lowered[1]
+def _request_ids(node: IRNode) -> list[str]:
+    rids = node.get("request_ids")
+    return [str(r) for r in rids] if rids is not None else [str(node.get("request_id"))]
 
-    # ------------------------------------------------------------------ state
 
-    def sequences(self) -> dict[RequestId, Sequence]:
-        sch = self.engine.scheduler
-        return {s.request_id: s for s in [*sch.running, *sch.waiting]}
+class PlanExecution:
+    """The plan path of :class:`~sagellm.engines.native.engine.NativeEngine` (a mixin: it
+    works on the engine's queues, KV manager, model, strategy, builder and optimizer)."""
 
-    def snapshot(self, with_prefix: bool = False) -> SchedulerState:
-        eng, sch = self.engine, self.engine.scheduler
-        bs = eng.config.block_size_tokens
-        cached: set[int] = set()
-        if with_prefix:
-            for s in sch.running:
-                cached.update(_block_hashes(s.token_ids, s.num_computed_tokens, bs))
-        views = []
-        for s in [*sch.running, *sch.waiting]:
-            hit = 0
-            if with_prefix:
-                for h in _block_hashes(s.token_ids, s.num_prompt_tokens, bs):
-                    if h not in cached:
-                        break
-                    hit += bs
-            views.append(self._view(s, hit))
-        return SchedulerState(
-            instance_id=self.instance_id,
-            now_s=eng.clock(),
-            requests=tuple(views),
-            block_size_tokens=bs,
-            num_free_blocks=eng.scheduler.allocator.num_free,
-            num_total_blocks=eng.scheduler.allocator.num_blocks,
-            max_num_seqs=eng.config.max_num_seqs,
-            max_num_batched_tokens=eng.config.max_num_batched_tokens,
-            step_index=len(eng.step_metrics()),
-        )
+    # ------------------------------------------------------------------ snapshot
 
-    @staticmethod
-    def _view(s: Sequence, hit: int) -> RequestView:
+    def _view(self, s: Sequence) -> RequestView:
         r, m = s.request, s.metrics
+        running = s.status is SeqStatus.RUNNING
+        hit, lower = (0, 0) if running else self.kv.peek_prefix(s)
         return RequestView(
             request_id=s.request_id,
             arrival_s=m.arrival_s,
@@ -89,7 +97,7 @@ class NativePlanTarget:
             num_computed_tokens=s.num_computed_tokens,
             num_output_tokens=s.num_output_tokens,
             max_tokens=r.sampling.max_tokens,
-            running=s.status is SeqStatus.RUNNING,
+            running=running,
             num_blocks=len(s.block_ids),
             priority=r.priority,
             ttft_slo_s=r.slo.ttft_s,
@@ -100,84 +108,381 @@ class NativePlanTarget:
             last_token_s=m.token_times_s[-1] if m.token_times_s else None,
             num_preemptions=m.preemptions,
             num_prefix_hit_tokens=hit,
+            num_lower_tier_hit_tokens=lower,
         )
 
-    # ------------------------------------------------------------------ plans
+    def snapshot(self) -> SchedulerState:
+        """Read-only views of the unfinished requests (waiting ones with their prefix-cache
+        hit, looked up in this engine's PrefixReuseIndex) and this engine's limits."""
+        cfg, kv = self.config, self.kv
+        views = tuple(self._view(s) for s in self.queues.sequences())
+        rooms = []
+        for t in sorted({v.tenant_id for v in views}):
+            hard = kv.quota.quota(t).hard_blocks
+            if hard is not None:
+                rooms.append((t, hard - kv.quota.usage_blocks(t)))
+        return SchedulerState(
+            instance_id=self.instance_id,
+            now_s=self.clock(),
+            requests=views,
+            block_size_tokens=cfg.block_size_tokens,
+            num_free_blocks=kv.num_available_blocks,
+            num_total_blocks=kv.num_blocks,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            step_index=self._num_plans,
+            tenant_free_blocks=tuple(rooms),
+            chunked_prefill=cfg.enable_chunked_prefill,
+        )
 
-    def check(self, plan: ExecutionPlan) -> str | None:
-        """Why ``plan`` cannot run on this instance now, or None."""
+    def make_plan(self) -> tuple[ExecutionPlan, SchedulerState]:
+        """The configured strategy's plan for the next step."""
+        state = self.snapshot()
+        decision = self.strategy.decide(state)
+        graph = self.optimizer.optimize(self.builder.build(decision, state))
+        plan = ExecutionPlan.of(f"{self.instance_id}-{self._num_plans}", graph, self.instance_id)
+        self._num_plans += 1
+        return plan, state
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self, plan: ExecutionPlan | None = None) -> list[RequestOutput]:
+        """Run one step: the configured strategy's plan, or ``plan`` (checked first; a plan
+        that cannot run raises :class:`PlanRejectedError` and changes nothing). Returns this
+        step's streaming deltas (plus the final outputs of requests aborted since)."""
+        c0, w0 = self.clock(), time.perf_counter()
+        if plan is None:
+            plan, state = self.make_plan()
+        else:
+            reason = self.check_plan(plan)
+            if reason is not None:
+                raise PlanRejectedError(f"plan {plan.plan_id!r}: {reason}")
+            state = None
+        w1 = time.perf_counter()
+        n_steps = len(self._steps)
+        outputs = self._run(plan, c0)
+        w2 = time.perf_counter()
+        self.plan_s += w1 - w0
+        self.execute_s += w2 - w1
+        if state is not None:
+            self._watch_progress(plan, state)
+            new = self._steps[n_steps:]
+            if new:
+                pre = sum(s.num_prefill_tokens for s in new)
+                dec = sum(s.num_decode_tokens for s in new)
+                self.strategy.observe(pre, dec, w2 - w1)
+        return outputs
+
+    def ir_stats(self) -> dict[str, float]:
+        """Wall seconds making plans (snapshot + strategy + build + optimize) vs executing
+        them, since the engine started (or ``reset_metrics``)."""
+        total = self.plan_s + self.execute_s
+        return {
+            "ir_s": self.plan_s,
+            "execute_s": self.execute_s,
+            "ir_fraction": self.plan_s / total if total > 0 else 0.0,
+            "num_plans": float(self._num_plans),
+        }
+
+    def _watch_progress(self, plan: ExecutionPlan, state: SchedulerState) -> None:
+        """Count steps in which the strategy gave no work while requests wait and nothing
+        runs; past ``max_empty_steps`` raise instead of spinning."""
+        idle = not plan.ir_graph.nodes and not self.queues.running and self.queues.waiting
+        self._empty_steps = self._empty_steps + 1 if idle else 0
+        if self._empty_steps > self.config.max_empty_steps:
+            raise SchedulingStalledError(
+                f"strategy {self.strategy.name!r} returned an empty decision for "
+                f"{self._empty_steps} steps while {len(self.queues.waiting)} requests wait "
+                f"and none runs ({len(state.requests)} in its last snapshot)"
+            )
+
+    def execute_plan(self, plan: ExecutionPlan) -> list[RequestOutput]:
+        """Execute a plan that passed :meth:`check_plan`; returns the step's outputs."""
+        return self._run(plan, self.clock())
+
+    def _run(self, plan: ExecutionPlan, t0: float) -> list[RequestOutput]:
+        run = _StepRun(t0=t0, schedule_s=self.clock() - t0)
+        self._execute(plan, run)
+        if self.plan_log is not None:
+            self.plan_log.plan(plan)
+        outputs, self._pending_outputs = self._pending_outputs + run.outputs, []
+        return outputs
+
+    def _execute(self, plan: ExecutionPlan, run: _StepRun) -> None:
+        graph = plan.ir_graph
+        seqs = self._seq_map()
+        for rid in graph.preempt:
+            self.queues.preempt(seqs[rid])
+        run.num_preempted = len(graph.preempt)
+        loads = [n for n in graph.nodes if n.node_type == "kv_load"]
+        run.pins = self.kv.pin([seqs[str(n.get("request_id"))] for n in loads])
+        try:
+            for node in graph.topological_order():
+                kind = node.node_type
+                if kind == "kv_load":
+                    self._kv_load(node, seqs[str(node.get("request_id"))], run)
+                elif kind in FORWARD_TYPES:
+                    self._forward(node, seqs, run)
+                elif kind == "kv_store":
+                    for rid in _request_ids(node):
+                        if rid not in run.dropped and seqs[rid].status is SeqStatus.RUNNING:
+                            self.kv.commit(seqs[rid])
+                elif kind == "sample":
+                    self._sample(node, seqs, run)
+                else:
+                    raise PlanRejectedError(f"node {node.node_id!r}: {UNSUPPORTED[kind]}")
+        finally:
+            self._join_loads(run)
+            self.kv.unpin(run.pins)
+        threshold = self.config.defrag_fragmentation_threshold
+        if threshold is not None and self.kv.pool.get_fragmentation() > threshold:
+            self.defragment()
+
+    def _seq_map(self) -> dict[RequestId, Sequence]:
+        return {s.request_id: s for s in self.queues.sequences()}
+
+    # ------------------------------------------------------------------ node kinds
+
+    def _kv_load(self, node: IRNode, seq: Sequence, run: _StepRun) -> None:
+        """Admission's cache half for a waiting request (see NativeKVManager.acquire_prefix)."""
+        planned = int(node.get("num_tokens"))
+        async_ok = bool(node.get("overlap")) and bool(node.get("hoisted"))
+        try:
+            pending = self.kv.acquire_prefix(seq, planned, overlap=async_ok)
+        except PlanRejectedError:
+            run.dropped.add(seq.request_id)  # e.g. the hit moved since the snapshot: next step
+            self.num_failed_admissions += 1
+            return
+        self._start(seq)
+        if async_ok:
+            run.pending.append(pending)
+            return
+        t0 = time.perf_counter()
+        got = self.kv.finish_load(pending)
+        run.kv_load_s += time.perf_counter() - t0
+        self._loaded(seq, got, planned, run)
+
+    def _loaded(self, seq: Sequence, got: int, planned: int, run: _StepRun) -> None:
+        if got < planned:  # a host/disk read failed: it recomputes from a shorter hit later
+            self.queues.unadmit(seq)
+            run.dropped.add(seq.request_id)
+            return
+        if seq.metrics.preemptions == 0:
+            seq.metrics.num_cached_tokens = got
+            self.kv.record_admission(seq, got)
+
+    def _start(self, seq: Sequence) -> None:
+        if seq.status is SeqStatus.WAITING:
+            self.queues.start(seq)
+        if seq.metrics.scheduled_s is None:
+            seq.metrics.scheduled_s = self.clock()
+
+    def _join_loads(self, run: _StepRun) -> None:
+        """Wait for the overlapped tier loads; the time waited is exposed, the rest hidden
+        (both added to the step's metrics when the step ran a forward)."""
+        for p in run.pending:
+            got = self.kv.finish_load(p)
+            if run.step is not None:
+                self._amend_step(
+                    run,
+                    kv_load_s=run.step.kv_load_s + p.wait_s,
+                    kv_load_hidden_s=run.step.kv_load_hidden_s + p.load_s - p.wait_s,
+                )
+            self._loaded(p.seq, got, p.entries[-1].token_length, run)
+        run.pending.clear()
+
+    def _grow(self, seq: Sequence, start: int, n: int, run: _StepRun) -> bool:
+        """Admission's allocation half (and a running request's growth): blocks for tokens
+        ``[start, start + n)``. False, with the request left out of this step, when the pool or
+        the tenant's quota refuses (only an unchecked plan gets here)."""
+        if seq.status is SeqStatus.WAITING:
+            if start != 0:
+                run.dropped.add(seq.request_id)
+                return False
+            self._start(seq)
+            if seq.metrics.preemptions == 0:
+                seq.metrics.num_cached_tokens = 0
+                self.kv.record_admission(seq, 0)
+        need = blocks_for(start + n, self.config.block_size_tokens) - len(seq.block_ids)
+        status = self.kv.allocate(seq, max(0, need))
+        if status is AllocStatus.OK and self.kv.ensure_writable(seq):
+            return True
+        self.num_failed_admissions += 1
+        if seq.num_computed_tokens == 0 or seq.num_computed_tokens < seq.num_prompt_tokens:
+            self.queues.unadmit(seq)
+        else:
+            self.queues.preempt(seq)
+        run.dropped.add(seq.request_id)
+        return False
+
+    def _forward(self, node: IRNode, seqs: dict[RequestId, Sequence], run: _StepRun) -> None:
+        t0 = self.clock()
+        items = []
+        for rid, start, n in _items(node):
+            seq = seqs[rid]
+            if rid in run.dropped or start != seq.num_computed_tokens:
+                run.dropped.add(rid)
+                continue
+            if self._grow(seq, start, n, run):
+                items.append((seq, n))
+        if not items:
+            return
+        inputs = build_inputs(
+            items, self.config.block_size_tokens, self.arch.num_kv_heads, self.device
+        )
+        t1 = self.clock()
+        try:
+            logits = self.model.forward(
+                inputs.input_ids, inputs.positions, inputs.meta, self.cache, inputs.logits_index
+            )
+        except RuntimeError as err:  # e.g. out of memory: fail these requests, keep serving
+            run.outputs.extend(self._fail([s for s, _ in items], err))
+            run.dropped.update(s.request_id for s, _ in items)
+            return
+        t2 = self.clock()
+        for seq, n in items:
+            seq.num_computed_tokens += n
+        for j, seq in enumerate(inputs.sampled_seqs):
+            run.logits[seq.request_id] = (logits, j)
+        schedule_s, run.schedule_s = run.schedule_s + (t1 - t0), 0.0
+        kv_load_s, run.kv_load_s = run.kv_load_s, 0.0
+        run.step = self._step_metrics(items, inputs, run.t0, schedule_s, t2 - t1, kv_load_s)
+        run.step = replace(run.step, num_preempted=run.num_preempted)
+        run.num_preempted = 0
+        self._steps.append(run.step)
+        run.t0 = t2
+
+    def _sample(self, node: IRNode, seqs: dict[RequestId, Sequence], run: _StepRun) -> None:
+        t0 = self.clock()
+        rows = [(seqs[r], run.logits.pop(r)) for r in _request_ids(node) if r in run.logits]
+        if not rows:
+            return
+        by_tensor: dict[int, list] = {}
+        for seq, (lg, j) in rows:
+            by_tensor.setdefault(id(lg), [lg, [], []])
+            by_tensor[id(lg)][1].append(j)
+            by_tensor[id(lg)][2].append(seq)
+        now = None
+        for lg, js, group in by_tensor.values():
+            picked = lg if js == list(range(lg.shape[0])) else lg[js]
+            tokens = sample(
+                picked, [s.request.sampling for s in group], [s.generator for s in group]
+            )
+            now = self.clock()
+            if self.record_logits:
+                for k, seq in enumerate(group):
+                    self.recorded_logits.setdefault(seq.request_id, []).append(picked[k].cpu())
+            for seq, tok in zip(group, tokens, strict=True):
+                run.outputs.append(self._append_token(seq, tok, now))
+        if run.step is not None:
+            self._amend_step(run, sample_s=run.step.sample_s + now - t0)
+
+    def _amend_step(self, run: _StepRun, **changes) -> None:
+        """Update the metrics of this plan's last forward (the newest step record)."""
+        run.step = replace(run.step, **changes)
+        self._steps[-1] = run.step
+
+    # ------------------------------------------------------------------ checking
+
+    def check_plan(self, plan: ExecutionPlan) -> str | None:
+        """Why ``plan`` cannot run on this engine now (None when it can); changes nothing.
+
+        A running request's chunk must start at its computed tokens; a waiting request's at
+        0, or at the tokens its ``kv_load`` takes from the cache (whole blocks the cache holds
+        now). Waves must fit the token budget and seats; blocks and tenants' hard quotas must
+        hold what admission will take (cache hits counted, as strategies count them).
+        """
         if plan.target_instance_id != self.instance_id:
             return f"plan targets {plan.target_instance_id!r}, this is {self.instance_id!r}"
-        for n in plan.ir_graph.nodes:
-            if n.node_type in _UNSUPPORTED:
-                what = _UNSUPPORTED[n.node_type]
-                return f"node {n.node_id!r}: the native engine does not run {what}"
+        graph: IRGraph = plan.ir_graph
+        for n in graph.nodes:
+            if n.node_type in UNSUPPORTED:
+                return (
+                    f"node {n.node_id!r}: the native engine does not run {UNSUPPORTED[n.node_type]}"
+                )
         try:
-            waves = self._lower(plan)
+            order = graph.topological_order()
         except ValueError as err:  # a cycle
             return str(err)
-        seqs = self.sequences()
+        seqs = self._seq_map()
         missing = [r for r in plan.request_ids if r not in seqs]
         if missing:
             return f"unknown or finished request ids {missing[:5]} on {self.instance_id!r}"
         computed = {rid: s.num_computed_tokens for rid, s in seqs.items()}
-        for rid in plan.ir_graph.preempt:
-            if seqs[rid].status is not SeqStatus.RUNNING:
+        running = {rid for rid, s in seqs.items() if s.status is SeqStatus.RUNNING}
+        for rid in graph.preempt:
+            if rid not in running:
                 return f"preempt names {rid!r}, which is not running"
             computed[rid] = 0
-        cfg = self.engine.config
-        for w, items in enumerate(waves):
-            if len({i.request_id for i in items}) != len(items):
-                return f"forward wave {w} lists a request twice"
-            if sum(i.num_tokens for i in items) > cfg.max_num_batched_tokens:
-                cap = cfg.max_num_batched_tokens
-                return f"forward wave {w} exceeds max_num_batched_tokens={cap}"
-            for i in items:
-                s = seqs[i.request_id]
-                if i.start_tokens != computed[i.request_id]:
-                    return (
-                        f"request {i.request_id!r}: plan starts at token {i.start_tokens}, "
-                        f"the engine has {computed[i.request_id]} computed"
-                    )
-                if i.num_tokens < 1 or i.start_tokens + i.num_tokens > len(s.token_ids):
-                    return f"request {i.request_id!r}: {i.num_tokens} tokens is not pending"
-                computed[i.request_id] += i.num_tokens
-        return self._check_capacity(waves, seqs, set(plan.ir_graph.preempt))
+        running -= set(graph.preempt)
+        starts: dict[RequestId, int] = {}
+        cfg, bs = self.config, self.config.block_size_tokens
+        for n in order:
+            if n.node_type == "kv_load":
+                rid, c = str(n.get("request_id")), int(n.get("num_tokens"))
+                if rid in running:
+                    return f"kv_load of {rid!r}: it is running (its KV is resident)"
+                hit, _ = self.kv.peek_prefix(seqs[rid])
+                if c % bs or c > hit:
+                    return f"kv_load of {rid!r}: {c} cached tokens planned, the cache holds {hit}"
+                computed[rid] = starts[rid] = c
+            elif n.node_type in FORWARD_TYPES:
+                items = _items(n)
+                if len({r for r, _, _ in items}) != len(items):
+                    return f"forward {n.node_id!r} lists a request twice"
+                if sum(k for _, _, k in items) > cfg.max_num_batched_tokens:
+                    cap = cfg.max_num_batched_tokens
+                    return f"forward {n.node_id!r} exceeds max_num_batched_tokens={cap}"
+                for rid, c, k in items:
+                    if c != computed[rid]:
+                        return (
+                            f"request {rid!r}: plan starts at token {c}, the engine has "
+                            f"{computed[rid]} computed"
+                        )
+                    if k < 1 or c + k > len(seqs[rid].token_ids):
+                        return f"request {rid!r}: {k} tokens is not pending"
+                    starts.setdefault(rid, c)
+                    computed[rid] = c + k
+        return self._check_capacity(seqs, running, starts, computed, set(graph.preempt))
 
-    def _check_capacity(self, waves, seqs, preempt: set[RequestId]) -> str | None:
-        eng = self.engine
-        running = {r for r, s in seqs.items() if s.status is SeqStatus.RUNNING} - preempt
-        touched = running | {i.request_id for items in waves for i in items}
-        if len(touched) > eng.config.max_num_seqs:
-            return f"{len(touched)} running requests exceed max_num_seqs={eng.config.max_num_seqs}"
-        bs = eng.config.block_size_tokens
-        end: dict[RequestId, int] = {}
-        for items in waves:
-            for i in items:
-                end[i.request_id] = i.start_tokens + i.num_tokens
-        need = 0
-        for rid, e in end.items():
+    def _check_capacity(self, seqs, running, starts, ends, preempt) -> str | None:
+        cfg, kv = self.config, self.kv
+        seated = running | set(starts)
+        if len(seated) > cfg.max_num_seqs:
+            return f"{len(seated)} running requests exceed max_num_seqs={cfg.max_num_seqs}"
+        bs = cfg.block_size_tokens
+        free = kv.num_available_blocks + sum(len(seqs[r].block_ids) for r in preempt)
+        need_total, need_tenant = 0, {}
+        for rid in starts:
             held = 0 if rid in preempt else len(seqs[rid].block_ids)
-            need += max(0, -(-e // bs) - held)
-        free = eng.scheduler.allocator.num_free + sum(len(seqs[r].block_ids) for r in preempt)
-        if need > free:
-            return f"plan needs {need} new KV blocks, {free} are free"
+            need = max(0, blocks_for(ends[rid], bs) - held)
+            need_total += need
+            t = seqs[rid].request.tenant_id
+            need_tenant[t] = need_tenant.get(t, 0) + need
+        if need_total > free:
+            return f"plan needs {need_total} new KV blocks, {free} are free"
+        for t, need in need_tenant.items():
+            hard = kv.quota.quota(t).hard_blocks
+            freed = sum(len(seqs[r].block_ids) for r in preempt if seqs[r].request.tenant_id == t)
+            room = math.inf if hard is None else hard - kv.quota.usage_blocks(t) + freed
+            if need > room:
+                return f"plan needs {need} KV blocks of tenant {t!r}, its hard quota leaves {room}"
         return None
 
+
+class NativePlanTarget:
+    """A :class:`NativeEngine` as an :class:`~sagellm.scheduler_ir.ExecutorAPI` instance:
+    submitted plans are checked and executed on the engine's one path."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.instance_id = engine.instance_id
+
+    def snapshot(self) -> SchedulerState:
+        return self.engine.snapshot()
+
+    def check(self, plan: ExecutionPlan) -> str | None:
+        return self.engine.check_plan(plan)
+
     def execute(self, plan: ExecutionPlan) -> list[RequestOutput]:
-        eng = self.engine
-        waves = self._lower(plan)
-        seqs = self.sequences()
-        preempt = [seqs[r] for r in plan.ir_graph.preempt]
-        outputs: list[RequestOutput] = []
-        if not waves:
-            batch = eng.scheduler.apply_plan([], preempt)
-            return eng.step(batch)
-        for w, items in enumerate(waves):
-            batch = eng.scheduler.apply_plan(
-                [(seqs[i.request_id], i.num_tokens) for i in items], preempt if w == 0 else []
-            )
-            if batch is None:
-                raise RuntimeError(f"plan {plan.plan_id!r} passed check but blocks ran out")
-            outputs.extend(eng.step(batch))
-        return outputs
+        return self.engine.execute_plan(plan)

@@ -35,6 +35,9 @@ class Sequence:
     status: SeqStatus = SeqStatus.WAITING
     finish_reason: FinishReason | None = None
     max_len_tokens: int = 0  # stop when len(token_ids) reaches this (context limit)
+    # chained prefix-index hashes of the first full blocks of token_ids (tenant-salted), grown
+    # as blocks complete: each block is hashed once in the sequence's life
+    block_hashes: list[int] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:

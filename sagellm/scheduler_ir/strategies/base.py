@@ -2,16 +2,28 @@
 
 A strategy only ranks the unfinished requests (a policy); :func:`fill_budget` does the
 bookkeeping (vLLM v1 style): walk the ranking, give each request its pending tokens (1 when
-decoding, a chunk when prefilling) within the token budget, ``max_num_seqs`` seats and free KV
-blocks. When a request needs blocks (or a seat) that are not free, the lowest-ranked running
-request not yet scheduled is preempted (recompute later) if ``can_preempt(victim, requester)``;
-a running request that still cannot grow is itself preempted; a waiting one that cannot be
-admitted closes admission for this step (back-pressure, no starvation by overtaking).
+decoding, a chunk when prefilling, starting after a waiting request's cache hit) within the
+token budget, ``max_num_seqs`` seats, free KV blocks and the tenant's hard quota.
+
+- A request that needs blocks (or a seat) that are not free preempts the lowest-ranked running
+  request not yet scheduled (recompute later) if ``can_preempt(victim, requester)``; under a
+  quota shortfall only the same tenant's requests are victims. A running request that still
+  cannot grow is itself preempted.
+- A waiting request that cannot get blocks closes admission for this step (back-pressure, no
+  starvation by overtaking); one whose tenant is at its quota is skipped (only that tenant
+  waits). After a running request had to preempt, nothing more is admitted this step.
+- Without chunked prefill a prompt whose pending tokens exceed the remaining budget waits
+  (and closes admission).
+
+Blocks a waiting request needs are counted as ``ceil((hit + n) / B)``: its cache hit counts
+too (a hit block at ref 0 leaves the free+cached count when shared; one shared with a running
+request makes the count conservative).
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 
 from sagellm.scheduler_ir.types import RequestView, SchedulerState, StepDecision
@@ -31,48 +43,67 @@ def fill_budget(
     bs = state.block_size_tokens
     budget = state.max_num_batched_tokens
     free = state.num_free_blocks
+    room = dict(state.tenant_free_blocks)
     seats = state.max_num_seqs - sum(r.running for r in state.requests)
     items: list[tuple[str, int]] = []
-    done: set[str] = set()
+    taken: set[str] = set()  # scheduled or preempted
     preempted: list[str] = []
     admit_open = True
+
+    def evict(v: RequestView) -> None:
+        nonlocal free, seats
+        preempted.append(v.request_id)
+        taken.add(v.request_id)
+        free += v.num_blocks
+        seats += 1
+        if v.tenant_id in room:
+            room[v.tenant_id] += v.num_blocks
+
     for pos, r in enumerate(ranked):
         if budget <= 0:
             break
-        if r.request_id in done or r.request_id in preempted:
+        if r.request_id in taken or (not r.running and not admit_open):
             continue
-        if not r.running and not admit_open:
-            continue
-        n = min(r.num_pending_tokens, budget)
+        pending = r.num_pending_tokens
+        n = min(pending, budget)
         if n == 0:
             continue
-        need = max(0, blocks_for(r.num_computed_tokens + n, bs) - r.num_blocks)
+        if not r.running and n < pending and not state.chunked_prefill:
+            admit_open = False
+            continue
+        need = max(0, blocks_for(r.start_tokens + n, bs) - r.num_blocks)
         need_seat = 0 if r.running else 1
+        t = r.tenant_id
         victims = [
-            v
-            for v in reversed(ranked[pos + 1 :])
-            if v.running and v.request_id not in done and v.request_id not in preempted
+            v for v in reversed(ranked[pos + 1 :]) if v.running and v.request_id not in taken
         ]
-        while (need > free or need_seat > seats) and victims:
-            v = victims.pop(0)
-            if not can_preempt(v, r):
+        while True:
+            quota_short = need > room.get(t, math.inf)
+            if not quota_short and need <= free and need_seat <= seats:
                 break
-            preempted.append(v.request_id)
-            free += v.num_blocks
-            seats += 1
-        if need > free or need_seat > seats:
+            cands = [v for v in victims if v.tenant_id == t] if quota_short else victims
+            if not cands or not can_preempt(cands[0], r):
+                break
+            victim = cands[0]
+            victims.remove(victim)
+            evict(victim)
             if r.running:
-                preempted.append(r.request_id)
-                free += r.num_blocks
-                seats += 1
-            else:
                 admit_open = False
+        quota_short = need > room.get(t, math.inf)
+        if quota_short or need > free or need_seat > seats:
+            if r.running:
+                evict(r)
+                admit_open = False
+            elif not quota_short:
+                admit_open = False  # back-pressure; a quota shortfall holds only this tenant
             continue
         items.append((r.request_id, n))
-        done.add(r.request_id)
+        taken.add(r.request_id)
         budget -= n
         free -= need
         seats -= need_seat
+        if t in room:
+            room[t] -= need
     return StepDecision(tuple(items), tuple(preempted), note)
 
 

@@ -17,12 +17,11 @@ def test_prefill_and_decode_nodes_and_edges():
         "prefill/a@0",
         "kv_store/a@0",
         "sample/a",
-        "kv_load/b@3",
         "decode/b@3",
         "kv_store/b@3",
         "sample/b",
-    ]
-    assert g.node("decode/b@3").inputs == ("tokens:b@3", "kvctx:b@3")
+    ]  # b's KV is resident (running): no kv_load
+    assert g.node("decode/b@3").inputs == ("tokens:b@3", "kv:b@3")
     assert g.node("kv_store/b@3").outputs == ("kv:b@4",)
     assert dict(g.node("prefill/a@0").config) == {
         "request_id": "a",
@@ -38,10 +37,22 @@ def test_partial_prefill_chunk_has_no_sample_and_chunking_chains_kv():
     g = IRBuilder(prefill_chunk_tokens=4).build(StepDecision((("a", 10),)), st)
     assert ids(g) == [
         "prefill/a@0", "kv_store/a@0",
-        "kv_load/a@4", "prefill/a@4", "kv_store/a@4",
-        "kv_load/a@8", "prefill/a@8", "kv_store/a@8", "sample/a",
+        "prefill/a@4", "kv_store/a@4",
+        "prefill/a@8", "kv_store/a@8", "sample/a",
     ]  # fmt: skip
-    assert g.node("kv_load/a@4").inputs == ("kv:a@4",)  # the first chunk's kv_store output
+    assert g.node("prefill/a@4").inputs == ("tokens:a@4", "kv:a@4")  # the first chunk's store
+
+
+def test_waiting_request_with_a_cache_hit_loads_then_computes_the_rest():
+    st = state([view("a", prompt=10, num_prefix_hit_tokens=8, num_lower_tier_hit_tokens=4)])
+    g = IRBuilder().build(StepDecision((("a", 2),)), st)
+    assert ids(g) == ["kv_load/a@8", "prefill/a@8", "kv_store/a@8", "sample/a"]
+    load = g.node("kv_load/a@8")
+    assert load.get("num_tokens") == 8 and load.get("lower_tier_tokens") == 4
+    assert load.get("overlap") is False and load.outputs == ("kv:a@8",)
+    # overlapped: only the load this step (its tiers are read during this step's forward)
+    g = IRBuilder(overlap_tier_loads=True).build(StepDecision((("a", 2),)), st)
+    assert ids(g) == ["kv_load/a@8"] and g.node("kv_load/a@8").get("overlap") is True
 
 
 def test_tp_adds_two_all_reduces_per_layer_and_verify_for_drafts():

@@ -26,19 +26,17 @@ def test_least_loaded_counts_outstanding_tokens():
     assert r.route(req("m", [1]), {"a": state([]), "b": state([])}) == "a"  # tie -> order
 
 
-def test_prefix_affinity_follows_the_longest_cached_prefix():
-    r = Router(["a", "b"], "prefix_affinity", block_size_tokens=4)
-    shared = list(range(8))
+def test_prefix_affinity_asks_the_engines_caches():
+    cached = {"a": 8, "b": 0}  # what each instance's prefix index holds for the prompt
+    r = Router(["a", "b"], "prefix_affinity", prefix_probe=lambda i, req: cached[i])
     empty = {"a": state([]), "b": state([])}
-    assert r.route(req("1", [*shared, 50, 51, 52, 53]), empty) == "a"  # no match: least loaded
     busy_a = {"a": state([view("x", prompt=30)]), "b": state([])}
-    assert r.route(req("2", [9] * 12), busy_a) == "b"  # no match: b is lighter
-    # 8 shared tokens (2 blocks) live on a; b has none of them even though a is busier
-    assert r.route(req("3", [*shared, 7, 7, 7, 7]), busy_a) == "a"
-    assert r.matched_tokens("a", [*shared, 50, 51, 52, 53, 1]) == 12
-    assert r.matched_tokens("b", [9] * 8) == 8
-    probe = Router(["a", "b"], "prefix_affinity", prefix_probe=lambda i, t: 16 if i == "b" else 0)
-    assert probe.route(req("4", shared), empty) == "b"
+    assert r.route(req("1", [1] * 12), busy_a) == "a"  # a holds 8 tokens though busier
+    cached["a"] = 0
+    assert r.route(req("2", [1] * 12), busy_a) == "b"  # no match anywhere: least loaded
+    assert r.route(req("3", [1] * 12), empty) == "a"  # tie: instance order
+    with pytest.raises(ValueError, match="needs prefix_probe"):
+        Router(["a"], "prefix_affinity").route(req("4", [1]), empty)
 
 
 def test_bad_router_configs():

@@ -37,7 +37,7 @@ def test_share_cache_and_copy_on_write():
     run(m, a)
     assert a.block_ids == [0, 1, 2]
     m.free(a)
-    assert a.block_ids == [] and m.pool.num_cached_blocks == 2 and m.num_used == 0
+    assert a.block_ids == [] and m.pool.num_cached_blocks == 2 and m.num_referenced_blocks == 0
     b = seq("b", [1, 2, 3, 4, 9])
     assert m.match_prefix(b) == 4
     assert b.block_ids == [0, 1] and m.pool.ref_count(0) == 1
