@@ -68,7 +68,7 @@ def test_abort_streams_final_output(engine):
     assert not engine.abort("ab")
     outs = engine.step()
     assert [(o.request_id, o.finished, o.finish_reason) for o in outs] == [("ab", True, "abort")]
-    assert engine.allocator.num_used == 0
+    assert engine.kv.num_referenced_blocks == 0
 
 
 def test_stop_tokens_and_length(engine):

@@ -73,7 +73,7 @@ def test_tenant_over_hard_quota_waits_others_run(tiny_checkpoint):
     for i in range(3):
         eng.add_request(Request(f"b{i}", prompt, SP, tenant_id="big"))
     eng.step()
-    running = {s.request_id for s in eng.scheduler.running}
+    running = {s.request_id for s in eng.queues.running}
     assert running == {"s0", "b0", "b1", "b2"}  # s1, s2 wait behind the quota, b* do not
     assert eng.kv.quota.usage_blocks("small") <= 4
     while eng.has_unfinished():

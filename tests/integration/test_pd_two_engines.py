@@ -7,8 +7,6 @@ from test_oracle_tiny import hf_reference, prompts_of
 from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine
 from sagellm.engines.native.kv_handoff import check_compatible, transfer_prefilled
-from sagellm.engines.native.plan_exec import NativePlanTarget
-from sagellm.scheduler_ir import PlanDrivenEngine
 from sagellm.scheduler_ir.pd_runtime import PDRuntime
 
 
@@ -16,11 +14,8 @@ def pd(folder, decode_blocks=64, **kw):
     p = NativeEngine.from_pretrained(folder, block_size_tokens=4, **kw)
     d = NativeEngine.from_pretrained(folder, block_size_tokens=4, num_kv_blocks=decode_blocks)
     check_compatible(p, d)
-    return PDRuntime(
-        PlanDrivenEngine(p, NativePlanTarget(p, "prefill-0"), "fifo"),
-        PlanDrivenEngine(d, NativePlanTarget(d, "decode-0"), "fifo"),
-        transfer_prefilled,
-    )
+    p.instance_id, d.instance_id = "prefill-0", "decode-0"
+    return PDRuntime(p, d, transfer_prefilled)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
@@ -43,10 +38,10 @@ def test_pd_outputs_equal_hf_with_boundaries(tiny_checkpoint, family):
     assert rt.num_transfers == 3  # r3 finished on the prefill instance
     # decode never ran on the prefill instance, prefill never on the decode instance
     # the prefill instance computed exactly the prompts, the decode instance the rest
-    assert sum(s.num_batched_tokens for s in rt.prefill.engine.step_metrics()) == 1 + 4 + 11 + 7
-    assert sum(s.num_batched_tokens for s in rt.decode.engine.step_metrics()) == 3 * 5
-    assert all(s.num_prefill_tokens == 0 for s in rt.decode.engine.step_metrics())
-    assert rt.prefill.engine.allocator.num_used == 0 == rt.decode.engine.allocator.num_used
+    assert sum(s.num_batched_tokens for s in rt.prefill.step_metrics()) == 1 + 4 + 11 + 7
+    assert sum(s.num_batched_tokens for s in rt.decode.step_metrics()) == 3 * 5
+    assert all(s.num_prefill_tokens == 0 for s in rt.decode.step_metrics())
+    assert rt.prefill.kv.num_referenced_blocks == 0 == rt.decode.kv.num_referenced_blocks
     metrics = {m.request_id: m for m in rt.request_metrics()}
     assert sorted(metrics) == ["r0", "r1", "r2", "r3"]
     assert all(m.num_output_tokens == n for m, n in zip(

@@ -1,10 +1,16 @@
-"""The native engine driven by IR plans: outputs equal HF greedy for every strategy, plans
-replay offline on a fresh engine, bad plans are rejected and the engine keeps serving."""
+"""The native engine's one path (every step a strategy's IR plan): outputs equal HF greedy
+for every strategy, plans replay offline on a fresh engine, bad plans are rejected and the
+engine keeps serving, a stalled strategy raises."""
 
 import pytest
 from test_oracle_tiny import hf_reference, prompts_of
 
-from sagellm.core.errors import InvalidRequestError
+from sagellm.core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    PlanRejectedError,
+    SchedulingStalledError,
+)
 from sagellm.core.types import SLO, Request, SamplingParams
 from sagellm.engines.native import NativeEngine
 from sagellm.engines.native.plan_exec import NativePlanTarget
@@ -14,7 +20,6 @@ from sagellm.scheduler_ir import (
     IRBuilder,
     IRGraph,
     IRNode,
-    PlanDrivenEngine,
     PlanLog,
     StepDecision,
     node_config,
@@ -23,6 +28,10 @@ from sagellm.scheduler_ir import (
 
 STRATEGIES = ["fifo", "priority", "slo_aware", "lpm", "hybrid", "adaptive", "aegaeon"]
 SP = SamplingParams(max_tokens=10, ignore_eos=True)
+
+
+def engine(folder, strategy="fifo", **kw):
+    return NativeEngine.from_pretrained(folder, scheduling_strategy=strategy, **kw)
 
 
 def drive(pe, prompts, stagger=2, **req_kw):
@@ -49,23 +58,19 @@ def reference(tiny_checkpoint):
 def test_plan_driven_output_equals_hf(reference, strategy):
     folder, prompts, refs = reference
     # 12 blocks of 4 tokens and a 16-token budget: chunked prefill and preemption both happen
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16
-    )
-    pe = PlanDrivenEngine(eng, NativePlanTarget(eng), strategy)
-    assert drive(pe, prompts) == refs
-    assert pe.num_rejected == 0 and eng.allocator.num_used == 0
+    eng = engine(folder, strategy, block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16)
+    assert drive(eng, prompts) == refs
+    assert eng.num_failed_admissions == 0 and eng.kv.num_referenced_blocks == 0
     assert max(s.num_batched_tokens for s in eng.step_metrics()) <= 16
-    assert pe.ir_stats()["num_plans"] >= len(eng.step_metrics())
+    assert eng.ir_stats()["num_plans"] >= len(eng.step_metrics())
 
 
 def test_preemption_happens_and_priority_survives_it(reference):
     folder, prompts, refs = reference
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16
+    eng = engine(
+        folder, "priority", block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16
     )
-    pe = PlanDrivenEngine(eng, NativePlanTarget(eng), "priority")
-    assert drive(pe, prompts) == refs
+    assert drive(eng, prompts) == refs
     pre = {m.request_id: m.preemptions for m in eng.request_metrics()}
     assert sum(pre.values()) >= 1
     # only lower-priority requests were evicted, and a victim's request kept its priority
@@ -77,10 +82,9 @@ def test_preemption_happens_and_priority_survives_it(reference):
 def test_plans_replay_on_a_fresh_engine(reference, tmp_path):
     folder, prompts, refs = reference
     kw = dict(block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16)
-    eng = NativeEngine.from_pretrained(folder, **kw)
-    log = PlanLog()
-    pe = PlanDrivenEngine(eng, NativePlanTarget(eng), "slo_aware", plan_log=log)
-    drive(pe, prompts)
+    eng = engine(folder, "slo_aware", **kw)
+    log = eng.plan_log = PlanLog()
+    drive(eng, prompts)
     log.save(tmp_path / "plans.jsonl")
     fresh = NativeEngine.from_pretrained(folder, **kw)
     loaded = PlanLog.load(tmp_path / "plans.jsonl")
@@ -95,7 +99,8 @@ def test_plans_replay_on_a_fresh_engine(reference, tmp_path):
 def test_bad_plans_are_rejected_with_a_reason_and_the_engine_keeps_serving(reference):
     folder, prompts, refs = reference
     eng = NativeEngine.from_pretrained(folder, block_size_tokens=4, num_kv_blocks=12)
-    target = NativePlanTarget(eng, "gpu-7")
+    eng.instance_id = "gpu-7"
+    target = NativePlanTarget(eng)
     api = ExecutorAPI([target])
     eng.add_request(Request("r0", prompts[0], SP))
     good = IRBuilder().build(StepDecision((("r0", len(prompts[0])),)), target.snapshot())
@@ -127,21 +132,51 @@ def test_bad_plans_are_rejected_with_a_reason_and_the_engine_keeps_serving(refer
     rest = IRBuilder().build(StepDecision((("r0", len(prompts[0]) - 2),)), target.snapshot())
     assert api.submit_plan(ExecutionPlan.of("p-q", rest, "gpu-7")).state == "queued"
     assert api.cancel("p-q") and api.status("p-q").state == "cancelled" and not api.cancel("p-q")
-    pe = PlanDrivenEngine(eng, target, "fifo")
-    while pe.has_unfinished():
-        pe.step()
+    # a plan handed to step() directly is checked the same way: rejected, nothing changes
+    with pytest.raises(PlanRejectedError, match="plan starts at token 0, the engine has 2"):
+        eng.step(ExecutionPlan.of("p-stale-2", skip, "gpu-7"))
+    assert eng.queues.running[0].num_computed_tokens == 2
+    while eng.has_unfinished():
+        eng.step()
     assert eng.output_token_ids("r0") == refs[0]
 
 
 def test_slo_must_be_positive(reference):
     folder, prompts, _ = reference
-    eng = NativeEngine.from_pretrained(folder)
-    pe = PlanDrivenEngine(eng, NativePlanTarget(eng), "slo_aware")
+    eng = engine(folder, "slo_aware")
     with pytest.raises(InvalidRequestError, match=r"slo.ttft_s must be None or > 0 seconds"):
-        pe.add_request(Request("r0", prompts[0], SP, slo=SLO(ttft_s=0.0)))
+        eng.add_request(Request("r0", prompts[0], SP, slo=SLO(ttft_s=0.0)))
     with pytest.raises(InvalidRequestError, match=r"slo.tpot_s must be None or > 0"):
-        pe.add_request(Request("r1", prompts[0], SP, slo=SLO(tpot_s=-1.0)))
-    assert not pe.has_unfinished()
+        eng.add_request(Request("r1", prompts[0], SP, slo=SLO(tpot_s=-1.0)))
+    assert not eng.has_unfinished()
+
+
+def test_unknown_strategy_is_a_config_error_listing_the_known_ones(reference):
+    folder, _, _ = reference
+    with pytest.raises(ConfigError, match=r"engine.scheduling_strategy: .*'nope'.*fifo"):
+        engine(folder, "nope")
+
+
+class _Idle:
+    name = "idle"
+    needs_prefix_info = False
+
+    def decide(self, state):
+        return StepDecision()
+
+    def observe(self, *args):
+        pass
+
+
+def test_a_strategy_that_never_schedules_raises_instead_of_spinning(reference):
+    folder, prompts, _ = reference
+    eng = engine(folder, max_empty_steps=3)
+    eng.strategy = _Idle()
+    eng.add_request(Request("r0", prompts[0], SP))
+    for _ in range(3):
+        eng.step()
+    with pytest.raises(SchedulingStalledError, match="strategy 'idle' returned an empty"):
+        eng.step()
 
 
 def test_unfused_plans_give_the_same_tokens(reference):
@@ -168,19 +203,21 @@ def test_unfused_plans_give_the_same_tokens(reference):
 
 def test_aegaeon_two_models_on_one_instance_one_model_per_step(reference):
     folder, prompts, refs = reference
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=4, num_kv_blocks=12, max_num_batched_tokens=16, max_num_seqs=3
+    eng = engine(
+        folder,
+        "aegaeon",
+        block_size_tokens=4,
+        num_kv_blocks=12,
+        max_num_batched_tokens=16,
+        max_num_seqs=3,
     )
-    log = PlanLog()
-    pe = PlanDrivenEngine(
-        eng, NativePlanTarget(eng), "aegaeon", plan_log=log, tenant_model={"t0": "m0", "t1": "m1"}
-    )
+    log = eng.plan_log = PlanLog()
     for i, p in enumerate(prompts):
-        pe.add_request(Request(f"r{i}", p, SP, tenant_id=f"t{i % 2}"))
-    while pe.has_unfinished():
-        pe.step()
+        eng.add_request(Request(f"r{i}", p, SP, tenant_id=f"t{i % 2}", model=f"m{i % 2}"))
+    while eng.has_unfinished():
+        eng.step()
     assert [eng.output_token_ids(f"r{i}") for i in range(len(prompts))] == refs
-    assert pe.num_rejected == 0 and pe.strategy.num_rounds >= 2
+    assert eng.num_failed_admissions == 0 and eng.strategy.num_rounds >= 2
     for plan in log.plans:
         forwards = [r for r in plan.request_ids if r not in plan.ir_graph.preempt]
         assert len({int(r[1:]) % 2 for r in forwards}) <= 1, plan.plan_id  # one model a step

@@ -50,7 +50,7 @@ def test_shared_prefix_hits_skip_prefill_and_match_hf(tiny_checkpoint, family):
     prefill_on = sum(s.num_prefill_tokens + s.num_decode_tokens for s in on.step_metrics())
     prefill_off = sum(s.num_prefill_tokens + s.num_decode_tokens for s in off.step_metrics())
     assert prefill_off - prefill_on == 3 * 40
-    assert on.allocator.num_used == 0 and on.kv.pool.num_cached_blocks > 0
+    assert on.kv.num_referenced_blocks == 0 and on.kv.pool.num_cached_blocks > 0
     stats = on.stats()
     assert stats["prefix_request_hit_rate"] == 0.75
 
@@ -68,7 +68,7 @@ def test_concurrent_batch_with_chunking_and_preemption(llama):
     outs = eng.generate(prompts, SP)
     assert outs == hf_greedy(model, prompts, N_NEW, ignore_eos=True)
     assert sum(m.preemptions for m in eng.request_metrics()) >= 1
-    assert eng.allocator.num_used == 0
+    assert eng.kv.num_referenced_blocks == 0
     # the second wave reuses what the first left cached
     again = eng.generate(prompts, SP)
     assert again == outs

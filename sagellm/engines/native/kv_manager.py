@@ -70,13 +70,13 @@ class _Done:
 class PendingLoad:
     """A cached prefix being acquired for ``seq``: device hits already shared, host/disk
     blocks being read into ``targets`` (entry id -> device block) by ``future``. Times in
-    seconds: ``load_s`` from issue to done, ``wait_s`` the part the engine waited for."""
+    seconds: ``load_s`` the reads took, ``wait_s`` the part of it the engine waited for
+    (``load_s - wait_s`` ran hidden behind other work)."""
 
     seq: Sequence
     entries: list[PrefixEntry]
     targets: dict[int, BlockId]
     future: concurrent.futures.Future | _Done | None = None
-    start_s: float = 0.0
     load_s: float = 0.0
     wait_s: float = 0.0
 
@@ -347,7 +347,6 @@ class NativeKVManager(TierEviction):
         target_of = dict(zip((e.entry_id for e in loads), targets, strict=True))
         pending = PendingLoad(seq, entries, target_of)
         if loads:
-            pending.start_s = time.perf_counter()
             run = functools.partial(self._read_tiers, loads, pending.targets)
             pending.future = self._loader().submit(run) if overlap else _Done(run())
         return pending
@@ -368,9 +367,11 @@ class NativeKVManager(TierEviction):
             self._load_pool = concurrent.futures.ThreadPoolExecutor(1, "sagellm-kv-load")
         return self._load_pool
 
-    def _read_tiers(self, loads: list[PrefixEntry], targets: dict[int, BlockId]) -> list:
+    def _read_tiers(self, loads: list[PrefixEntry], targets: dict[int, BlockId]):
         """Copy host/disk blocks into their device targets (thread-safe: touches only tier
-        storage and blocks nobody else references); returns ``(tier group, result)``."""
+        storage and blocks nobody else references); returns ``([(tier group, result)],
+        seconds the reads took)``."""
+        t0 = time.perf_counter()
         out = []
         for tier in ("host", "disk"):
             group = [e for e in loads if e.tier == tier]
@@ -378,7 +379,7 @@ class NativeKVManager(TierEviction):
                 dst = tuple(targets[e.entry_id] for e in group)
                 src = tuple(e.kv_block_ids[0] for e in group)
                 out.append((group, self.migrator.migrate(MigrationPlan(tier, "device", src, dst))))
-        return out
+        return out, time.perf_counter() - t0
 
     def finish_load(self, pending: PendingLoad) -> int:
         """Admission's second half: wait for the tier reads, index the loaded blocks, bind the
@@ -388,9 +389,8 @@ class NativeKVManager(TierEviction):
         block_of = {e.entry_id: e.kv_block_ids[0] for e in entries if e.tier == "device"}
         if pending.future is not None:
             t0 = time.perf_counter()
-            results = pending.future.result()
-            pending.wait_s = time.perf_counter() - t0
-            pending.load_s = max(time.perf_counter() - pending.start_s, pending.wait_s)
+            results, pending.load_s = pending.future.result()
+            pending.wait_s = min(time.perf_counter() - t0, pending.load_s)
             for group, res in results:
                 for e, d, t in zip(group, res.dst_block_ids, res.plan.dst_block_ids, strict=True):
                     if d is None:

@@ -257,9 +257,8 @@ class PlanExecution:
         if async_ok:
             run.pending.append(pending)
             return
-        t0 = time.perf_counter()
         got = self.kv.finish_load(pending)
-        run.kv_load_s += time.perf_counter() - t0
+        run.kv_load_s += pending.load_s  # synchronous: all of it exposed
         self._loaded(seq, got, planned, run)
 
     def _loaded(self, seq: Sequence, got: int, planned: int, run: _StepRun) -> None:
