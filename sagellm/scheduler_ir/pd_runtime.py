@@ -36,7 +36,6 @@ class PrefillOnly:
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self.name = f"prefill_only({inner.name})"
-        self.needs_prefix_info = inner.needs_prefix_info
 
     def decide(self, state: SchedulerState) -> StepDecision:
         keep = tuple(r for r in state.requests if r.phase != "decode")

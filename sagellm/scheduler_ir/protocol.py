@@ -35,7 +35,6 @@ class Strategy(Protocol):
     """
 
     name: str
-    needs_prefix_info: bool
 
     def decide(self, state: SchedulerState) -> StepDecision: ...
 

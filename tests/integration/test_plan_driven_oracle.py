@@ -159,7 +159,6 @@ def test_unknown_strategy_is_a_config_error_listing_the_known_ones(reference):
 
 class _Idle:
     name = "idle"
-    needs_prefix_info = False
 
     def decide(self, state):
         return StepDecision()

@@ -39,7 +39,6 @@ class AdaptiveStrategy:
         self.mode = "light"
         self.steps_in_mode = 0
         self.switches: list[tuple[int, str]] = []  # (step index, new mode)
-        self.needs_prefix_info = any(p.needs_prefix_info for p in self.policies.values())
 
     def update_mode(self, state: SchedulerState) -> str:
         q = sum(not r.running for r in state.requests)

@@ -56,7 +56,6 @@ class AegaeonStrategy:
     """Chooses ``(model, decision)`` per step over per-model instance states."""
 
     name = "aegaeon"
-    needs_prefix_info = False
 
     def __init__(
         self,

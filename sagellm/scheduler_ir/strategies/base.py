@@ -115,7 +115,6 @@ class RankingStrategy(abc.ABC):
     """
 
     name = "ranking"
-    needs_prefix_info = False
 
     @abc.abstractmethod
     def rank(self, state: SchedulerState) -> list[RequestView]:

@@ -23,7 +23,6 @@ def slo_class(r: RequestView) -> tuple[int, float]:
 @STRATEGIES.register("hybrid")
 class HybridStrategy(RankingStrategy):
     name = "hybrid"
-    needs_prefix_info = True
 
     def rank(self, state: SchedulerState) -> list[RequestView]:
         return sorted(state.requests, key=lambda r: (slo_class(r), lpm_key(r)))

@@ -20,7 +20,6 @@ def lpm_key(r: RequestView) -> tuple:
 @STRATEGIES.register("lpm")
 class LpmStrategy(RankingStrategy):
     name = "lpm"
-    needs_prefix_info = True
 
     def rank(self, state: SchedulerState) -> list[RequestView]:
         return sorted(state.requests, key=lpm_key)
