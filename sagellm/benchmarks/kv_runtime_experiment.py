@@ -18,11 +18,7 @@ import torch
 
 from sagellm.benchmarks.kv_migration_bench import migration_bandwidth
 from sagellm.benchmarks.prefix_reuse_experiment import ExperimentRun
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    save_chart,
-    write_experiment,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
 from sagellm.benchmarks.shared_prefix import shared_prefix_prompts
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL

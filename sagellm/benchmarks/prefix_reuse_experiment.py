@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagellm.benchmarks.prefix_lookup_bench import lookup_latency
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    save_chart,
-    write_experiment,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
 from sagellm.benchmarks.shared_prefix import (
     compare,
     make_engines,

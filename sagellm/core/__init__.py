@@ -1,4 +1,5 @@
-"""Core: typed config, request/response types, errors, registries and the engine protocol."""
+"""Core: typed config, request/response types, errors, registries, the engine protocol and
+atomic file writes (``core.io``)."""
 
 from sagellm.core.config import (
     DEFAULT_MODEL,

@@ -28,10 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    write_experiment,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.benchmarks.workloads.generate import WorkloadRequest, build_workload
 from sagellm.benchmarks.workloads.spec import LengthDist, WorkloadConfig

@@ -15,8 +15,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from sagellm.benchmarks.results import atomic_write_json
 from sagellm.benchmarks.workloads.mooncake import TraceFormatError
+from sagellm.core.io import atomic_write_json
 from sagellm.kv_policy.base import EVICTION_POLICIES
 from sagellm.kv_policy.traces import SYNTHETIC_TRACES, BlockTrace, load_mooncake_blocks
 
