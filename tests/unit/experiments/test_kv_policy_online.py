@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sagellm.benchmarks.workloads.generate import WorkloadRequest
-from sagellm.kv_policy.online import distinct_blocks, pool_blocks, run_online_policies
+from sagellm.experiments.kv_policy_online import distinct_blocks, pool_blocks, run_online_policies
 
 
 def test_distinct_blocks_counts_shared_prefixes_once():

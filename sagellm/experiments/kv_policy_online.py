@@ -17,7 +17,7 @@ Run folder ``<results_root>/kv_policy_online/<run_id>/``: ``config.json``, ``met
 (``num_requests``/``num_completed`` over all policies, then ``<policy>_ttft_p50_s``,
 ``<policy>_ttft_p95_s``, ``<policy>_kv_hit_rate``), ``requests.parquet``, ``summary.parquet``.
 
-CLI: ``python -m sagellm.kv_policy.online --policies lru,arc,s3fifo --preset ci``
+CLI: ``python -m sagellm.experiments.kv_policy_online --policies lru,arc,s3fifo --preset ci``
 """
 
 from __future__ import annotations
