@@ -3,6 +3,7 @@ atomic file writes (``core.io``)."""
 
 from sagellm.core.config import (
     DEFAULT_MODEL,
+    EVICTION_POLICY_NAMES,
     EngineConfig,
     ModelConfig,
     SageLLMConfig,
@@ -29,6 +30,7 @@ from sagellm.core.types import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "EVICTION_POLICY_NAMES",
     "SLO",
     "BaseEngine",
     "BlockId",
