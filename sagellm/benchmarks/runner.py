@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.device import calibration_s, measure_peak_flops
 from sagellm.benchmarks.metrics import SLOTargets, compute_metrics
-from sagellm.benchmarks.workloads import WorkloadRequest, build_workload
+from sagellm.benchmarks.workloads import WorkloadConfig, WorkloadRequest, build_workload
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.types import SLO, Request, RequestMetrics, SamplingParams, StepMetrics
@@ -82,23 +82,31 @@ def engine_vocab_size(engine: object) -> int:
     return n
 
 
+WorkloadBuilder = Callable[[WorkloadConfig, int], list[WorkloadRequest]]
+
+
 class BenchmarkRunner:
     """``BenchmarkRunner(engine).run(config)``; without an engine, one is created from
     ``config.engine``. Results go to ``results_root/<experiment>/<run_id>/`` unless
     ``results_root`` is None. ``vocab_size`` (token ids of the drawn workloads are below it)
-    defaults to :func:`engine_vocab_size` of the engine."""
+    defaults to :func:`engine_vocab_size` of the engine. ``build`` turns (workload config with
+    the draw's seed, vocab size) into requests, :func:`build_workload` by default; an
+    experiment passes its own to shape prompts beyond what ``WorkloadConfig`` describes (it
+    then records that shape in its own run folder)."""
 
     def __init__(
         self,
         engine: BaseEngine | None = None,
         progress: bool | None = None,
         vocab_size: int | None = None,
+        build: WorkloadBuilder = build_workload,
     ) -> None:
         if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
             raise ValueError(f"vocab_size must be None or an integer >= 1, got {vocab_size!r}")
         self.engine = engine
         self.progress = progress
         self.vocab_size = vocab_size
+        self.build = build
 
     def run(
         self,
@@ -132,7 +140,7 @@ class BenchmarkRunner:
             wl = config.workload.model_copy(update={"seed": config.workload.seed + WARMUP_SEED})
             warm = [
                 WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
-                for i, r in enumerate(build_workload(wl, vocab)[: config.warmup_requests])
+                for i, r in enumerate(self.build(wl, vocab)[: config.warmup_requests])
             ]
             yield from self._drive(engine, warm, config, tag="warmup")
         result = RunResult(config)
@@ -141,7 +149,7 @@ class BenchmarkRunner:
             # repeat r replays the workload drawn with seed + r: identical across runs, and a
             # repeat never hits prefixes cached by an earlier one
             wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
-            reqs = build_workload(wl, vocab)
+            reqs = self.build(wl, vocab)
             calib = calibration_s(dev, dtype)
             engine.reset_metrics()
             rmetrics, steps = yield from self._drive(engine, reqs, config, tag=f"r{rep}")

@@ -1,21 +1,30 @@
-"""Online effect of the eviction policies: the native engine on a shared-prefix multi-turn
+"""Online effect of the eviction policies: the native engine serving a shared-prefix multi-turn
 workload under memory pressure, TTFT and KV hit rate per policy in the same run.
 
 Workload: ``num_sessions`` multi-turn sessions (``benchmarks.workloads`` kind ``multi_turn``:
-turn k's prompt = earlier turns + their answers + a new message), each prefixed by one
-system prompt of ``system_prompt_tokens`` shared by every session. Sessions start together
-and advance a turn per think time, so the stream interleaves sessions turn by turn.
+turn k's prompt = earlier turns + their answers + a new message), each behind one system
+prompt of ``system_prompt_tokens`` shared by every session. Sessions start at Poisson times
+(``session_rate_per_s``) and send a turn every ``think_time_s``, open loop: requests arrive
+while others run and are batched with them.
 
-One engine per policy, same model, seed and pool. The KV pool holds ``cache_fraction`` of the
-distinct full blocks the workload touches (at least what the longest request needs), so
-policies must choose. Requests are served one at a time in arrival order; request i runs on
-every engine before request i + 1 (the policy order rotates per request), so machine noise
-hits all policies alike. TTFT = first token time - submit time, seconds; kv hit rate =
-reused prompt tokens / prompt tokens.
+One engine per policy, same model, seed and pool, each driven by
+:class:`~sagellm.benchmarks.runner.BenchmarkRunner` in ``arrival`` mode (a request is
+submitted at its arrival time; queueing delay counts in its TTFT). The KV pool holds
+``cache_fraction`` of the distinct full blocks the workload touches (at least what the longest
+request needs), so policies must choose. The engines advance in rounds, one engine step each,
+the order rotated every round (each policy goes first equally often); each engine's clock
+stands still while another runs, so its arrivals, waits and TTFTs lie on its own timeline, as
+if it had the machine alone, while a slow spell of a shared machine lands on every policy
+within one round. Each engine first serves ``warmup_requests`` requests drawn with another
+seed (first-use costs; they share no prefix with the measured ones). TTFT = first token -
+arrival, seconds; kv hit rate = reused prompt tokens / prompt tokens of completed requests
+(:mod:`sagellm.benchmarks.metrics`).
 
 Run folder ``<results_root>/kv_policy_online/<run_id>/``: ``config.json``, ``metrics.json``
 (``num_requests``/``num_completed`` over all policies, then ``<policy>_ttft_p50_s``,
-``<policy>_ttft_p95_s``, ``<policy>_kv_hit_rate``), ``requests.parquet``, ``summary.parquet``.
+``<policy>_ttft_p95_s``, ``<policy>_kv_hit_rate``, ``<policy>_num_preemptions``,
+``<policy>_num_dropped_entries``), ``requests.parquet`` (one row per policy x request),
+``summary.parquet`` (one per policy), ``rounds.parquet`` (which engine stepped when).
 
 CLI: ``python -m sagellm.experiments.kv_policy_online --policies lru,arc,s3fifo --preset ci``
 """
@@ -23,17 +32,26 @@ CLI: ``python -m sagellm.experiments.kv_policy_online --policies lru,arc,s3fifo 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from sagellm.benchmarks.config import BenchmarkConfig
+from sagellm.benchmarks.device import peak_flops
+from sagellm.benchmarks.lockstep import PausableClock
 from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.runner import BenchmarkRunner, RunResult, WorkloadBuilder
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
-from sagellm.benchmarks.workloads.generate import WorkloadRequest, build_workload
-from sagellm.benchmarks.workloads.spec import LengthDist, WorkloadConfig
+from sagellm.benchmarks.workloads import (
+    ArrivalConfig,
+    LengthDist,
+    WorkloadConfig,
+    WorkloadRequest,
+    build_workload,
+)
 from sagellm.core.config import DEFAULT_MODEL
-from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine
 from sagellm.kv_policy.base import EVICTION_POLICIES
 
@@ -44,9 +62,12 @@ PRESETS: dict[str, dict] = {
         turns_per_session=3,
         system_prompt_tokens=24,
         message_tokens=8,
-        output_tokens=1,
+        output_tokens=2,
         block_size_tokens=8,
         cache_fraction=0.5,
+        session_rate_per_s=50.0,
+        think_time_s=0.05,
+        warmup_requests=1,
     ),
     "full": dict(  # SmolLM2-135M on CPU: a few minutes for six policies
         model=DEFAULT_MODEL,
@@ -57,6 +78,9 @@ PRESETS: dict[str, dict] = {
         output_tokens=4,
         block_size_tokens=16,
         cache_fraction=0.4,
+        session_rate_per_s=2.0,
+        think_time_s=2.0,
+        warmup_requests=1,
     ),
 }
 
@@ -69,26 +93,45 @@ class OnlineRun:
     metrics: dict[str, float]
     requests: object  # one row per (policy, request)
     summary: object  # one row per policy
+    rounds: object  # one row per (round, position): the policy that stepped
 
 
-def system_multi_turn(p: dict, vocab_size: int, seed: int) -> list[WorkloadRequest]:
-    """The multi-turn sessions of ``p`` with one shared system prompt in front of each."""
-    cfg = WorkloadConfig(
+def online_workload(p: dict, seed: int) -> WorkloadConfig:
+    """The multi-turn sessions of preset ``p`` (without the system prompt, see
+    :func:`with_system_prompt`)."""
+    return WorkloadConfig(
         kind="multi_turn",
         seed=seed,
         num_sessions=p["num_sessions"],
         turns_per_session=p["turns_per_session"],
+        think_time_s=p["think_time_s"],
+        arrival=ArrivalConfig(process="poisson", rate_per_s=p["session_rate_per_s"]),
         prompt_tokens=LengthDist(mean=p["message_tokens"]),
         output_tokens=LengthDist(mean=p["output_tokens"]),
     )
-    rng = np.random.default_rng(seed + 1)
-    system = rng.integers(10, min(vocab_size, 32000), p["system_prompt_tokens"]).tolist()
-    return [
-        WorkloadRequest(
-            r.request_id, r.arrival_offset_s, system + r.prompt_token_ids, r.max_tokens, r.tenant_id
+
+
+def with_system_prompt(
+    workload: WorkloadConfig, vocab_size: int, system_prompt_tokens: int
+) -> list[WorkloadRequest]:
+    """``build_workload(workload)`` with one system prompt of ``system_prompt_tokens`` (drawn
+    from the workload's seed, with the workload generator's token range) in front of every
+    request; a :class:`BenchmarkRunner` ``build`` function once the count is bound."""
+    system: list[int] = []
+    if system_prompt_tokens:
+        one = WorkloadConfig(
+            seed=workload.seed, num_requests=1, prompt_tokens=LengthDist(mean=system_prompt_tokens)
         )
-        for r in build_workload(cfg, vocab_size)
+        system = build_workload(one, vocab_size)[0].prompt_token_ids
+    return [
+        dataclasses.replace(r, prompt_token_ids=system + r.prompt_token_ids)
+        for r in build_workload(workload, vocab_size)
     ]
+
+
+def system_multi_turn(p: dict, vocab_size: int, seed: int) -> list[WorkloadRequest]:
+    """The requests of preset ``p``: multi-turn sessions behind one shared system prompt."""
+    return with_system_prompt(online_workload(p, seed), vocab_size, p["system_prompt_tokens"])
 
 
 def distinct_blocks(prompts: list[list[int]], block_size_tokens: int) -> int:
@@ -109,38 +152,112 @@ def pool_blocks(reqs: list[WorkloadRequest], block_size_tokens: int, cache_fract
     return max(need + 1, round(cache_fraction * total))
 
 
-def _serve(engine: NativeEngine, rid: str, r: WorkloadRequest) -> dict[str, float]:
-    sp = SamplingParams(max_tokens=r.max_tokens, ignore_eos=True)
-    engine.add_request(Request(rid, r.prompt_token_ids, sp, arrival_s=engine.clock()))
-    while engine.has_unfinished():
-        engine.step()
-    m = next(x for x in reversed(engine.request_metrics()) if x.request_id == rid)
-    done = m.finished_s is not None and m.first_token_s is not None
+def serve_interleaved(
+    engines: dict[str, NativeEngine],
+    config: BenchmarkConfig,
+    build: WorkloadBuilder,
+    peak_flops_per_s: float,
+) -> tuple[dict[str, RunResult], list[dict[str, int | str]]]:
+    """Run ``config`` on every engine through its own :class:`BenchmarkRunner`, one engine
+    step each per round, the order rotated per round; each engine's clock is paused while the
+    others run. Returns each engine's result and the (round, position, name) of every step."""
+    clocks = {name: PausableClock() for name in engines}
+    gens: dict[str, Generator[None, None, RunResult]] = {}
+    for name, eng in engines.items():
+        eng.clock_fn = clocks[name]
+        runner = BenchmarkRunner(eng, progress=False, build=build)
+        gens[name] = runner.iter_run(config, peak_flops_per_s)
+    results: dict[str, RunResult] = {}
+    rounds: list[dict[str, int | str]] = []
+    active = list(engines)
+    rnd = 0
+    while active:
+        k = rnd % len(active)
+        for pos, name in enumerate(active[k:] + active[:k]):
+            clocks[name].resume()
+            try:
+                next(gens[name])
+            except StopIteration as stop:
+                results[name] = stop.value
+            finally:
+                clocks[name].pause()
+            rounds.append({"round": rnd, "position": pos, "policy": name})
+        active = [n for n in active if n not in results]
+        rnd += 1
+    return results, rounds
+
+
+def _request_rows(policy: str, res: RunResult) -> list[dict[str, object]]:
+    reqs = res.repeats[0].requests
+    t0 = min((m.arrival_s for m in reqs), default=0.0)
+    rows = []
+    for m in sorted(reqs, key=lambda m: (m.arrival_s, m.request_id)):
+        done = m.finish_reason in ("stop", "length") and m.first_token_s is not None
+        rows.append(
+            {
+                "policy": policy,
+                "request_id": m.request_id.removeprefix("r0-"),  # the runner's repeat tag
+                "arrival_s": m.arrival_s - t0,
+                "ttft_s": m.first_token_s - m.arrival_s if done else float("nan"),
+                "prompt_tokens": m.num_prompt_tokens,
+                "cached_tokens": m.num_cached_tokens,
+                "output_tokens": m.num_output_tokens,
+                "finish_reason": m.finish_reason,
+                "completed": done,
+            }
+        )
+    return rows
+
+
+def _summary_row(policy: str, res: RunResult) -> dict[str, object]:
+    m, steps = res.metrics, res.repeats[0].steps
+    nan = float("nan")
     return {
-        "ttft_s": m.first_token_s - m.arrival_s if done else float("nan"),
-        "prompt_tokens": float(len(r.prompt_token_ids)),
-        "cached_tokens": float(m.num_cached_tokens),
-        "completed": float(done),
+        "policy": policy,
+        "ttft_p50_s": nan if m["p50_ttft_s"] is None else m["p50_ttft_s"],
+        "ttft_p95_s": nan if m["p95_ttft_s"] is None else m["p95_ttft_s"],
+        "kv_hit_rate": nan if m["kv_hit_rate"] is None else m["kv_hit_rate"],
+        "num_requests": int(m["num_requests"]),
+        "num_completed": int(m["num_completed"]),
+        "num_preemptions": int(m["num_preemptions"]),
+        "mean_num_seqs": sum(s.num_seqs for s in steps) / len(steps) if steps else nan,
+        "duration_s": m["duration_s"],
     }
 
 
-def _summary(rows, policies: list[str]):
-    import pandas as pd
-
-    out = []
-    for pol in policies:
-        g = rows[rows.policy == pol]
-        ttft = g.ttft_s.dropna().to_numpy()
-        out.append(
-            {
-                "policy": pol,
-                "ttft_p50_s": float(np.percentile(ttft, 50)) if len(ttft) else float("nan"),
-                "ttft_p95_s": float(np.percentile(ttft, 95)) if len(ttft) else float("nan"),
-                "kv_hit_rate": float(g.cached_tokens.sum() / g.prompt_tokens.sum()),
-                "num_completed": int(g.completed.sum()),
-            }
+def _make_engines(model_path: str, policies: list[str], p: dict, seed: int):
+    """(requests of the workload, KV pool blocks, one engine per policy)."""
+    bs = int(p["block_size_tokens"])
+    probe = NativeEngine.from_pretrained(model_path, block_size_tokens=bs, num_kv_blocks=1)
+    reqs = system_multi_turn(p, probe.arch.vocab_size, seed)
+    del probe
+    num_blocks = pool_blocks(reqs, bs, float(p["cache_fraction"]))
+    engines = {
+        pol: NativeEngine.from_pretrained(
+            model_path,
+            block_size_tokens=bs,
+            num_kv_blocks=num_blocks,
+            enable_prefix_caching=True,
+            eviction_policy=pol,
+            seed=seed,
         )
-    return pd.DataFrame(out)
+        for pol in policies
+    }
+    return reqs, num_blocks, engines
+
+
+def _run_metrics(summary, dropped: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "schema_version": float(SCHEMA_VERSION),
+        "num_requests": float(summary.num_requests.sum()),
+        "num_completed": float(summary.num_completed.sum()),
+        **extra,
+    }
+    for s in summary.to_dict("records"):
+        for k in ("ttft_p50_s", "ttft_p95_s", "kv_hit_rate", "num_preemptions"):
+            metrics[f"{s['policy']}_{k}"] = float(s[k])
+        metrics[f"{s['policy']}_num_dropped_entries"] = dropped[s["policy"]]
+    return metrics
 
 
 def run_online_policies(
@@ -150,8 +267,9 @@ def run_online_policies(
     seed: int = 0,
     **overrides: object,
 ) -> OnlineRun:
-    """Serve the workload of ``PRESETS[preset]`` (plus ``overrides``) once per policy,
-    interleaved request by request; write and return the run (see the module docstring)."""
+    """Serve the workload of ``PRESETS[preset]`` (plus ``overrides``) on one engine per
+    policy, concurrently and interleaved step by step; write and return the run (see the
+    module docstring)."""
     import pandas as pd
 
     if preset not in PRESETS:
@@ -160,53 +278,35 @@ def run_online_policies(
     for pol in policies:
         EVICTION_POLICIES.get(pol)  # unknown names list the known ones
     p = {**PRESETS[preset], **overrides}
-    model_path = resolve_experiment_model(str(p["model"]))
+    reqs, num_blocks, engines = _make_engines(
+        resolve_experiment_model(str(p["model"])), policies, p, seed
+    )
+    first = engines[policies[0]]
+    config = BenchmarkConfig(
+        experiment="kv_policy_online",
+        engine=first.config,  # the engines are given: the runner reads only the dtype
+        workload=online_workload(p, seed),
+        mode="arrival",
+        warmup_requests=int(p["warmup_requests"]),
+    )
+    build = functools.partial(with_system_prompt, system_prompt_tokens=p["system_prompt_tokens"])
+    try:
+        peak = peak_flops(str(first.device), first.config.model.dtype)
+        results, rounds = serve_interleaved(engines, config, build, peak)
+        dropped = {pol: eng.stats()["num_dropped_entries"] for pol, eng in engines.items()}
+    finally:
+        for eng in engines.values():
+            eng.close()
+    table = pd.DataFrame([row for pol in policies for row in _request_rows(pol, results[pol])])
+    summary = pd.DataFrame([_summary_row(pol, results[pol]) for pol in policies])
     bs = int(p["block_size_tokens"])
-    probe = NativeEngine.from_pretrained(model_path, block_size_tokens=bs, num_kv_blocks=1)
-    reqs = system_multi_turn(p, probe.arch.vocab_size, seed)
-    del probe
-    num_blocks = pool_blocks(reqs, bs, float(p["cache_fraction"]))
-    engines: dict[str, NativeEngine] = {}
-    for pol in policies:
-        engines[pol] = NativeEngine.from_pretrained(
-            model_path,
-            block_size_tokens=bs,
-            num_kv_blocks=num_blocks,
-            enable_prefix_caching=True,
-            eviction_policy=pol,
-            seed=seed,
-        )
-    rows = []
-    for i, r in enumerate(reqs):
-        for j in range(len(policies)):
-            pol = policies[(i + j) % len(policies)]
-            rows.append(
-                {
-                    "policy": pol,
-                    "request_id": r.request_id,
-                    "order": j,
-                    **_serve(engines[pol], f"{pol}-{r.request_id}", r),
-                }
-            )
-    table = pd.DataFrame(rows)
-    summary = _summary(table, policies)
-    metrics: dict[str, float] = {
-        "schema_version": float(SCHEMA_VERSION),
-        "num_requests": float(len(table)),
-        "num_completed": float(table.completed.sum()),
-        "num_kv_blocks": float(num_blocks),
-        "distinct_blocks": float(distinct_blocks([r.prompt_token_ids for r in reqs], bs)),
-    }
-    for s in summary.to_dict("records"):
-        for k in ("ttft_p50_s", "ttft_p95_s", "kv_hit_rate"):
-            metrics[f"{s['policy']}_{k}"] = s[k]
-    for pol, eng in engines.items():
-        metrics[f"{pol}_num_dropped_entries"] = eng.stats()["num_dropped_entries"]
-        eng.close()
+    distinct = distinct_blocks([r.prompt_token_ids for r in reqs], bs)
+    extra = {"num_kv_blocks": float(num_blocks), "distinct_blocks": float(distinct)}
+    metrics = _run_metrics(summary, dropped, extra)
     params = {"preset": preset, "policies": policies, "seed": seed, **p}
-    tables = {"requests": table, "summary": summary}
+    tables = {"requests": table, "summary": summary, "rounds": pd.DataFrame(rounds)}
     run_dir = write_experiment(results_root, "kv_policy_online", params, metrics, tables)
-    return OnlineRun(run_dir, metrics, table, summary)
+    return OnlineRun(run_dir, metrics, table, summary, tables["rounds"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """BenchmarkRunner against a fake engine: rejected requests are counted, vocab comes from the
-engine (no fallback)."""
+engine (no fallback), a custom workload builder shapes every draw."""
 
 import time
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import pytest
 
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.runner import BenchmarkRunner, engine_vocab_size
-from sagellm.benchmarks.workloads import LengthDist, WorkloadConfig
+from sagellm.benchmarks.workloads import LengthDist, WorkloadConfig, build_workload
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.types import RequestMetrics, RequestOutput, StepMetrics
 
@@ -105,3 +105,16 @@ def test_vocab_comes_from_the_engine_and_unknown_is_an_error():
     assert max(max(p) for p in eng.prompts) < 5
     with pytest.raises(ValueError, match="vocab_size must be"):
         BenchmarkRunner(eng, vocab_size=0)
+
+
+def test_a_custom_build_shapes_every_drawn_workload():
+    def with_marker(wl, vocab):
+        return [
+            type(r)(r.request_id, r.arrival_offset_s, [7, 7, *r.prompt_token_ids], r.max_tokens)
+            for r in build_workload(wl, vocab)
+        ]
+
+    eng = FakeEngine(arch=SimpleNamespace(vocab_size=50))
+    cfg = config(3).model_copy(update={"warmup_requests": 1})
+    BenchmarkRunner(eng, progress=False, build=with_marker).run(cfg, None, peak_flops_per_s=1e9)
+    assert len(eng.prompts) == 1 + 3 and all(p[:2] == [7, 7] for p in eng.prompts)
