@@ -139,8 +139,8 @@ def _update_baseline(args: argparse.Namespace) -> int:
     """Measure the preset with the current tree and record it, with HEAD, as the baseline."""
     from sagellm.benchmarks.config import load_benchmark_config
     from sagellm.benchmarks.gate_run import head_sha, source_root, uncommitted_package_changes
-    from sagellm.benchmarks.results import atomic_write_json
     from sagellm.benchmarks.runner import BenchmarkRunner
+    from sagellm.core.io import atomic_write_json
 
     sha = head_sha()
     if sha is None:

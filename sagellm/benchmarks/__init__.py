@@ -1,1 +1,5 @@
-"""benchmarks: workloads, BenchmarkRunner, metrics, results, ci_gate, sweep."""
+"""benchmarks: workloads, BenchmarkRunner, metrics, run folders, reports, ci_gate, sweep.
+
+Drives engines (through ``BaseEngine`` and ``create_engine``), never a research module
+directly; the drivers per research direction live one layer up, in ``sagellm.experiments``.
+"""

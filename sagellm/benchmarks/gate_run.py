@@ -26,8 +26,9 @@ from sagellm.benchmarks.ci_gate import GateRow, compare_paired
 from sagellm.benchmarks.config import BenchmarkConfig, load_benchmark_config
 from sagellm.benchmarks.device import measure_peak_flops
 from sagellm.benchmarks.lockstep import SubprocessSide, check_lockstep_config, run_in_generations
-from sagellm.benchmarks.results import atomic_write_json, atomic_write_text, make_run_id
+from sagellm.benchmarks.results import make_run_id
 from sagellm.core.config import config_hash
+from sagellm.core.io import atomic_write_json, atomic_write_text
 
 WORKER_MODULE = "sagellm/benchmarks/gate_worker.py"
 # the peak both sides' MFU is read against: best GEMM over this many seconds (a short window

@@ -3,14 +3,18 @@ and cost per token.
 
 Definitions (times in seconds, engine clock):
 
-- a request *completed* when it finished with reason "stop" or "length"; aborted and failed
-  requests count in ``num_aborted`` / ``num_failed`` and in no latency or throughput metric;
+- ``num_requests`` counts every request offered, served or not; a request *completed* when it
+  finished with reason "stop" or "length"; aborted and failed requests count in
+  ``num_aborted`` / ``num_failed``, requests the engine refused at admission (reason
+  "rejected") in ``num_rejected_requests``, and none of them in a latency or throughput metric;
 - TTFT = first_token_s - arrival_s (completed requests that produced a token);
 - TPOT = (e2e - ttft) / (output_tokens - 1), only for requests with > 1 output token;
 - ITL = gaps between consecutive output tokens, pooled over all completed requests;
 - E2EL = finished_s - arrival_s;
 - duration = last completion - first arrival; throughputs divide by it;
 - goodput = completed requests meeting every SLO they carry (TTFT and TPOT) per second;
+  SLO attainment = those good requests / (completed + rejected): a rejected request is never
+  good, so refusing work cannot raise either;
 - MFU = analytic FLOPs of all steps / (duration * peak FLOP/s of the device);
 - KV hit rate = prompt tokens served from cache / prompt tokens (completed requests);
 - comm share = sum(comm_s) / sum(step time); step time = schedule + compute + sample;
@@ -86,6 +90,7 @@ def compute_metrics(
     """Flat, unit-suffixed metrics of one run (see the module docstring for definitions)."""
     slo = slo or SLOTargets()
     done = [r for r in reqs if r.finish_reason in ("stop", "length")]
+    num_rejected = sum(r.finish_reason == "rejected" for r in reqs)
     ttfts, tpots, itls, e2els = [], [], [], []
     good = 0
     for r in done:
@@ -111,6 +116,7 @@ def compute_metrics(
         "num_completed": float(len(done)),
         "num_aborted": float(sum(r.finish_reason == "abort" for r in reqs)),
         "num_failed": float(sum(r.finish_reason == "error" for r in reqs)),
+        "num_rejected_requests": float(num_rejected),
         "num_preemptions": float(sum(r.preemptions for r in reqs)),
         "duration_s": dur,
         "total_input_tokens": float(in_tok),
@@ -119,7 +125,7 @@ def compute_metrics(
         "output_throughput_tok_per_s": per_s(out_tok),
         "total_token_throughput_tok_per_s": per_s(out_tok + in_tok),
         "goodput_req_per_s": per_s(good),
-        "slo_attainment": good / len(done) if done else None,
+        "slo_attainment": good / (len(done) + num_rejected) if done or num_rejected else None,
         "num_steps": float(len(steps)),
         "step_time_s": step_s,
         "flops": flops,

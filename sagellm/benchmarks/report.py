@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from sagellm.benchmarks.results import atomic_write_text, save_chart
+from sagellm.benchmarks.results import save_chart
+from sagellm.core.io import atomic_write_text
 
 _HEADLINE = [
     ("num_completed", "completed requests", "{:.0f}"),

@@ -22,14 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_text,
-    make_run_id,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id
 from sagellm.core.config import config_hash
+from sagellm.core.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 
 _PACKAGES = ("sagellm", "torch", "transformers", "numpy", "pandas", "gguf", "papermill")
 

@@ -4,7 +4,12 @@ In ``arrival`` mode requests are submitted when their arrival time comes while t
 keeps stepping (a request's ``arrival_s`` is its scheduled time, as in vLLM's bench serve, so
 queueing delay counts in its TTFT). When the engine is idle and the next arrival is in the
 future the runner waits for it in real time. In ``concurrency`` mode a new request is submitted
-whenever fewer than ``max_concurrency`` are in flight.
+whenever fewer than ``max_concurrency`` are in flight. A request the engine refuses at
+``add_request`` (``InvalidRequestError``) is recorded with finish reason ``"rejected"``: it
+counts in ``num_requests`` and ``num_rejected_requests`` and never as good (see
+:mod:`sagellm.benchmarks.metrics`); the run goes on.
+
+Workload token ids are drawn below the engine's vocabulary size (:func:`engine_vocab_size`).
 
 :meth:`BenchmarkRunner.iter_run` is the same run as a generator that yields after every engine
 step, so a caller can interleave two runs step by step (the gate's lockstep A/B comparison,
@@ -15,14 +20,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.device import calibration_s, measure_peak_flops
 from sagellm.benchmarks.metrics import SLOTargets, compute_metrics
-from sagellm.benchmarks.workloads import WorkloadRequest, build_workload
+from sagellm.benchmarks.workloads import WorkloadConfig, WorkloadRequest, build_workload
+from sagellm.core.errors import InvalidRequestError
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.types import SLO, Request, RequestMetrics, SamplingParams, StepMetrics
 
@@ -62,14 +68,45 @@ def drain(gen: Generator[None, None, RunResult]) -> RunResult:
             return stop.value
 
 
+def engine_vocab_size(engine: object) -> int:
+    """The vocabulary size of ``engine``: its model's ``arch.vocab_size`` (the native engine),
+    else its tokenizer's ``vocab_size`` (HF tokenizers); ValueError when it exposes neither."""
+    n = getattr(getattr(engine, "arch", None), "vocab_size", None)
+    if n is None:
+        n = getattr(getattr(engine, "tokenizer", None), "vocab_size", None)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(
+            f"cannot tell the vocabulary size of {type(engine).__name__}: it has neither "
+            "arch.vocab_size nor tokenizer.vocab_size; pass BenchmarkRunner(engine, vocab_size=...)"
+        )
+    return n
+
+
+WorkloadBuilder = Callable[[WorkloadConfig, int], list[WorkloadRequest]]
+
+
 class BenchmarkRunner:
     """``BenchmarkRunner(engine).run(config)``; without an engine, one is created from
     ``config.engine``. Results go to ``results_root/<experiment>/<run_id>/`` unless
-    ``results_root`` is None."""
+    ``results_root`` is None. ``vocab_size`` (token ids of the drawn workloads are below it)
+    defaults to :func:`engine_vocab_size` of the engine. ``build`` turns (workload config with
+    the draw's seed, vocab size) into requests, :func:`build_workload` by default; an
+    experiment passes its own to shape prompts beyond what ``WorkloadConfig`` describes (it
+    then records that shape in its own run folder)."""
 
-    def __init__(self, engine: BaseEngine | None = None, progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        engine: BaseEngine | None = None,
+        progress: bool | None = None,
+        vocab_size: int | None = None,
+        build: WorkloadBuilder = build_workload,
+    ) -> None:
+        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
+            raise ValueError(f"vocab_size must be None or an integer >= 1, got {vocab_size!r}")
         self.engine = engine
         self.progress = progress
+        self.vocab_size = vocab_size
+        self.build = build
 
     def run(
         self,
@@ -95,7 +132,7 @@ class BenchmarkRunner:
         from sagellm.engines import create_engine
 
         engine = self.engine or create_engine(config.engine)
-        vocab = engine.arch.vocab_size if hasattr(engine, "arch") else 32000
+        vocab = self.vocab_size or engine_vocab_size(engine)
         dev, dtype = str(getattr(engine, "device", "cpu")), config.engine.model.dtype
         peak = peak_flops_per_s or measure_peak_flops(dev, dtype)
         if config.warmup_requests:
@@ -103,7 +140,7 @@ class BenchmarkRunner:
             wl = config.workload.model_copy(update={"seed": config.workload.seed + WARMUP_SEED})
             warm = [
                 WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
-                for i, r in enumerate(build_workload(wl, vocab)[: config.warmup_requests])
+                for i, r in enumerate(self.build(wl, vocab)[: config.warmup_requests])
             ]
             yield from self._drive(engine, warm, config, tag="warmup")
         result = RunResult(config)
@@ -112,7 +149,7 @@ class BenchmarkRunner:
             # repeat r replays the workload drawn with seed + r: identical across runs, and a
             # repeat never hits prefixes cached by an earlier one
             wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
-            reqs = build_workload(wl, vocab)
+            reqs = self.build(wl, vocab)
             calib = calibration_s(dev, dtype)
             engine.reset_metrics()
             rmetrics, steps = yield from self._drive(engine, reqs, config, tag=f"r{rep}")
@@ -143,6 +180,7 @@ class BenchmarkRunner:
         slo = SLO(cfg.slo.ttft_s, cfg.slo.tpot_s)
         bar = tqdm(total=len(reqs), desc=tag, disable=self.progress is False, leave=False)
         in_flight: set[str] = set()
+        rejected: list[RequestMetrics] = []
         nxt = 0
         t0 = engine.clock() if hasattr(engine, "clock") else time.perf_counter()
         while nxt < len(order) or in_flight:
@@ -171,7 +209,8 @@ class BenchmarkRunner:
                 try:
                     engine.add_request(req)
                     in_flight.add(req.request_id)
-                except ValueError as err:  # rejected at admission: recorded, run goes on
+                except InvalidRequestError as err:  # refused at admission: counted, run goes on
+                    rejected.append(rejected_metrics(req, engine.clock()))
                     bar.write(f"{req.request_id} rejected: {err}")
                     bar.update(1)
                 nxt += 1
@@ -186,6 +225,18 @@ class BenchmarkRunner:
             yield
         bar.close()
         mine = set(ids)
-        return [m for m in engine.request_metrics() if m.request_id in mine], list(
-            engine.step_metrics()
-        )
+        served = [m for m in engine.request_metrics() if m.request_id in mine]
+        return served + rejected, list(engine.step_metrics())
+
+
+def rejected_metrics(request: Request, now_s: float) -> RequestMetrics:
+    """The record of a request refused at ``add_request``: finish reason ``"rejected"`` at
+    ``now_s`` (engine clock), no tokens."""
+    arrival = request.arrival_s if request.arrival_s is not None else now_s
+    return RequestMetrics(
+        request.request_id,
+        arrival,
+        len(request.prompt_token_ids),
+        finished_s=now_s,
+        finish_reason="rejected",
+    )

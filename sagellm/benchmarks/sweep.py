@@ -27,8 +27,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagellm.benchmarks.results import atomic_write_json, atomic_write_text, save_chart
+from sagellm.benchmarks.results import save_chart
 from sagellm.core.config import load_config
+from sagellm.core.io import atomic_write_json, atomic_write_text
 
 
 class SweepConfig(BaseModel):

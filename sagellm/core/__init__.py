@@ -1,7 +1,9 @@
-"""Core: typed config, request/response types, errors, registries and the engine protocol."""
+"""Core: typed config, request/response types, errors, registries, the engine protocol and
+atomic file writes (``core.io``)."""
 
 from sagellm.core.config import (
     DEFAULT_MODEL,
+    EVICTION_POLICY_NAMES,
     EngineConfig,
     ModelConfig,
     SageLLMConfig,
@@ -35,6 +37,7 @@ from sagellm.core.types import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "EVICTION_POLICY_NAMES",
     "SLO",
     "BaseEngine",
     "BlockId",

@@ -26,6 +26,11 @@ from sagellm.core.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
+#: The eviction policies ``EngineConfig.eviction_policy`` may name. ``sagellm.kv_policy``
+#: registers one implementation under each (a test keeps the two equal); listing the names here
+#: lets a config be validated without importing a research module from ``core``.
+EVICTION_POLICY_NAMES: tuple[str, ...] = ("arc", "cost_aware", "lfu", "lru", "s3fifo", "sieve")
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,7 +81,7 @@ class EngineConfig(_Frozen):
     # --- prefix reuse and KV tiers (issue 4) ---
     enable_prefix_caching: bool = False  # reuse KV of full blocks shared with earlier prompts
     prefix_cache_per_tenant: bool = True  # salt block hashes with tenant_id (no cross-tenant hit)
-    eviction_policy: str = "lru"  # kv_policy name (lru, lfu, arc, s3fifo, sieve, cost_aware)
+    eviction_policy: str = "lru"  # kv_policy name, one of EVICTION_POLICY_NAMES
     host_tier_blocks: int | None = Field(default=None, ge=1)  # CPU tier for demoted blocks
     host_tier_bytes: int | None = Field(default=None, ge=1)  # same, in bytes (not both)
     disk_tier_blocks: int | None = Field(default=None, ge=1)  # files under kv_cache_dir
@@ -92,10 +97,8 @@ class EngineConfig(_Frozen):
     @field_validator("eviction_policy")
     @classmethod
     def _check_eviction_policy(cls, name: str) -> str:
-        from sagellm.kv_policy import EVICTION_POLICIES  # registers the built-in policies
-
-        if name not in EVICTION_POLICIES:
-            known = ", ".join(EVICTION_POLICIES.names())
+        if name not in EVICTION_POLICY_NAMES:
+            known = ", ".join(sorted(EVICTION_POLICY_NAMES))
             raise ValueError(f"unknown eviction policy {name!r}; known: {known}")
         return name
 

@@ -13,7 +13,9 @@ RequestId = str
 BlockId = int
 TenantId = str
 
-FinishReason = Literal["stop", "length", "abort", "error"]
+#: ``rejected``: refused at ``add_request`` (``InvalidRequestError``); a benchmark records it,
+#: an engine's ``step`` never reports it.
+FinishReason = Literal["stop", "length", "abort", "error", "rejected"]
 
 
 @dataclass(frozen=True)

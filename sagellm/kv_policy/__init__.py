@@ -4,8 +4,10 @@
   ``lru``, ``lfu``, ``arc``, ``s3fifo``, ``sieve``, ``cost_aware``; ``make_eviction_policy``.
 - ``TieredMigrationPolicy`` (device -> host -> disk, or drop) over ``RooflineCostBenefitModel``.
 - ``EwmaLifetimePredictor``: time/accesses to next reuse, per prefix group.
-- Offline trace replay (``simulator.simulate``, ``traces``, ``sweep``, ``python -m
-  sagellm.kv_policy.replay``); ``oracle`` drives libCacheSim (imported only there).
+- Offline trace replay (``simulator.simulate`` over a ``traces.BlockTrace``), decision latency
+  (``latency``), replay speed (``speed``); ``oracle`` drives libCacheSim (imported only there).
+  The sweeps, the replay command and the online comparison that drive these are experiments
+  (``sagellm.experiments.kv_policy_*``).
 """
 
 from sagellm.kv_policy.arc import ARCPolicy

@@ -1,18 +1,22 @@
-"""Block-id request streams for replay: Mooncake JSONL files and seeded synthetic workloads.
+"""Block-id request streams for replay: the ``BlockTrace`` type and seeded synthetic workloads.
 
 A ``BlockTrace`` is a list of requests, each the tuple of block ids its prompt touches in order.
-Synthetic generators are reproducible: the same arguments and seed give the same trace.
+Synthetic generators are reproducible: the same arguments and seed give the same trace. Trace
+files are parsed outside this module (kv_policy imports only ``core``); their hash ids become
+a ``BlockTrace`` through the constructor.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from sagellm.benchmarks.workloads.mooncake import MOONCAKE_BLOCK_TOKENS, read_mooncake_trace
 from sagellm.core.types import BlockId
+
+#: Tokens per block id unless a trace says otherwise: the block size of the Mooncake trace
+#: release (FAST'25), whose hash ids the synthetic generators imitate.
+DEFAULT_BLOCK_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class BlockTrace:
     requests: list[tuple[BlockId, ...]]
     timestamps_s: list[float]
     source: str  # file path or generator description
-    block_tokens: int = MOONCAKE_BLOCK_TOKENS  # tokens per block id
+    block_tokens: int = DEFAULT_BLOCK_TOKENS  # tokens per block id
     num_bad_lines: int = 0  # malformed lines skipped while reading (skip_bad=True)
 
     @property
@@ -42,24 +46,6 @@ class BlockTrace:
             self.block_tokens,
             self.num_bad_lines,
         )
-
-
-def load_mooncake_blocks(
-    path: str | Path, skip_bad: bool = False, max_records: int | None = None
-) -> BlockTrace:
-    """Read a Mooncake JSONL trace; each record's ``hash_ids`` become one request.
-
-    A malformed line raises ``TraceFormatError`` with its line number, or with ``skip_bad``
-    is skipped and counted in ``num_bad_lines``.
-    """
-    t = read_mooncake_trace(path, skip_bad=skip_bad, max_records=max_records)
-    return BlockTrace(
-        [r.hash_ids for r in t.records],
-        [r.timestamp_ms / 1000.0 for r in t.records],
-        t.source,
-        MOONCAKE_BLOCK_TOKENS,
-        t.num_bad_lines,
-    )
 
 
 def _check_positive(**kw: int) -> None:

@@ -12,6 +12,7 @@ from sagellm.scheduler_ir.builder import IRBuilder
 from sagellm.scheduler_ir.executor import ExecutorAPI
 from sagellm.scheduler_ir.graph import IRCycleError, IRGraph
 from sagellm.scheduler_ir.optimizer import IROptimizer
+from sagellm.scheduler_ir.pd_separation import PDAssignment, PDSeparator, PDSplit
 from sagellm.scheduler_ir.plan import (
     ExecutionPlan,
     lower,
@@ -45,6 +46,9 @@ __all__ = [
     "IRGraph",
     "IRNode",
     "IROptimizer",
+    "PDAssignment",
+    "PDSeparator",
+    "PDSplit",
     "PlanLog",
     "PlanStatus",
     "PlanTarget",

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from sagellm.core.io import atomic_write_text
 from sagellm.core.types import SLO, Request, RequestOutput, SamplingParams
 from sagellm.scheduler_ir.executor import ExecutorAPI
 from sagellm.scheduler_ir.plan import ExecutionPlan, plan_from_dict, plan_to_dict
@@ -61,8 +62,6 @@ class PlanLog:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def save(self, path: str | Path) -> None:
-        from sagellm.benchmarks.results import atomic_write_text
-
         atomic_write_text(Path(path), self.to_jsonl())
 
     @classmethod

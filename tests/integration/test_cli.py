@@ -25,7 +25,7 @@ def test_bench_tiny_preset_prints_throughput(tiny_checkpoint, capsys):
 
 
 def test_quickstart_writes_results(tmp_path):
-    from sagellm.benchmarks.quickstart import run_quickstart
+    from sagellm.experiments.quickstart import run_quickstart
 
     run = run_quickstart(["What is 2 + 2?"], max_tokens=8, results_root=tmp_path)
     files = {p.name for p in run.run_dir.iterdir()}

@@ -8,7 +8,7 @@ import pandas as pd
 from sagellm.benchmarks.sweep import run_sweep
 
 SOURCE = """import json, pathlib
-from sagellm.benchmarks.results import atomic_write_json
+from sagellm.core.io import atomic_write_json
 assert x != 2, "point x=2 fails on purpose"
 atomic_write_json(pathlib.Path(results_root) / "toy" / f"run{x}" / "metrics.json",
                   {"num_requests": 1, "num_completed": 1, "value": x * 10})"""

@@ -73,3 +73,18 @@ def test_percentile_interpolates_like_numpy():
     assert percentile(xs, 50) == 2.5
     assert percentile(xs, 90) == pytest.approx(3.7)
     assert percentile([], 50) is None
+
+
+def test_rejected_requests_count_and_are_never_good():
+    reqs = [
+        req("a", 0.0, 0.5, [0.5], 1.0),  # meets TTFT <= 0.8
+        RequestMetrics("r", 0.2, 10, finished_s=0.2, finish_reason="rejected"),
+    ]
+    m = compute_metrics(reqs, [], SLOTargets(ttft_s=0.8))
+    assert m["num_requests"] == 2 and m["num_completed"] == 1
+    assert m["num_rejected_requests"] == 1 and m["num_failed"] == 0
+    assert m["slo_attainment"] == pytest.approx(0.5)
+    assert m["goodput_req_per_s"] == pytest.approx(1.0)  # 1 good over 1 s
+    assert m["mean_e2el_s"] == pytest.approx(1.0)  # the rejected one is in no latency
+    only = compute_metrics(reqs[1:], [], SLOTargets(ttft_s=0.8))
+    assert only["slo_attainment"] == 0.0 and only["goodput_req_per_s"] is None

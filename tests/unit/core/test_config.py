@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sagellm.core import ConfigError, EngineConfig, SageLLMConfig, load_config, parse_config
@@ -66,3 +70,16 @@ def test_eviction_policy_accepts_registered_names_and_lists_them_otherwise():
     msg = str(err.value)
     assert msg.startswith("engine.eviction_policy:")
     assert "known: arc, cost_aware, lfu, lru, s3fifo, sieve" in msg
+
+
+def test_validating_a_config_imports_no_research_module():
+    code = (
+        "import sys; from sagellm.core.config import parse_config; "
+        "parse_config({'engine': {'eviction_policy': 's3fifo'}}); "
+        "print(sorted(m for m in sys.modules if m.startswith('sagellm.kv_policy')))"
+    )
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

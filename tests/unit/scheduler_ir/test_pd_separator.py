@@ -2,8 +2,9 @@
 
 import pytest
 
+import sagellm.scheduler_ir
 from conftest import view
-from sagellm.scheduler_ir.pd_separation import PDSeparator
+from sagellm.scheduler_ir import PDSeparator
 
 
 def test_boundaries_and_node_placement():
@@ -49,3 +50,8 @@ def test_round_robin_over_instances_and_bad_configs():
         PDSeparator([], ["a"], 4)
     with pytest.raises(ValueError, match="block_size_tokens must be >= 1"):
         PDSeparator(["a"], ["b"], 0)
+
+
+def test_pd_separator_is_a_public_name_of_the_package():
+    assert {"PDSeparator", "PDSplit", "PDAssignment"} <= set(sagellm.scheduler_ir.__all__)
+    assert all(hasattr(sagellm.scheduler_ir, n) for n in sagellm.scheduler_ir.__all__)

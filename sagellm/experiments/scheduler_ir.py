@@ -21,14 +21,9 @@ from pathlib import Path
 import yaml
 
 from sagellm.benchmarks.config import BenchmarkConfig
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_text,
-    make_run_id,
-    save_chart,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart
 from sagellm.core.config import config_hash
+from sagellm.core.io import atomic_write_json, atomic_write_text
 
 COLUMNS = (
     "slo_attainment",

@@ -4,7 +4,7 @@ The index is filled with chains of ``chain_blocks`` blocks (distinct first block
 is a forest of long paths, like many long prompts); each timed lookup asks for a stored chain
 plus a fresh tail (a full-depth hit) or a random prompt (a miss at the first block).
 
-Run: ``python -m sagellm.benchmarks.prefix_lookup_bench --sizes 1000 10000 100000 1000000``
+Run: ``python -m sagellm.experiments.prefix_lookup_bench --sizes 1000 10000 100000 1000000``
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import random
 import time
 
+from sagellm.benchmarks.metrics import percentile
 from sagellm.prefix_reuse import PrefixReuseIndex
-from sagellm.prefix_reuse.metrics import _percentile
 
 
 def lookup_latency(
@@ -57,8 +57,8 @@ def lookup_latency(
         "hit_fraction": len(lat[True]) / num_lookups,
     }
     for name, xs in (("lookup", lat[True] + lat[False]), ("hit", lat[True]), ("miss", lat[False])):
-        out[f"{name}_p50_us"] = (_percentile(xs, 0.5) or 0.0) * 1e6
-        out[f"{name}_p99_us"] = (_percentile(xs, 0.99) or 0.0) * 1e6
+        out[f"{name}_p50_us"] = (percentile(xs, 50) or 0.0) * 1e6
+        out[f"{name}_p99_us"] = (percentile(xs, 99) or 0.0) * 1e6
     return out
 
 

@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    atomic_write_text,
-    make_run_id,
-    save_chart,
-    write_experiment,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart, write_experiment
+from sagellm.core.io import atomic_write_text
 from sagellm.kv_policy.base import check_capacity, make_eviction_policy
 from sagellm.kv_policy.cost_benefit import PrefillFlopModel
 from sagellm.kv_policy.latency import TimedPolicy, latency_stats

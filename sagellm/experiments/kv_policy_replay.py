@@ -1,7 +1,8 @@
 """Command line: replay a trace through eviction policies and write a results folder.
 
-    python -m sagellm.kv_policy.replay --trace PATH --policies lru,arc --capacities 1000,5000
-    python -m sagellm.kv_policy.replay --synthetic zipf --num-requests 20000 --seed 1
+    python -m sagellm.experiments.kv_policy_replay --trace PATH --policies lru,arc \
+        --capacities 1000,5000
+    python -m sagellm.experiments.kv_policy_replay --synthetic zipf --num-requests 20000 --seed 1
 
 Prints one line per mode x policy x capacity and the run folder. ``--predictors`` also scores
 the lifetime predictor (MAE, calibration) and the cost-benefit model (hindsight accuracy),
@@ -14,11 +15,34 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
-from sagellm.benchmarks.results import atomic_write_json
-from sagellm.benchmarks.workloads.mooncake import TraceFormatError
+from sagellm.benchmarks.workloads.mooncake import (
+    MOONCAKE_BLOCK_TOKENS,
+    TraceFormatError,
+    read_mooncake_trace,
+)
+from sagellm.core.io import atomic_write_json
 from sagellm.kv_policy.base import EVICTION_POLICIES
-from sagellm.kv_policy.traces import SYNTHETIC_TRACES, BlockTrace, load_mooncake_blocks
+from sagellm.kv_policy.traces import SYNTHETIC_TRACES, BlockTrace
+
+
+def load_mooncake_blocks(
+    path: str | Path, skip_bad: bool = False, max_records: int | None = None
+) -> BlockTrace:
+    """Read a Mooncake JSONL trace; each record's ``hash_ids`` become one request.
+
+    A malformed line raises ``TraceFormatError`` with its line number, or with ``skip_bad``
+    is skipped and counted in ``num_bad_lines``.
+    """
+    t = read_mooncake_trace(path, skip_bad=skip_bad, max_records=max_records)
+    return BlockTrace(
+        [r.hash_ids for r in t.records],
+        [r.timestamp_ms / 1000.0 for r in t.records],
+        t.source,
+        MOONCAKE_BLOCK_TOKENS,
+        t.num_bad_lines,
+    )
 
 
 def _ints(text: str, field: str) -> list[int]:
@@ -29,7 +53,9 @@ def _ints(text: str, field: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sagellm.kv_policy.replay", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m sagellm.experiments.kv_policy_replay", description=__doc__
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="Mooncake-format JSONL file (read in place)")
     src.add_argument("--synthetic", choices=sorted(SYNTHETIC_TRACES))
@@ -89,7 +115,7 @@ def _predictors(args, trace: BlockTrace, capacity: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sagellm.kv_policy.sweep import run_policy_sweep
+    from sagellm.experiments.kv_policy_sweep import run_policy_sweep
 
     args = _parser().parse_args(argv)
     try:

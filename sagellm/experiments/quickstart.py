@@ -9,15 +9,9 @@ from pathlib import Path
 import yaml
 
 from sagellm.benchmarks.metrics import compute_metrics
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_text,
-    make_run_id,
-    save_chart,
-)
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart
 from sagellm.core.config import DEFAULT_MODEL, EngineConfig, ModelConfig, config_hash
+from sagellm.core.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from sagellm.core.types import SamplingParams
 
 

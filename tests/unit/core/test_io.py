@@ -1,11 +1,11 @@
-"""Atomic result writes: whole files only, readable by others, temp files cleaned up."""
+"""Atomic file writes (core.io): whole files only, readable by others, temp files cleaned up."""
 
 import os
 import stat
 
 import pytest
 
-from sagellm.benchmarks.results import atomic_write_bytes, atomic_write_json
+from sagellm.core.io import atomic_write_bytes, atomic_write_json
 
 
 def test_write_replaces_whole_file_with_umask_mode(tmp_path):

@@ -1,10 +1,13 @@
-"""The replay command and the sweep's results folder."""
+"""The replay command, the Mooncake trace adapter and the sweep's results folder."""
 
 import json
 
-from sagellm.kv_policy.replay import main
-from sagellm.kv_policy.sweep import run_policy_sweep
-from sagellm.kv_policy.traces import load_mooncake_blocks, zipf_trace
+import pytest
+
+from sagellm.benchmarks.workloads.mooncake import TraceFormatError
+from sagellm.experiments.kv_policy_replay import load_mooncake_blocks, main
+from sagellm.experiments.kv_policy_sweep import run_policy_sweep
+from sagellm.kv_policy.traces import zipf_trace
 
 LINE = '{{"timestamp": {t}, "input_length": 1024, "output_length": 1, "hash_ids": {ids}}}\n'
 
@@ -67,3 +70,15 @@ def test_speed_comparison_runs(tmp_path, capsys):
                "--capacities", "50", "--modes", "object", "--speed-repeats", "1",
                "--results-root", str(tmp_path)])  # fmt: skip
     assert rc == 0 and "speed lru @50: ours" in capsys.readouterr().out
+
+
+def test_malformed_trace_line(tmp_path):
+    p = tmp_path / "t.jsonl"
+    good = '{"timestamp": 0, "input_length": 1024, "output_length": 1, "hash_ids": [1, 2]}\n'
+    p.write_text(good + "{not json\n" + good)
+    with pytest.raises(TraceFormatError, match=r"t\.jsonl:2:"):
+        load_mooncake_blocks(p)
+    t = load_mooncake_blocks(p, skip_bad=True)
+    assert t.num_bad_lines == 1
+    assert t.requests == [(1, 2), (1, 2)]
+    assert t.timestamps_s == [0.0, 0.0]

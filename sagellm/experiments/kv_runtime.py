@@ -16,17 +16,13 @@ from pathlib import Path
 
 import torch
 
-from sagellm.benchmarks.kv_migration_bench import migration_bandwidth
-from sagellm.benchmarks.prefix_reuse_experiment import ExperimentRun
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    save_chart,
-    write_experiment,
-)
-from sagellm.benchmarks.shared_prefix import shared_prefix_prompts
+from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.core.types import Request, SamplingParams
+from sagellm.experiments.kv_migration_bench import migration_bandwidth
+from sagellm.experiments.prefix_reuse import ExperimentRun
+from sagellm.experiments.shared_prefix import shared_prefix_prompts
 from sagellm.kv_runtime import KVPool, defragment
 
 PRESETS: dict[str, dict] = {

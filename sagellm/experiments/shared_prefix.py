@@ -7,7 +7,7 @@ engine; the other engine gets the same warm-up work). Then all requests arrive a
 The ideal TTFT reduction equals the hit fraction (reused prompt tokens / prompt tokens) if
 prefill time were linear in tokens; ``fraction_of_ideal = measured reduction / ideal``.
 
-Run: ``python -m sagellm.benchmarks.shared_prefix --requests 64 --prefix 1024 --unique 64``
+Run: ``python -m sagellm.experiments.shared_prefix --requests 64 --prefix 1024 --unique 64``
 """
 
 from __future__ import annotations

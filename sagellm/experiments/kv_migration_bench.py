@@ -7,7 +7,7 @@ does (device -> host -> disk -> host -> device); a first untimed round trip warm
 pages and the page cache. ``memcpy`` is ``Tensor.copy_`` of one contiguous buffer of the same
 total size, timed in the same run.
 
-Run: ``python -m sagellm.benchmarks.kv_migration_bench --blocks 128``
+Run: ``python -m sagellm.experiments.kv_migration_bench --blocks 128``
 """
 
 from __future__ import annotations

@@ -13,20 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagellm.benchmarks.prefix_lookup_bench import lookup_latency
-from sagellm.benchmarks.results import (
-    SCHEMA_VERSION,
-    save_chart,
-    write_experiment,
-)
-from sagellm.benchmarks.shared_prefix import (
+from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
+from sagellm.benchmarks.tiny_model import resolve_experiment_model
+from sagellm.core.config import DEFAULT_MODEL
+from sagellm.experiments.prefix_lookup_bench import lookup_latency
+from sagellm.experiments.shared_prefix import (
     compare,
     make_engines,
     run_workload,
     shared_prefix_prompts,
 )
-from sagellm.benchmarks.tiny_model import resolve_experiment_model
-from sagellm.core.config import DEFAULT_MODEL
 
 PRESETS: dict[str, dict] = {
     "ci": dict(
