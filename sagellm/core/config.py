@@ -77,6 +77,9 @@ class EngineConfig(_Frozen):
     enable_prefix_caching: bool = False  # reuse KV of full blocks shared with earlier prompts
     prefix_cache_per_tenant: bool = True  # salt block hashes with tenant_id (no cross-tenant hit)
     eviction_policy: str = "lru"  # kv_policy name (lru, lfu, arc, s3fifo, sieve, cost_aware)
+    # where blocks leaving a tier go: "demote" (one tier down) or "cost_benefit" (drop when
+    # recompute is cheaper than the transfer, at measured rates); see kv_policy.migration
+    migration_policy: str = "demote"
     host_tier_blocks: int | None = Field(default=None, ge=1)  # CPU tier for demoted blocks
     host_tier_bytes: int | None = Field(default=None, ge=1)  # same, in bytes (not both)
     disk_tier_blocks: int | None = Field(default=None, ge=1)  # files under kv_cache_dir
@@ -93,6 +96,16 @@ class EngineConfig(_Frozen):
         if name not in EVICTION_POLICIES:
             known = ", ".join(EVICTION_POLICIES.names())
             raise ValueError(f"unknown eviction policy {name!r}; known: {known}")
+        return name
+
+    @field_validator("migration_policy")
+    @classmethod
+    def _check_migration_policy(cls, name: str) -> str:
+        from sagellm.kv_policy import MIGRATION_POLICIES
+
+        if name not in MIGRATION_POLICIES:
+            known = ", ".join(MIGRATION_POLICIES.names())
+            raise ValueError(f"unknown migration policy {name!r}; known: {known}")
         return name
 
     @model_validator(mode="after")
