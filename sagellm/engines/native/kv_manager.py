@@ -27,6 +27,7 @@ import torch
 from sagellm.core.config import EngineConfig
 from sagellm.core.types import BlockId, TenantId
 from sagellm.engines.native.kv_eviction import PolicyTracker
+from sagellm.engines.native.kv_migration import MigrationDecider
 from sagellm.engines.native.kv_tiering import TierEviction
 from sagellm.engines.native.sequence import Sequence
 from sagellm.kv_policy import make_eviction_policy
@@ -66,6 +67,7 @@ class NativeKVManager(TierEviction):
         cache_dir: str | None = None,
         quotas: Mapping[TenantId, TenantQuota] | None = None,
         policy_kwargs: Mapping[str, object] | None = None,
+        migration: MigrationDecider | None = None,
     ) -> None:
         if block_size_tokens <= 0:
             raise ValueError(f"block_size_tokens must be > 0, got {block_size_tokens}")
@@ -95,6 +97,8 @@ class NativeKVManager(TierEviction):
         self.num_dropped_entries = 0
         self.num_load_failures = 0
         self.num_cow_copies = 0
+        self.migration = migration or MigrationDecider()  # default: always one tier down
+        self.migration.bind(self.hierarchy, self.migrator, block_size_tokens)
 
     @classmethod
     def from_config(
@@ -102,9 +106,11 @@ class NativeKVManager(TierEviction):
         kv: torch.Tensor,
         cfg: EngineConfig,
         policy_kwargs: Mapping[str, object] | None = None,
+        migration: MigrationDecider | None = None,
     ) -> NativeKVManager:
         """Build from the engine config; ``policy_kwargs`` go to the eviction policy's
-        constructor (the cost-aware policy's FLOP model and measured FLOP/s)."""
+        constructor (the cost-aware policy's FLOP model and measured FLOP/s), ``migration``
+        decides demote/drop between tiers (``MigrationDecider.from_config``)."""
         n_layers, _, _, kvh, bs, d = kv.shape
         block_bytes = n_layers * 2 * kvh * bs * d * kv.element_size()
         host = capacity_blocks(cfg.host_tier_blocks, cfg.host_tier_bytes, block_bytes, "host_tier")
@@ -123,6 +129,7 @@ class NativeKVManager(TierEviction):
             cfg.kv_cache_dir,
             quotas,
             policy_kwargs,
+            migration,
         )
 
     # ------------------------------------------------------------------ counts (scheduler)
@@ -316,6 +323,7 @@ class NativeKVManager(TierEviction):
             admitted.append(e.entry_id)
         for entry_id in reversed(admitted):  # deepest first: the deeper block is older
             self.tracker.admit(self.index.get(entry_id))
+        self.migration.recomputed(admitted, self.index)
         self._num_indexed[seq.request_id] = n_full
 
     # ------------------------------------------------------------------ defragmentation
@@ -341,6 +349,7 @@ class NativeKVManager(TierEviction):
             "num_load_failures": float(self.num_load_failures),
             "num_cow_copies": float(self.num_cow_copies),
             "num_quota_violations": float(self.quota.num_violations),
+            **self.migration.stats(),
         }
         for occ in self.hierarchy.occupancy():
             out[f"{occ.tier}_tier_blocks_used"] = float(occ.num_used_blocks)
