@@ -323,7 +323,7 @@ class NativeKVManager(TierEviction):
             admitted.append(e.entry_id)
         for entry_id in reversed(admitted):  # deepest first: the deeper block is older
             self.tracker.admit(self.index.get(entry_id))
-        self.migration.recomputed(admitted, self.index)
+        self.migration.recomputed(admitted, self.index, seq.num_prompt_tokens - 1)
         self._num_indexed[seq.request_id] = n_full
 
     # ------------------------------------------------------------------ defragmentation

@@ -28,10 +28,12 @@ The decision log (:meth:`records`, bounded; :meth:`stats`, sums) holds one
 
     demoted block moved         measured_store_s = that migration's latency_s / its blocks
     demoted block loaded back   measured_load_s  = the load migration's latency_s / its blocks
-    dropped prefix recomputed   missed = True; measured_recompute_s = block_tokens x compute_s
-                                / num_batched_tokens of the engine step whose forward
-                                recomputed it (the step's mean seconds per token: the batch
-                                shares one forward, so this is an estimate for one block)
+    dropped block recomputed    missed = True when a later prompt covered it again (within
+    inside a later prompt       the prompt's reusable prefix: a hit had it been kept);
+                                measured_recompute_s = block_tokens x compute_s /
+                                num_batched_tokens of the engine step whose forward completed
+                                it again: that step's mean seconds per token, an estimate (the
+                                batch shares one forward, and a block may span steps)
 """
 
 from __future__ import annotations
@@ -358,10 +360,13 @@ class MigrationDecider:
             while len(self._dropped) > (self.log.maxlen or 1):
                 self._dropped.popitem(last=False)
 
-    def recomputed(self, entry_ids: Sequence[int], index: PrefixReuseIndex) -> None:
+    def recomputed(
+        self, entry_ids: Sequence[int], index: PrefixReuseIndex, max_prefix_tokens: int
+    ) -> None:
         """``entry_ids`` of ``index`` were just computed by a forward and indexed (the KV
-        manager's commit): those whose prefix had been dropped are misses, measured once the
-        engine has recorded the step."""
+        manager's commit) for a sequence that could have reused up to ``max_prefix_tokens``
+        (its prompt less the last token). A dropped prefix among them within that bound is a
+        miss, measured once the engine has recorded the step."""
         if not self._dropped:
             return
         with self._lock:
@@ -370,8 +375,8 @@ class MigrationDecider:
             for i in entry_ids:
                 e = index.get(i)
                 r = self._dropped.pop(e.token_hash, None) if e is not None else None
-                if r is None:
-                    continue
+                if r is None or e.token_length > max_prefix_tokens:
+                    continue  # cached again, but no prompt asked for it: not a miss
                 r.missed = True
                 self.totals["num_dropped_prefix_misses"] += 1
                 self.totals["miss_recompute_predicted_s"] += r.predicted_recompute_s or 0.0
