@@ -30,6 +30,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 #: registers one implementation under each (a test keeps the two equal); listing the names here
 #: lets a config be validated without importing a research module from ``core``.
 EVICTION_POLICY_NAMES: tuple[str, ...] = ("arc", "cost_aware", "lfu", "lru", "s3fifo", "sieve")
+# kv_policy's MIGRATION_POLICIES registry holds exactly these (a test keeps them equal)
+MIGRATION_POLICY_NAMES: tuple[str, ...] = ("cost_benefit", "demote")
 
 
 class _Frozen(BaseModel):
@@ -82,6 +84,9 @@ class EngineConfig(_Frozen):
     enable_prefix_caching: bool = False  # reuse KV of full blocks shared with earlier prompts
     prefix_cache_per_tenant: bool = True  # salt block hashes with tenant_id (no cross-tenant hit)
     eviction_policy: str = "lru"  # kv_policy name, one of EVICTION_POLICY_NAMES
+    # where blocks leaving a tier go: "demote" (one tier down) or "cost_benefit" (drop when
+    # recompute is cheaper than the transfer, at measured rates); see kv_policy.migration
+    migration_policy: str = "demote"
     host_tier_blocks: int | None = Field(default=None, ge=1)  # CPU tier for demoted blocks
     host_tier_bytes: int | None = Field(default=None, ge=1)  # same, in bytes (not both)
     disk_tier_blocks: int | None = Field(default=None, ge=1)  # files under kv_cache_dir
@@ -100,6 +105,14 @@ class EngineConfig(_Frozen):
         if name not in EVICTION_POLICY_NAMES:
             known = ", ".join(sorted(EVICTION_POLICY_NAMES))
             raise ValueError(f"unknown eviction policy {name!r}; known: {known}")
+        return name
+
+    @field_validator("migration_policy")
+    @classmethod
+    def _check_migration_policy(cls, name: str) -> str:
+        if name not in MIGRATION_POLICY_NAMES:
+            known = ", ".join(MIGRATION_POLICY_NAMES)
+            raise ValueError(f"unknown migration policy {name!r}; known: {known}")
         return name
 
     @model_validator(mode="after")

@@ -76,31 +76,40 @@ def measure_copy_bandwidth_bytes_per_s(num_bytes: int = 64 << 20, repeats: int =
 @dataclass(frozen=True)
 class RooflineCostBenefitModel:
     """Recompute time = block FLOPs / ``flops_per_s``; transfer time = bytes / bandwidth of the
-    target tier (both directions at the same rate). Expected benefit of keeping a block in
-    ``dst`` rather than dropping it: ``p_reuse * (recompute_s - load_s) - store_s`` seconds.
+    target tier: ``bandwidth_bytes_per_s`` into it (store), ``load_bandwidth_bytes_per_s`` back
+    to the device (load; None = the store rates). Expected benefit of keeping a block in
+    ``dst`` rather than dropping it: ``p_reuse * (recompute_s - load_s) - store_s`` seconds,
+    where ``recompute_s`` covers the block and its ``descendant_prefix_tokens`` (lost with it).
     """
 
     flop_model: PrefillFlopModel
     flops_per_s: float  # measured prefill rate of the engine (or matmul rate as a bound)
-    bandwidth_bytes_per_s: Mapping[Tier, float]  # device <-> tier copy rate, per lower tier
+    bandwidth_bytes_per_s: Mapping[Tier, float]  # copy rate into each lower tier (store)
+    load_bandwidth_bytes_per_s: Mapping[Tier, float] | None = None  # tier -> device; None = same
 
     def __post_init__(self) -> None:
         if self.flops_per_s <= 0:
             raise ValueError(f"cost_benefit.flops_per_s must be > 0, got {self.flops_per_s}")
-        for tier, bw in self.bandwidth_bytes_per_s.items():
-            if bw <= 0:
-                raise ValueError(
-                    f"cost_benefit.bandwidth_bytes_per_s[{tier!r}] must be > 0, got {bw}"
-                )
+        for field, rates in (
+            ("bandwidth_bytes_per_s", self.bandwidth_bytes_per_s),
+            ("load_bandwidth_bytes_per_s", self.load_bandwidth_bytes_per_s or {}),
+        ):
+            for tier, bw in rates.items():
+                if bw <= 0:
+                    raise ValueError(f"cost_benefit.{field}[{tier!r}] must be > 0, got {bw}")
 
     def recompute_s(self, prefix_tokens: int, block_tokens: int) -> float:
         return self.flop_model.block_flops(prefix_tokens, block_tokens) / self.flops_per_s
 
-    def transfer_s(self, size_bytes: int, tier: Tier) -> float:
+    def transfer_s(self, size_bytes: int, tier: Tier, load: bool = False) -> float:
+        """Seconds to copy ``size_bytes`` into ``tier`` (or, with ``load``, back from it)."""
+        rates = self.bandwidth_bytes_per_s
+        if load and self.load_bandwidth_bytes_per_s is not None:
+            rates = self.load_bandwidth_bytes_per_s
         try:
-            bw = self.bandwidth_bytes_per_s[tier]
+            bw = rates[tier]
         except KeyError:
-            known = ", ".join(sorted(self.bandwidth_bytes_per_s))
+            known = ", ".join(sorted(rates))
             raise ValueError(f"no bandwidth for tier {tier!r}; known: {known}") from None
         return size_bytes / bw
 
@@ -110,8 +119,9 @@ class RooflineCostBenefitModel:
         if not 0.0 <= p_reuse <= 1.0:
             raise ValueError(f"p_reuse must be in [0, 1], got {p_reuse}")
         rec = self.recompute_s(block.prefix_tokens, block.block_tokens)
+        rec += sum(self.recompute_s(p, block.block_tokens) for p in block.descendant_prefix_tokens)
         if dst is None:
             return MigrationEstimate(rec, None, None, p_reuse, 0.0)
         store = self.transfer_s(block.size_bytes, dst)
-        load = store
+        load = self.transfer_s(block.size_bytes, dst, load=True)
         return MigrationEstimate(rec, store, load, p_reuse, p_reuse * (rec - load) - store)

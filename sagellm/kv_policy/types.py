@@ -43,6 +43,9 @@ class BlockStats:
     block_tokens: int  # tokens stored in this block
     num_accesses: int  # since it was inserted, the insertion included
     last_access_s: float | None  # None = never accessed after insertion
+    # prefix lengths of the blocks below this one in a prefix tree (``block_tokens`` each):
+    # dropping this block makes them unreachable, so their recompute counts toward a drop
+    descendant_prefix_tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class MigrationDecision:
 class MigrationEstimate:
     """``CostBenefitModel.evaluate_migration``'s answer for one block and one target tier."""
 
-    recompute_s: float  # prefill time of the block's tokens at its position
+    recompute_s: float  # prefill time of the block's tokens at its position (+ descendants')
     store_s: float | None  # device -> dst copy time; None when dst is None (drop)
     load_s: float | None  # dst -> device copy time on reuse; None when dropped
     p_reuse: float  # probability of reuse within the horizon, in [0, 1]

@@ -3,12 +3,15 @@
 A migration reads the source blocks (a disk read verifies each checksum), writes the readable
 ones into the destination and, for a move, frees the source. Host -> device copies are issued
 non-blocking from pinned memory on CUDA and synchronised before the clock stops, so
-``latency_s`` is the real transfer time. Per-direction totals give the bandwidth.
+``latency_s`` is the real transfer time. Per-direction totals give the bandwidth; observers
+(callables appended to ``observers``) see every :class:`MigrationResult`, on the thread that
+ran the migration.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +42,7 @@ class KVMigrator:
     def __init__(self, hierarchy: HierarchyManager) -> None:
         self.hierarchy = hierarchy
         self.stats: dict[tuple[TierName, TierName], DirectionStats] = {}
+        self.observers: list[Callable[[MigrationResult], None]] = []
 
     def migrate(self, plan: MigrationPlan) -> MigrationResult | None:
         """Run ``plan``; None when the destination has too few free blocks (nothing moved)."""
@@ -90,4 +94,6 @@ class KVMigrator:
         s.num_bytes += result.num_bytes
         s.seconds += latency
         s.num_failed_blocks += n - len(ok)
+        for observe in self.observers:
+            observe(result)
         return result

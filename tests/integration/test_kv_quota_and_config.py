@@ -32,6 +32,11 @@ SP = SamplingParams(max_tokens=4, ignore_eos=True)
         ({"tenant_quotas": {"a": {"hard_blocks": 2, "soft_blocks": 3}}}, "soft_blocks \\(3\\)"),
         ({"tenant_quotas": {"a": {"hard_blocks": 0}}}, r"engine\.tenant_quotas\.a\.hard_blocks"),
         ({"defrag_fragmentation_threshold": 0.0}, "defrag_fragmentation_threshold"),
+        (
+            {"migration_policy": "lru"},
+            r"engine\.migration_policy: .*unknown migration policy 'lru'; "
+            "known: cost_benefit, demote",
+        ),
     ],
 )
 def test_config_errors_name_the_field(engine, match):

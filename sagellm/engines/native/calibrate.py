@@ -8,6 +8,7 @@ import torch
 
 from sagellm.engines.native.arch import ModelArch
 from sagellm.kv_policy.cost_benefit import PrefillFlopModel
+from sagellm.kv_runtime import HierarchyManager, KVMigrator, KVPool, MigrationPlan, TierName
 
 
 def measure_matmul_flops_per_s(
@@ -35,3 +36,22 @@ def prefill_flop_model(arch: ModelArch) -> PrefillFlopModel:
         num_layers=arch.num_layers,
         attn_dim=arch.num_heads * arch.head_dim,
     )
+
+
+def measure_tier_bandwidth(
+    hierarchy: HierarchyManager, num_blocks: int = 4, repeats: int = 3
+) -> dict[tuple[TierName, TierName], float]:
+    """Bytes/s of real block copies ``device -> tier`` and ``tier -> device`` for each lower
+    tier, through a private :class:`KVMigrator` (the engine's statistics see nothing). Free
+    device blocks serve as scratch: call it before the pool holds any KV."""
+    device = hierarchy.tier("device")
+    if not isinstance(device, KVPool):
+        raise ValueError(f"the device tier must be a KVPool, got {type(device).__name__}")
+    mig = KVMigrator(hierarchy)
+    for tier in hierarchy.tier_names[1:]:
+        n = min(num_blocks, device.num_free_blocks, hierarchy.tier(tier).num_free_blocks)
+        scratch = tuple(device.free_block_ids()[:n])
+        for _ in range(repeats if n else 0):
+            res = mig.migrate(MigrationPlan("device", tier, scratch, free_src=False))
+            mig.migrate(MigrationPlan(tier, "device", res.dst_block_ids, scratch))  # type: ignore[arg-type]
+    return {d: s.bandwidth_bytes_per_s for d, s in mig.stats.items() if s.bandwidth_bytes_per_s}

@@ -23,6 +23,7 @@ from sagellm.core.types import (
 from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
 from sagellm.engines.native.kv_cache import PagedKVCache
 from sagellm.engines.native.kv_manager import NativeKVManager
+from sagellm.engines.native.kv_migration import MigrationDecider
 from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.plan_exec import PlanExecution
 from sagellm.engines.native.queues import RequestQueues
@@ -106,7 +107,9 @@ class NativeEngine(PlanExecution):
             self.dtype,
             self.device,
         )
-        self.kv = NativeKVManager.from_config(self.cache.kv, cfg, self._policy_kwargs(cfg))
+        self.kv = NativeKVManager.from_config(
+            self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
+        )
         self.queues = RequestQueues(self.kv)
         # the one scheduling path: strategy -> IRBuilder -> IROptimizer -> plan -> execution
         self.strategy: Strategy = make_engine_strategy(cfg.scheduling_strategy)
@@ -143,6 +146,17 @@ class NativeEngine(PlanExecution):
             "block_size_bytes": cfg.block_size_tokens * self.arch.kv_bytes_per_token(self.dtype),
             "block_tokens": cfg.block_size_tokens,
         }
+
+    def _migration(self, cfg: EngineConfig) -> MigrationDecider:
+        """Demote/drop between KV tiers by ``cfg.migration_policy``, calibrated on this engine:
+        its prefill steps' FLOP/s (a matmul measured here until one has run) and its tiers'
+        copy rates (measured when the KV manager binds the decider)."""
+        return MigrationDecider.from_config(
+            cfg,
+            prefill_flop_model(self.arch),
+            lambda: measure_matmul_flops_per_s(self.device, self.dtype),
+            lambda: self._steps,
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides) -> NativeEngine:

@@ -32,6 +32,7 @@ from sagellm.core.config import EngineConfig
 from sagellm.core.errors import PlanRejectedError
 from sagellm.core.types import BlockId, TenantId
 from sagellm.engines.native.kv_eviction import PolicyTracker
+from sagellm.engines.native.kv_migration import MigrationDecider
 from sagellm.engines.native.kv_tiering import TierEviction
 from sagellm.engines.native.sequence import Sequence
 from sagellm.kv_policy import make_eviction_policy
@@ -96,6 +97,7 @@ class NativeKVManager(TierEviction):
         cache_dir: str | None = None,
         quotas: Mapping[TenantId, TenantQuota] | None = None,
         policy_kwargs: Mapping[str, object] | None = None,
+        migration: MigrationDecider | None = None,
     ) -> None:
         if block_size_tokens <= 0:
             raise ValueError(f"block_size_tokens must be > 0, got {block_size_tokens}")
@@ -126,6 +128,8 @@ class NativeKVManager(TierEviction):
         self.num_dropped_entries = 0
         self.num_load_failures = 0
         self.num_cow_copies = 0
+        self.migration = migration or MigrationDecider()  # default: always one tier down
+        self.migration.bind(self.hierarchy, self.migrator, block_size_tokens)
 
     @classmethod
     def from_config(
@@ -133,9 +137,11 @@ class NativeKVManager(TierEviction):
         kv: torch.Tensor,
         cfg: EngineConfig,
         policy_kwargs: Mapping[str, object] | None = None,
+        migration: MigrationDecider | None = None,
     ) -> NativeKVManager:
         """Build from the engine config; ``policy_kwargs`` go to the eviction policy's
-        constructor (the cost-aware policy's FLOP model and measured FLOP/s)."""
+        constructor (the cost-aware policy's FLOP model and measured FLOP/s), ``migration``
+        decides demote/drop between tiers (``MigrationDecider.from_config``)."""
         n_layers, _, _, kvh, bs, d = kv.shape
         block_bytes = n_layers * 2 * kvh * bs * d * kv.element_size()
         host = capacity_blocks(cfg.host_tier_blocks, cfg.host_tier_bytes, block_bytes, "host_tier")
@@ -154,6 +160,7 @@ class NativeKVManager(TierEviction):
             cfg.kv_cache_dir,
             quotas,
             policy_kwargs,
+            migration,
         )
 
     # ------------------------------------------------------------------ counts (scheduler)
@@ -466,6 +473,7 @@ class NativeKVManager(TierEviction):
             admitted.append(e.entry_id)
         for entry_id in reversed(admitted):  # deepest first: the deeper block is older
             self.tracker.admit(self.index.get(entry_id))
+        self.migration.recomputed(admitted, self.index, seq.num_prompt_tokens - 1)
         self._num_indexed[seq.request_id] = n_full
 
     def reset_prefix_cache(self) -> bool:
@@ -503,6 +511,7 @@ class NativeKVManager(TierEviction):
             "num_load_failures": float(self.num_load_failures),
             "num_cow_copies": float(self.num_cow_copies),
             "num_quota_violations": float(self.quota.num_violations),
+            **self.migration.stats(),
         }
         for occ in self.hierarchy.occupancy():
             out[f"{occ.tier}_tier_blocks_used"] = float(occ.num_used_blocks)

@@ -1,10 +1,13 @@
 """Eviction across KV tiers for :class:`NativeKVManager` (a mixin: it works on the manager's
 pool, index, hierarchy, migrator, quota, ``_entry_of_block`` and ``_pinned``).
 
-Making room in a tier demotes its victims one tier down (device -> host -> disk), at most the
-lower tier's capacity at a time, so a full tier first pushes its own victims further down.
-At the bottom (or with no lower tier) leaf entries leave the index in policy order. Victims
-are never pinned (being loaded for the sequence at hand) and, on the device, never referenced.
+Making room in a tier asks the :class:`MigrationDecider` (``EngineConfig.migration_policy``)
+where each victim goes: a lower tier (demote; at most that tier's capacity at a time, so a
+full tier first makes room by the same rule) or nowhere (drop: the entry and its subtree
+leave the index). The default ``demote`` policy always moves one tier down (device -> host
+-> disk). At the bottom (or with no lower tier) leaf entries leave the index in policy order.
+Victims are never pinned (being loaded for the sequence at hand) and, on the device, never
+referenced. Every decision and drop lands in the decider's log (``migration_log``).
 
 Device victims come from the configured ``kv_policy`` (through :class:`PolicyTracker`), one
 at a time when they leave the index so a parent whose last child went becomes a candidate;
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from sagellm.core.types import BlockId, TenantId
 from sagellm.engines.native.kv_eviction import PolicyTracker
+from sagellm.engines.native.kv_migration import MigrationDecider, MigrationRecord
 from sagellm.kv_policy import PoolStats
 from sagellm.kv_runtime import (
     HierarchyManager,
@@ -22,6 +26,7 @@ from sagellm.kv_runtime import (
     KVPool,
     MigrationPlan,
     QuotaManager,
+    TierName,
 )
 from sagellm.prefix_reuse import PrefixEntry, PrefixReuseIndex
 
@@ -35,10 +40,17 @@ class TierEviction:
     migrator: KVMigrator
     quota: QuotaManager
     tracker: PolicyTracker
+    migration: MigrationDecider
     _entry_of_block: dict[BlockId, int]
     _pinned: set[int]
     num_demoted_blocks: int
     num_dropped_entries: int
+
+    @property
+    def migration_log(self) -> list[MigrationRecord]:
+        """Every demote/drop decision and forced drop, with predicted and measured seconds
+        (bounded; see :mod:`sagellm.engines.native.kv_migration`)."""
+        return self.migration.records()
 
     def _evictable(self, tier: str, tenant: TenantId | None = None):
         def ok(e: PrefixEntry) -> bool:
@@ -97,14 +109,33 @@ class TierEviction:
         self._make_room("device", k)
 
     def _make_room(self, tier: str, k: int) -> None:
-        """Free ``k`` blocks of ``tier``: demote victims to the next tier, or at the bottom
-        drop leaf entries from the index."""
-        lower = self.hierarchy.lower(tier)
-        if lower is not None:
-            self._demote(self._victims(tier, k, remove=False), tier, lower)
-        else:
+        """Free ``k`` blocks of ``tier``: the decider sends each victim to a lower tier or
+        drops it; at the bottom leaf entries leave the index (forced drops)."""
+        if self.hierarchy.lower(tier) is None:
             for r in self._victims(tier, k, remove=True):
+                self.migration.dropped(r, "bottom tier")
                 self._release(r)
+            return
+        victims = self._victims(tier, k, remove=False)
+        choices = self.migration.decide(victims, tier, self._room(tier), self.index)
+        for c in choices:  # drops first: they free room without needing any
+            if c.dst is None:
+                self._drop(c.entry, self.migration.policy_name)
+        for dst in self.hierarchy.tier_names:
+            group = self._live([c.entry for c in choices if c.dst == dst])
+            if group:
+                self._demote(group, tier, dst)
+
+    def _room(self, tier: str) -> dict[TierName, int]:
+        """Blocks each tier below ``tier`` can take: its capacity less the entries pinned in
+        it (the others are free or can be made free by demoting or dropping them)."""
+        names = self.hierarchy.tier_names
+        pinned = [self.index.get(i) for i in self._pinned]
+        return {
+            t: self.hierarchy.tier(t).num_blocks
+            - sum(e is not None and e.tier == t for e in pinned)
+            for t in names[names.index(tier) + 1 :]
+        }
 
     def _live(self, entries: list[PrefixEntry]) -> list[PrefixEntry]:
         # making room below may have dropped some of them (as part of a subtree)
@@ -122,7 +153,7 @@ class TierEviction:
             fit = min(len(chunk), store.num_free_blocks)
             self._move(chunk[:fit], src, dst)
             for e in chunk[fit:]:
-                self._drop(e)
+                self._drop(e, "no room")
 
     def _move(self, move: list[PrefixEntry], src: str, dst: str) -> None:
         if not move:
@@ -137,12 +168,14 @@ class TierEviction:
         for e, d in zip(move, res.dst_block_ids, strict=True):
             self.index.relocate(e.entry_id, () if d is None else (d,), dst)  # type: ignore[arg-type]
             if d is None:
-                self._drop(e)
+                self._drop(e, "store failed")
         self.num_demoted_blocks += len(move)
 
-    def _drop(self, entry: PrefixEntry) -> None:
-        """Remove an entry and its subtree from the index and free their storage."""
+    def _drop(self, entry: PrefixEntry, reason: str = "load failed") -> None:
+        """Remove an entry and its subtree from the index and free their storage; the log
+        gets ``reason`` for the entry (unless it was a decided drop) and "subtree" below."""
         for r in self.index.invalidate(entry.entry_id):
+            self.migration.dropped(r, reason if r.entry_id == entry.entry_id else "subtree")
             self._release(r)
 
     def _release(self, r: PrefixEntry) -> None:

@@ -59,3 +59,20 @@ def test_migration_plan_fills_room_by_benefit_then_drops():
     assert dst == {2: "host", 1: "disk", 3: None}  # block 2 (deeper, dearer) wins the host slot
     assert d.net_benefit_s == pytest.approx(sum(s.expected_benefit_s for s in d.plan))
     assert d.net_benefit_s > 0
+
+
+def test_load_rate_and_descendants_enter_the_estimate():
+    m = RooflineCostBenefitModel(
+        FM,
+        flops_per_s=4448.0,
+        bandwidth_bytes_per_s={"host": 1e4},
+        load_bandwidth_bytes_per_s={"host": 2e4},
+    )
+    est = m.evaluate_migration(_block(), "host", p_reuse=1.0)
+    assert est.store_s == pytest.approx(0.1) and est.load_s == pytest.approx(0.05)
+    # a drop loses the two blocks below too: prefixes 6 and 8 (2-token blocks)
+    deep = BlockStats(7, "device", 1000, 4, 2, 1, None, descendant_prefix_tokens=(6, 8))
+    want = (FM.block_flops(4, 2) + FM.block_flops(6, 2) + FM.block_flops(8, 2)) / 4448.0
+    assert m.evaluate_migration(deep, None, 1.0).recompute_s == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"load_bandwidth_bytes_per_s\['host'\]"):
+        RooflineCostBenefitModel(FM, 1.0, {"host": 1.0}, {"host": 0.0})
