@@ -82,11 +82,11 @@ def test_overlapped_tier_loads_equal_hf_and_hide_load_time(workload, tmp_path):
     folder, prompts, refs = workload
     kw = dict(CASES["tiers_and_quota"], kv_cache_dir=str(tmp_path / "kv"), stagger=2)
     kw["num_kv_blocks"] = 14  # room for a decode beside a load
-    outs, cached, eng = serve(folder, prompts, "fifo", overlap_kv_loads=True, **kw)
+    outs, _cached, eng = serve(folder, prompts, "fifo", overlap_kv_loads=True, **kw)
     assert outs == refs
     steps = eng.step_metrics()
     assert eng.stats()["num_loaded_blocks"] > 0
     assert sum(s.kv_load_hidden_s for s in steps) > 0  # reads ran during a forward
-    plain_outs, plain_cached, plain = serve(folder, prompts, "fifo", **kw)
+    plain_outs, _plain_cached, plain = serve(folder, prompts, "fifo", **kw)
     assert plain_outs == refs  # (hits may differ: an overlapped load defers its forward a step)
     assert sum(s.kv_load_hidden_s for s in plain.step_metrics()) == 0
