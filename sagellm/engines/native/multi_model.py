@@ -142,7 +142,7 @@ class MultiModelEngine:
         # the runner draws prompts from ``arch.vocab_size``: ids valid for every model
         self.arch = min((e.arch for e in self.engines.values()), key=lambda a: a.vocab_size)
         self.device = next(iter(self.engines.values())).device
-        self.switches: list[ModelSwitch] = []
+        self.switches: list[ModelSwitch] = []  # every weight load since start, in order
         self.placement: dict[RequestId, str] = {}
         self._num_steps = 0
         self._empty_steps = 0
@@ -289,12 +289,12 @@ class MultiModelEngine:
         return sorted(steps, key=lambda s: s.start_s)
 
     def reset_metrics(self) -> None:
-        """Forget finished requests, past step metrics and switch records."""
+        """Forget finished requests and past step metrics. ``switches`` is a log since start
+        (a benchmark selects a run's switches by ``start_s``)."""
         for e in self.engines.values():
             e.reset_metrics()
         kept = {m.request_id for e in self.engines.values() for m in e.request_metrics()}
         self.placement = {r: m for r, m in self.placement.items() if r in kept}
-        self.switches.clear()
 
     def stats(self) -> dict[str, float]:
         loads = [s.load_s for s in self.switches]
