@@ -165,3 +165,11 @@ def test_abort_returns_final_output_and_others_finish(two_models):
 def test_budget_below_the_largest_model_is_refused(two_models):
     with pytest.raises(ValueError, match="weight_budget_bytes"):
         make_engine(two_models, budget=1024)
+
+
+def test_generate_runs_prompts_on_the_named_model(two_models):
+    eng = make_engine(two_models)
+    ps = prompts_of([5, 9], seed=6)
+    for model in ("small", "big", "small"):
+        got = eng.generate(ps, SP, model=model)
+        assert got == [hf_reference(two_models[model][0], p, SP.max_tokens)[0] for p in ps]

@@ -27,6 +27,7 @@ and a switch frees the old model's tensors before loading (no overlap of the two
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
@@ -146,6 +147,7 @@ class MultiModelEngine:
         self.placement: dict[RequestId, str] = {}
         self._num_steps = 0
         self._empty_steps = 0
+        self._gen_ids = itertools.count()
         self._to_flush: set[str] = set()  # models with aborted requests' outputs pending
 
     # ------------------------------------------------------------------ requests
@@ -321,7 +323,7 @@ class MultiModelEngine:
         """Run token-id ``prompts`` on ``model`` (default: the first) to completion (and
         every other queued request with them)."""
         sp = sampling or SamplingParams()
-        rids = [f"gen-{model}-{len(self.placement)}-{i}" for i in range(len(prompts))]
+        rids = [f"gen-{next(self._gen_ids)}" for _ in prompts]
         for rid, p in zip(rids, prompts, strict=True):
             self.add_request(Request(rid, list(p), sp, model=model))
         while self.has_unfinished():
