@@ -1,5 +1,7 @@
-"""The embedded default engine: a Llama/Qwen2/Qwen3 decoder over a paged KV cache."""
+"""The embedded default engine: a Llama/Qwen2/Qwen3 decoder over a paged KV cache, and
+several such engines time-sharing one weight budget (:class:`MultiModelEngine`)."""
 
 from sagellm.engines.native.engine import NativeEngine
+from sagellm.engines.native.multi_model import ModelSwitch, MultiModelEngine
 
-__all__ = ["NativeEngine"]
+__all__ = ["ModelSwitch", "MultiModelEngine", "NativeEngine"]

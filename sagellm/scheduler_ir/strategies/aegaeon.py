@@ -16,8 +16,9 @@ Quotas (the paper's formula)::
     alpha = max(c0 / (min_k n_k * 4 s) + S, 0.5)
     q_i   = c0 / (n_i * (alpha - S))          c0: the round's model-switch time, measured
 
-``c0`` is measured as (number of models in the round) x the EMA of the per-switch overhead,
-the extra time of the first step after a switch over that model's EMA decode step time
+``c0`` is measured as (number of models in the round) x the EMA of the per-switch overhead:
+the switch seconds an engine reports (``MultiModelEngine`` times its weight loads), else the
+extra time of the first step after a switch over that model's EMA decode step time
 (floored at ``min_switch_s`` so quotas stay positive). ``alpha - S >= c0 / (min n * 4 s) > 0``.
 """
 
@@ -141,15 +142,35 @@ class AegaeonStrategy:
         running = sorted((r for r in st.requests if r.running), key=lambda r: r.arrival_s)
         return fill_budget(st, running, lambda v, r: r.running, "aegaeon:decode")
 
-    def observe_step(self, model: str, num_prefill: int, num_decode: int, step_s: float) -> None:
-        """Feed back one executed step of ``model`` (seconds of wall time)."""
+    def observe_step(
+        self,
+        model: str,
+        num_prefill: int,
+        num_decode: int,
+        step_s: float,
+        switch_s: float | None = None,
+    ) -> None:
+        """Feed back one executed step of ``model`` (seconds of wall time, switch included).
+
+        ``switch_s``: the part of ``step_s`` spent switching to ``model``, when the engine
+        measures it (a multi-model engine timing its weight load; 0 for a step without a
+        load). None: inferred as a decode step after a model change minus the model's EMA
+        decode step time, which cannot see a switch cost when every decode turn is one step
+        (the decode EMA then absorbs it)."""
         a = self.ema
+        changed = self.last_model is not None and model != self.last_model
+        if switch_s is not None and (switch_s > 0 or changed):
+            self.switch_s += a * (switch_s - self.switch_s)
         if num_prefill == 0 and num_decode > 0:
             d = self.decode_step_s.get(model)
-            if model != self.last_model and d is not None:
-                over = max(0.0, step_s - d)
-                self.switch_s += a * (over - self.switch_s)
-            self.decode_step_s[model] = step_s if d is None else d + a * (step_s - d)
+            if switch_s is not None:
+                step_s_model = step_s - switch_s
+            else:
+                step_s_model = step_s
+                if model != self.last_model and d is not None:
+                    over = max(0.0, step_s - d)
+                    self.switch_s += a * (over - self.switch_s)
+            self.decode_step_s[model] = step_s_model if d is None else d + a * (step_s_model - d)
         if model == self.current:
             self.turn_s += step_s
         self.last_model = model

@@ -69,3 +69,18 @@ def test_prefill_groups_per_model_then_decode_turns_by_quota():
     ag.quotas["gone"] = 10.0
     model, d = ag.next_step({"m1": state([view("b1", prompt=4, computed=4, output=1)])})
     assert model == "m1" and d.items == (("b1", 1),)
+
+
+def test_reported_switch_seconds_drive_c0_and_stay_out_of_the_decode_time():
+    ag = AegaeonStrategy(min_switch_s=1e-3, ema=0.5)
+    ag.observe_step("m0", 0, 2, 0.01, switch_s=0.0)  # first step: no model change, no load
+    assert ag.switch_s == 1e-3 and ag.decode_step_s == {"m0": 0.01}
+    # every decode turn one step, each behind a 0.2 s load: the inference by subtraction
+    # would see no overhead (the decode EMA absorbs it); the reported load is the cost
+    for m in ("m1", "m0", "m1", "m0"):
+        ag.observe_step(m, 0, 2, 0.21, switch_s=0.2)
+    assert ag.switch_s == pytest.approx(0.2, rel=0.1)
+    assert ag.decode_step_s["m0"] == pytest.approx(0.01)
+    assert ag.decode_step_s["m1"] == pytest.approx(0.01)
+    ag.observe_step("m0", 0, 2, 0.01, switch_s=0.0)  # same model again: c0 unchanged
+    assert ag.switch_s == pytest.approx(0.2, rel=0.1)
