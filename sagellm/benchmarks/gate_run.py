@@ -161,7 +161,10 @@ def run_gate(
 
         def make_sides(part: BenchmarkConfig, k: int) -> list[SubprocessSide]:
             path = tmp_path / f"config-{k}.yaml"
-            atomic_write_text(path, yaml.safe_dump(part.model_dump(mode="json")))
+            # only what differs from the defaults: the baseline commit's config classes may
+            # not know fields added since (they forbid unknown ones)
+            body = part.model_dump(mode="json", exclude_defaults=True)
+            atomic_write_text(path, yaml.safe_dump(body))
             return [
                 SubprocessSide("baseline", base_src, path, peak, logs / f"baseline-{k}.log"),
                 SubprocessSide("current", root, path, peak, logs / f"current-{k}.log"),

@@ -105,6 +105,7 @@ class RequestView:
     num_preemptions: int = 0
     num_prefix_hit_tokens: int = 0  # waiting only: tokens admission reuses from the cache
     num_lower_tier_hit_tokens: int = 0  # of those, tokens on host/disk (loaded back)
+    num_shared_hit_blocks: int = 0  # hit blocks running requests hold: sharing takes no free one
 
     @property
     def start_tokens(self) -> int:

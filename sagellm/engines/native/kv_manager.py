@@ -25,6 +25,7 @@ import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -55,6 +56,15 @@ class AllocStatus(enum.Enum):
     OK = "ok"
     NO_BLOCKS = "no_blocks"  # pool exhausted: back-pressure or preemption
     OVER_QUOTA = "over_quota"  # the tenant's hard limit: only that tenant waits
+
+
+class PrefixPeek(NamedTuple):
+    """A cache hit admission would take: tokens, of which on host/disk, and the hit's device
+    blocks other sequences hold now (sharing them takes no free block)."""
+
+    num_tokens: int
+    num_lower_tier_tokens: int
+    num_shared_blocks: int
 
 
 class _Done:
@@ -119,6 +129,7 @@ class NativeKVManager(TierEviction):
         self.migrator = KVMigrator(self.hierarchy)
         self._entry_of_block: dict[BlockId, int] = {}
         self._num_indexed: dict[str, int] = {}  # leading blocks of a seq already offered
+        self._path_tail: dict[str, int] = {}  # entry id of a seq's last offered block
         self._charged: dict[str, int] = {}
         self._pinned: dict[int, int] = {}  # entry id -> pins (never evicted while pinned)
         self._load_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -219,6 +230,7 @@ class NativeKVManager(TierEviction):
             self._unref(ids)
         self.quota.release(seq.request.tenant_id, self._charged.pop(seq.request_id, 0))
         self._num_indexed.pop(seq.request_id, None)
+        self._path_tail.pop(seq.request_id, None)
 
     def _unref(self, ids: list[BlockId]) -> None:
         for b in self.pool.free(ids):
@@ -269,17 +281,21 @@ class NativeKVManager(TierEviction):
         found = self.index.lookup(seq.token_ids, self._salt(seq), False, hashes, touch)
         return list(found.entries)
 
-    def peek_prefix(self, seq: Sequence) -> tuple[int, int]:
-        """Read-only: ``(hit tokens, of which on host/disk)`` that admitting ``seq`` now would
-        reuse (longest verified match, tenant salt, capped at ``len - 1`` tokens; 0 when the
-        tenant's quota cannot hold the hit). Changes no recency, count or metric."""
+    def peek_prefix(self, seq: Sequence) -> PrefixPeek:
+        """Read-only: what admitting ``seq`` now would reuse (longest verified match, tenant
+        salt, capped at ``len - 1`` tokens; nothing when the tenant's quota cannot hold the
+        hit). Changes no recency, count or metric."""
         if self.index is None or seq.block_ids:
-            return 0, 0
+            return PrefixPeek(0, 0, 0)
         entries = self._lookup(seq, touch=False)
         if not entries or not self.quota.can_charge(seq.request.tenant_id, len(entries)):
-            return 0, 0
+            return PrefixPeek(0, 0, 0)
         lower = sum(e.tier != "device" for e in entries)
-        return len(entries) * self.block_size, lower * self.block_size
+        shared = sum(
+            e.tier == "device" and self.pool.ref_count(e.kv_block_ids[0]) > 0 for e in entries
+        )
+        bs = self.block_size
+        return PrefixPeek(len(entries) * bs, lower * bs, shared)
 
     def peek_tokens(self, token_ids: list[int], tenant_id: TenantId) -> int:
         """Read-only: cached prefix tokens of a prompt not (yet) in this engine (routing)."""
@@ -361,7 +377,7 @@ class NativeKVManager(TierEviction):
     def match_prefix(self, seq: Sequence) -> int:
         """Acquire ``seq``'s whole cached prefix now (loads done synchronously); the reused
         tokens, 0 when there is none or it cannot be taken."""
-        hit, _ = self.peek_prefix(seq)
+        hit = self.peek_prefix(seq).num_tokens
         if hit == 0:
             return 0
         try:
@@ -429,6 +445,8 @@ class NativeKVManager(TierEviction):
         self._bind(seq).extend(block_of[e.entry_id] for e in entries[:keep])
         self._charge(seq, keep)
         self._num_indexed[seq.request_id] = keep
+        if keep:
+            self._path_tail[seq.request_id] = entries[keep - 1].entry_id
         seq.num_computed_tokens = keep * self.block_size
         return seq.num_computed_tokens
 
@@ -441,24 +459,19 @@ class NativeKVManager(TierEviction):
         done = self._num_indexed.get(seq.request_id, 0)
         if n_full <= done:
             return
-        parent = self._entry_of_block.get(seq.block_ids[done - 1]) if done else None
-        if done and parent is None:  # our copy of block done-1 stayed private: walk from 0
-            entries = self.index.insert(
-                seq.token_ids[: n_full * self.block_size],
-                seq.block_ids[:n_full],
-                self._salt(seq),
-                {"tenant_id": seq.request.tenant_id},
-                hashes=self.hashes(seq, n_full),
-            )[done:]
-        else:
-            entries = self.index.insert(
-                seq.token_ids[: n_full * self.block_size],
-                seq.block_ids[:n_full],
-                self._salt(seq),
-                {"tenant_id": seq.request.tenant_id},
-                hashes=self.hashes(seq, n_full),
-                parent_entry_id=parent,
-            )
+        # continue below the last entry of this sequence's path (whoever's copy it holds);
+        # walk from the root only when that entry has left the index since
+        tail = self._path_tail.get(seq.request_id) if done else None
+        skip = done if done and (tail is None or self.index.get(tail) is None) else 0
+        entries = self.index.insert(
+            seq.token_ids[: n_full * self.block_size],
+            seq.block_ids[:n_full],
+            self._salt(seq),
+            {"tenant_id": seq.request.tenant_id},
+            hashes=self.hashes(seq, n_full),
+            parent_entry_id=None if skip else tail,
+        )[skip:]
+        self._path_tail[seq.request_id] = entries[-1].entry_id
         admitted = []
         for e, b in zip(entries, seq.block_ids[done:n_full], strict=True):
             if e.tier != "device" and e.kv_block_ids:  # a stale lower-tier copy: promote ours

@@ -88,7 +88,7 @@ class PlanExecution:
     def _view(self, s: Sequence) -> RequestView:
         r, m = s.request, s.metrics
         running = s.status is SeqStatus.RUNNING
-        hit, lower = (0, 0) if running else self.kv.peek_prefix(s)
+        hit, lower, shared = (0, 0, 0) if running else self.kv.peek_prefix(s)
         return RequestView(
             request_id=s.request_id,
             arrival_s=m.arrival_s,
@@ -109,6 +109,7 @@ class PlanExecution:
             num_preemptions=m.preemptions,
             num_prefix_hit_tokens=hit,
             num_lower_tier_hit_tokens=lower,
+            num_shared_hit_blocks=shared,
         )
 
     def snapshot(self) -> SchedulerState:
@@ -415,16 +416,19 @@ class PlanExecution:
             computed[rid] = 0
         running -= set(graph.preempt)
         starts: dict[RequestId, int] = {}
+        shared: dict[RequestId, int] = {}  # hit blocks running requests hold (no free block)
         cfg, bs = self.config, self.config.block_size_tokens
         for n in order:
             if n.node_type == "kv_load":
                 rid, c = str(n.get("request_id")), int(n.get("num_tokens"))
                 if rid in running:
                     return f"kv_load of {rid!r}: it is running (its KV is resident)"
-                hit, _ = self.kv.peek_prefix(seqs[rid])
-                if c % bs or c > hit:
-                    return f"kv_load of {rid!r}: {c} cached tokens planned, the cache holds {hit}"
+                peek = self.kv.peek_prefix(seqs[rid])
+                if c % bs or c > peek.num_tokens:
+                    held = peek.num_tokens
+                    return f"kv_load of {rid!r}: {c} cached tokens planned, the cache holds {held}"
                 computed[rid] = starts[rid] = c
+                shared[rid] = peek.num_shared_blocks if c == peek.num_tokens else 0
             elif n.node_type in FORWARD_TYPES:
                 items = _items(n)
                 if len({r for r, _, _ in items}) != len(items):
@@ -442,9 +446,9 @@ class PlanExecution:
                         return f"request {rid!r}: {k} tokens is not pending"
                     starts.setdefault(rid, c)
                     computed[rid] = c + k
-        return self._check_capacity(seqs, running, starts, computed, set(graph.preempt))
+        return self._check_capacity(seqs, running, starts, computed, shared, set(graph.preempt))
 
-    def _check_capacity(self, seqs, running, starts, ends, preempt) -> str | None:
+    def _check_capacity(self, seqs, running, starts, ends, shared, preempt) -> str | None:
         cfg, kv = self.config, self.kv
         seated = running | set(starts)
         if len(seated) > cfg.max_num_seqs:
@@ -455,7 +459,7 @@ class PlanExecution:
         for rid in starts:
             held = 0 if rid in preempt else len(seqs[rid].block_ids)
             need = max(0, blocks_for(ends[rid], bs) - held)
-            need_total += need
+            need_total += max(0, need - shared.get(rid, 0))
             t = seqs[rid].request.tenant_id
             need_tenant[t] = need_tenant.get(t, 0) + need
         if need_total > free:

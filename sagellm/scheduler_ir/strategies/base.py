@@ -15,9 +15,10 @@ token budget, ``max_num_seqs`` seats, free KV blocks and the tenant's hard quota
 - Without chunked prefill a prompt whose pending tokens exceed the remaining budget waits
   (and closes admission).
 
-Blocks a waiting request needs are counted as ``ceil((hit + n) / B)``: its cache hit counts
-too (a hit block at ref 0 leaves the free+cached count when shared; one shared with a running
-request makes the count conservative).
+Blocks a request needs: ``ceil((start + n) / B)`` minus the blocks it holds, charged to its
+tenant's quota in full; from the free pool, less the hit blocks running requests already hold
+(``num_shared_hit_blocks``: sharing them takes no free block; a cached hit block at ref 0 is
+counted, as taking it removes it from the free+cached count).
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def fill_budget(
         if not r.running and n < pending and not state.chunked_prefill:
             admit_open = False
             continue
-        need = max(0, blocks_for(r.start_tokens + n, bs) - r.num_blocks)
+        need_quota = max(0, blocks_for(r.start_tokens + n, bs) - r.num_blocks)
+        need = max(0, need_quota - r.num_shared_hit_blocks)
         need_seat = 0 if r.running else 1
         t = r.tenant_id
         victims = [
             v for v in reversed(ranked[pos + 1 :]) if v.running and v.request_id not in taken
         ]
         while True:
-            quota_short = need > room.get(t, math.inf)
+            quota_short = need_quota > room.get(t, math.inf)
             if not quota_short and need <= free and need_seat <= seats:
                 break
             cands = [v for v in victims if v.tenant_id == t] if quota_short else victims
@@ -89,7 +91,7 @@ def fill_budget(
             evict(victim)
             if r.running:
                 admit_open = False
-        quota_short = need > room.get(t, math.inf)
+        quota_short = need_quota > room.get(t, math.inf)
         if quota_short or need > free or need_seat > seats:
             if r.running:
                 evict(r)
@@ -103,7 +105,7 @@ def fill_budget(
         free -= need
         seats -= need_seat
         if t in room:
-            room[t] -= need
+            room[t] -= need_quota
     return StepDecision(tuple(items), tuple(preempted), note)
 
 

@@ -61,3 +61,14 @@ def test_waiting_request_starts_after_its_cache_hit(mk):
     d = fifo.decide(mk.state([a], free=3))  # 3 blocks hold hit (2) + the rest (1)
     assert d.items == (("a", 2),)
     assert fifo.decide(mk.state([a], free=2)).items == ()
+
+
+def test_hit_blocks_running_requests_hold_take_no_free_block(mk):
+    run = mk.view("a", prompt=12, computed=12, output=1)  # holds the 2-block prefix (and more)
+    w = mk.view("w", prompt=10, num_prefix_hit_tokens=8, num_shared_hit_blocks=2, arrival_s=1.0)
+    # a's decode takes its 4th block; w needs 3 blocks, 2 of them shared: 1 free one
+    assert fifo.decide(mk.state([run, w], free=2)).items == (("a", 1), ("w", 2))
+    assert fifo.decide(mk.state([run, w], free=1)).items == (("a", 1),)
+    # the tenant's quota is charged for all 3
+    st = mk.state([run, w], free=2, tenant_free_blocks=(("default", 3),))
+    assert fifo.decide(st).items == (("a", 1),)
