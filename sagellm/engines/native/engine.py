@@ -119,7 +119,7 @@ class NativeEngine(PlanExecution):
         self.plan_log: PlanLog | None = None  # set to record requests and plans for replay
         self._num_plans = 0
         self._empty_steps = 0
-        self.plan_s = self.execute_s = 0.0  # wall seconds making / executing plans
+        self.plan_s = self.execute_s = 0.0  # wall seconds making / executing plans (cumulative)
         self.num_failed_admissions = 0  # plan items left out: pool/quota refused, hit gone
         eos = set(self.arch.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
@@ -383,7 +383,6 @@ class NativeEngine(PlanExecution):
     def reset_metrics(self) -> None:
         """Forget finished requests and past step metrics (e.g. after a warm-up)."""
         self._steps.clear()
-        self.plan_s = self.execute_s = 0.0
         done = [r for r, s in self._seqs.items() if s.status is SeqStatus.FINISHED]
         for r in done:
             del self._seqs[r]

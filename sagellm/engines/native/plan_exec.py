@@ -176,7 +176,8 @@ class PlanExecution:
 
     def ir_stats(self) -> dict[str, float]:
         """Wall seconds making plans (snapshot + strategy + build + optimize) vs executing
-        them, since the engine started (or ``reset_metrics``)."""
+        them, cumulative since the engine started (``reset_metrics`` keeps them: take the
+        difference of two readings for one run)."""
         total = self.plan_s + self.execute_s
         return {
             "ir_s": self.plan_s,
