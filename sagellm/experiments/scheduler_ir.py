@@ -199,7 +199,7 @@ def scheduler_ir_experiment(
         "adaptive",
         "aegaeon",
     ),
-    rates_per_s: tuple[float, ...] = (8.0, 16.0, 24.0, 32.0),
+    rates_per_s: tuple[float, ...] = (16.0, 32.0, 64.0),
     num_requests: int = 40,
     hidden_size: int = 256,
     num_layers: int = 4,
@@ -240,7 +240,7 @@ def scheduler_ir_experiment(
         model=ModelConfig(path=str(ckpt)),
         num_threads=1,
         block_size_tokens=16,
-        num_kv_blocks=96,
+        num_kv_blocks=56,  # scarce: preemption, and not every prefix stays cached
         max_num_seqs=8,
         max_num_batched_tokens=128,
         enable_prefix_caching=True,
