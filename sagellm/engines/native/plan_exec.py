@@ -33,7 +33,8 @@ import torch
 from sagellm.core.errors import PlanRejectedError, SchedulingStalledError
 from sagellm.core.types import RequestId, RequestOutput, StepMetrics
 from sagellm.engines.native.batch_inputs import build_inputs
-from sagellm.engines.native.kv_manager import AllocStatus, PendingLoad
+from sagellm.engines.native.kv_admission import PendingLoad
+from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sampler import sample
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.scheduler_ir.graph import IRGraph
