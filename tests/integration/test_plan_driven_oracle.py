@@ -220,3 +220,35 @@ def test_aegaeon_two_models_on_one_instance_one_model_per_step(reference):
     for plan in log.plans:
         forwards = [r for r in plan.request_ids if r not in plan.ir_graph.preempt]
         assert len({int(r[1:]) % 2 for r in forwards}) <= 1, plan.plan_id  # one model a step
+
+
+def test_plans_over_blocks_over_quota_or_on_finished_requests_are_rejected(reference):
+    folder, prompts, refs = reference
+    eng = NativeEngine.from_pretrained(
+        folder, block_size_tokens=4, num_kv_blocks=12, tenant_quotas={"q": {"hard_blocks": 7}}
+    )
+    api = ExecutorAPI([NativePlanTarget(eng)])
+    long = prompts[3]  # 26 tokens: 7 blocks each
+    eng.add_request(Request("big", long, SP))
+    eng.add_request(Request("big2", long, SP))
+    for k in (1, 2):  # 17 tokens: 5 blocks each, 10 > tenant q's 7
+        eng.add_request(Request(f"tq{k}", prompts[1], SP, tenant_id="q"))
+    both = StepDecision((("big", len(long)), ("big2", len(long))))
+    plan = ExecutionPlan.of("p-blocks", IRBuilder().build(both, eng.snapshot()), "native-0")
+    st = api.submit_plan(plan)
+    assert st.state == "rejected" and "plan needs 14 new KV blocks, 12 are free" in st.reason
+    quota = StepDecision((("tq1", 17), ("tq2", 17)))
+    plan = ExecutionPlan.of("p-quota", IRBuilder().build(quota, eng.snapshot()), "native-0")
+    st = api.submit_plan(plan)
+    assert st.state == "rejected" and "tenant 'q', its hard quota leaves 7" in st.reason
+    # the engine keeps serving: big runs to the oracle's answer, then a plan naming it is refused
+    one = StepDecision((("big", len(long)),))
+    first = ExecutionPlan.of("p-ok", IRBuilder().build(one, eng.snapshot()), "native-0")
+    assert api.submit_and_run(first)[0].state == "completed"
+    for rid in ("big2", "tq1", "tq2"):
+        eng.abort(rid)
+    while eng.has_unfinished():
+        eng.step()
+    assert eng.output_token_ids("big") == refs[3]
+    st = api.submit_plan(ExecutionPlan.of("p-done", first.ir_graph, "native-0"))
+    assert st.state == "rejected" and "unknown or finished request ids ['big']" in st.reason
