@@ -71,14 +71,41 @@ def _bench(args: argparse.Namespace) -> int:
                 "engine": cfg.engine.model_copy(update={"scheduling_strategy": args.strategy}),
             }
         )
-    res = BenchmarkRunner().run(cfg, results_root=args.results)
+    if args.backend == "openai":
+        res = _openai_bench(args, cfg)
+    else:
+        res = BenchmarkRunner().run(cfg, results_root=args.results)
     m = res.metrics
     for k in ("output_throughput_tok_per_s", "p50_ttft_s", "p50_tpot_s", "mfu", "kv_hit_rate"):
         v = m.get(k)
         print(f"{k:>28}: {'n/a' if v is None else f'{v:.4g}'}")
-    print(f"output tokens/s: {m['output_throughput_tok_per_s']:.1f}")
+    tok_s = m["output_throughput_tok_per_s"]
+    print(f"output tokens/s: {'n/a' if tok_s is None else f'{tok_s:.1f}'}")
     print(f"results written to {res.run_dir}")
+    if m.get("num_failed"):
+        print(f"{m['num_failed']:.0f} requests failed (see requests.parquet, column error)")
     return 0
+
+
+def _openai_bench(args: argparse.Namespace, cfg):
+    """``bench --backend openai``: the config's workload sent to ``--base-url``."""
+    import os
+
+    from sagellm.benchmarks.openai_backend import OpenAIBenchmarkRunner, OpenAIEndpoint
+
+    if not args.base_url:
+        raise ValueError("--backend openai needs --base-url (like http://127.0.0.1:8000/v1)")
+    endpoint = OpenAIEndpoint(
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key or os.environ.get("SAGELLM_API_KEY"),
+        timeout_s=args.timeout_s,
+        connect_timeout_s=args.connect_timeout_s,
+        max_concurrency=args.max_concurrency,
+    )
+    cfg = cfg.model_copy(update={"experiment": f"{cfg.experiment}_openai"})
+    runner = OpenAIBenchmarkRunner(endpoint, vocab_size=args.vocab_size)
+    return runner.run(cfg, results_root=args.results)
 
 
 def _offline_bench(args: argparse.Namespace) -> int:
@@ -96,7 +123,7 @@ def _offline_bench(args: argparse.Namespace) -> int:
     for dtype in args.dtype:
         r = run_quick_bench(
             args.preset if args.preset != "ci" else "w1",
-            model=args.model,
+            model=args.model or DEFAULT_MODEL,
             dtype=dtype,
             compare_hf=args.compare_hf,
             num_threads=args.threads,
@@ -213,8 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
         "adaptive, aegaeon); default: the config's engine.scheduling_strategy",
     )
     b.add_argument("--results", default="results")
+    b.add_argument(
+        "--backend",
+        default="native",
+        choices=["native", "openai"],
+        help="native: the config's engine in-process; openai: a client of --base-url",
+    )
+    b.add_argument("--base-url", default=None, help="openai: e.g. http://127.0.0.1:8000/v1")
+    b.add_argument("--api-key", default=None, help="openai: Bearer key (or SAGELLM_API_KEY)")
+    b.add_argument("--max-concurrency", type=int, default=None, help="openai: in-flight cap")
+    b.add_argument("--timeout-s", type=float, default=300.0, help="openai: per request")
+    b.add_argument("--connect-timeout-s", type=float, default=5.0, help="openai: connect")
+    b.add_argument(
+        "--vocab-size",
+        type=int,
+        default=32000,
+        help="openai: workload token ids are drawn below min(this, 32000); lower it for a "
+        "server whose model has a smaller vocabulary",
+    )
     b.add_argument("--offline", action="store_true", help="offline throughput (W1 shape)")
-    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument(
+        "--model",
+        default=None,
+        help=f"--offline: the model (default {DEFAULT_MODEL}); --backend openai: the served "
+        "model name to request (default: the first of GET /models)",
+    )
     b.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     b.add_argument("--compare-hf", action="store_true", help="also time HF generate")
     b.add_argument("--threads", type=int, default=None)

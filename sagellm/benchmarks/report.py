@@ -65,6 +65,15 @@ def write_report(run_dir: str | Path) -> Path:
         f"- workload: {cfg['workload']['kind']}, {cfg['workload']['num_requests']} requests, "
         f"mode {cfg['mode']}, repeats {cfg['repeats']}",
         f"- git {env.get('git_sha')}, {env.get('processor')}, {env.get('num_threads')} threads",
+        *(
+            [
+                f"- backend: openai client against {env.get('base_url')}, served model "
+                f"`{env.get('served_model')}` (the engine config above is not what the server "
+                "ran; no step metrics client-side: MFU and comm share are n/a)"
+            ]
+            if env.get("backend") == "openai"
+            else []
+        ),
         "",
         "| metric | value |",
         "| --- | --- |",

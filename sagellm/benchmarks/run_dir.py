@@ -65,7 +65,8 @@ def write_run(result, results_root: Path) -> Path:
     cfg = result.config
     run_dir = results_root / cfg.experiment / make_run_id(config_hash(cfg))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
-    atomic_write_json(run_dir / "env.json", environment(cfg.engine.device, torch.get_num_threads()))
+    env = environment(cfg.engine.device, torch.get_num_threads())
+    atomic_write_json(run_dir / "env.json", {**env, **getattr(result, "env", {})})
     atomic_write_json(
         run_dir / "metrics.json", {"schema_version": SCHEMA_VERSION, **result.metrics}
     )

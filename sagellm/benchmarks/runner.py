@@ -40,7 +40,7 @@ class RepeatResult:
     requests: list[RequestMetrics]
     steps: list[StepMetrics]
     metrics: dict[str, float | None]
-    calibration_s: float
+    calibration_s: float | None  # None when measured by a client (no local device runs it)
 
 
 @dataclass
@@ -49,6 +49,7 @@ class RunResult:
     repeats: list[RepeatResult] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)  # median over repeats
     run_dir: Path | None = None
+    env: dict[str, object] = field(default_factory=dict)  # extra env.json entries (backend)
 
 
 def median_metrics(ms: list[dict[str, float | None]]) -> dict[str, float | None]:

@@ -105,6 +105,8 @@ class RequestMetrics:
     num_output_tokens: int = 0
     preemptions: int = 0
     finish_reason: FinishReason | None = None
+    # why it failed (finish_reason "error"), e.g. a client-side timeout or an HTTP error
+    error: str | None = None
 
 
 @dataclass(frozen=True)
