@@ -1,4 +1,4 @@
-"""The ``sagellm`` command: generate, demo, bench, gate, report, sweep."""
+"""The ``sagellm`` command: generate, demo, bench, gate, report, sweep, serve."""
 
 from __future__ import annotations
 
@@ -206,6 +206,59 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from sagellm.core.config import EngineConfig, ModelConfig
+    from sagellm.serve import ServeConfig, resolve_api_key, run_server
+
+    engine_cfg = EngineConfig(
+        model=ModelConfig(path=args.model, dtype=args.dtype),
+        num_threads=args.threads,
+        num_kv_blocks=args.num_kv_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len_tokens=args.max_model_len,
+        enable_prefix_caching=args.enable_prefix_caching,
+        scheduling_strategy=args.strategy,
+    )
+    cfg = ServeConfig(
+        served_model_name=args.served_model_name or args.model,
+        host=args.host,
+        port=args.port,
+        api_key=resolve_api_key(args.api_key),
+        metrics_require_key=args.metrics_require_key,
+        max_body_bytes=args.max_body_bytes,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens_limit=args.max_tokens_limit,
+        max_concurrent_streams=args.max_concurrent_streams,
+    )
+    run_server(engine_cfg, cfg, log_level=args.log_level)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs sagellm[serve])")
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--served-model-name", default=None, help="name clients send; default --model")
+    s.add_argument("--strategy", default="fifo", help="scheduling strategy every step runs")
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--num-kv-blocks", type=int, default=None)
+    s.add_argument("--max-num-seqs", type=int, default=128)
+    s.add_argument("--max-model-len", type=int, default=None, help="context tokens")
+    s.add_argument("--enable-prefix-caching", action="store_true")
+    s.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--api-key", default=None, help="require 'Bearer KEY' on /v1/* (default: $SAGELLM_API_KEY)"
+    )
+    s.add_argument("--metrics-require-key", action="store_true", help="/metrics needs the key")
+    s.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="else 413")
+    s.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the context")
+    s.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens")
+    s.add_argument("--max-concurrent-streams", type=int, default=256, help="in flight; else 429")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagellm", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -300,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("grid")
     sw.add_argument("--results", default="results")
     sw.set_defaults(func=_sweep)
+
+    _add_serve_parser(sub)
     return p
 
 

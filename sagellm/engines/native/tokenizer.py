@@ -41,7 +41,12 @@ class Tokenizer:
         """Token ids of a one-turn chat, ending with the assistant generation prompt."""
         msgs = [{"role": "system", "content": system}] if system else []
         msgs.append({"role": "user", "content": user_text})
-        out = self.hf.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        return self.encode_messages(msgs)
+
+    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a chat (``[{"role", "content"}, ...]``) through the model's template,
+        ending with the assistant generation prompt."""
+        out = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(out, dict) or hasattr(out, "keys"):
             out = out["input_ids"]
         return list(out)
