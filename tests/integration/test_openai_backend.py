@@ -132,3 +132,22 @@ def test_bad_url_is_rejected_before_sending(capsys, bad):
 def test_backend_openai_needs_a_base_url(capsys):
     assert main(["bench", "--backend", "openai"]) == 2
     assert "--backend openai needs --base-url" in capsys.readouterr().err
+
+
+def test_against_sagellm_serve(serve_server, tmp_path):
+    """The real server (tests/integration/conftest.py: smollm2, API key, started by the test)."""
+    cfg = tiny_bench("concurrency", warmup_requests=1)
+    ep = OpenAIEndpoint(serve_server.base_url + "/v1", api_key=serve_server.api_key)
+    res = OpenAIBenchmarkRunner(ep, progress=False).run(cfg, results_root=tmp_path)
+    m = res.metrics
+    failed = [r.error for r in res.repeats[0].requests if r.error]
+    assert m["num_completed"] == 5 and not failed
+    assert m["total_output_tokens"] == 20  # ignore_eos: every request runs to max_tokens
+    reqs = build_workload(cfg.workload, 32000)
+    assert m["total_input_tokens"] == sum(len(r.prompt_token_ids) for r in reqs)
+    assert m["mean_ttft_s"] > 0 and m["p50_tpot_s"] > 0
+    env = json.loads((res.run_dir / "env.json").read_text())
+    assert env["served_model"] == serve_server.model
+    wrong = OpenAIEndpoint(serve_server.base_url + "/v1", api_key="wrong")
+    with pytest.raises(EndpointError, match="401"):
+        OpenAIBenchmarkRunner(wrong, progress=False).run(cfg, results_root=None)
