@@ -101,8 +101,9 @@ def _parse(model: type, raw: dict):
         return model.model_validate(raw)
     except ValidationError as err:
         e = err.errors()[0]
-        param = ".".join(str(x) for x in e["loc"]) or None
-        raise APIError(400, f"{param}: {e['msg']}", param) from None
+        where = ".".join(str(x) for x in e["loc"])
+        param = str(e["loc"][0]) if e["loc"] else None  # the top-level field, as OpenAI names it
+        raise APIError(400, f"{where or 'body'}: {e['msg']}", param) from None
 
 
 async def _generate(st: _State, request: Request, model: type) -> Response:
@@ -127,30 +128,47 @@ async def _generate(st: _State, request: Request, model: type) -> Response:
     st.num_inflight += 1
     try:
         q = await st.loop.add(req)
-    except InvalidRequestError as err:
+    except BaseException as err:
         st.num_inflight -= 1
-        raise APIError(400, str(err)) from None
-    except BaseException:
-        st.num_inflight -= 1
+        if isinstance(err, InvalidRequestError):
+            raise APIError(400, str(err)) from None
         raise
+    done = _Release(st, req.request_id)
     if body.stream:
-        return StreamingResponse(
-            _guarded(st, req, gen.stream_chunks(shape, req, q, st.tokenizer, body)),
-            media_type="text/event-stream",
-        )
+        chunks = gen.stream_chunks(shape, req, q, st.tokenizer, body)
+        return _ReleasingStream(chunks, done, media_type="text/event-stream")
     try:
-        return JSONResponse(await gen.collect(shape, req, q, st.tokenizer, body))
+        out = await gen.collect(shape, req, q, st.tokenizer, body, request.is_disconnected)
+        return JSONResponse(out)
     finally:
-        st.num_inflight -= 1
-        st.loop.abort(req.request_id)  # no-op when finished; frees KV if the handler was cut
+        done()
 
 
-async def _guarded(st: _State, req: EngineRequest, chunks: AsyncIterator[str]):
-    """Pass the chunks on; however the stream ends (done, client gone, cancelled), abort the
-    request (a no-op once finished) so its KV blocks are freed, and release its slot."""
-    try:
-        async for c in chunks:
-            yield c
-    finally:
-        st.num_inflight -= 1
-        st.loop.abort(req.request_id)
+class _Release:
+    """Once per request, however it ends (finished, client gone, cancelled, never started):
+    abort it in the engine (a no-op once finished; frees its KV blocks otherwise) and give
+    back its concurrency slot."""
+
+    def __init__(self, st: _State, request_id: str) -> None:
+        self.st, self.request_id, self.done = st, request_id, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.st.num_inflight -= 1
+            self.st.loop.abort(self.request_id)
+
+
+class _ReleasingStream(StreamingResponse):
+    """A StreamingResponse that releases its request when the response ends, including when
+    the client left before the first chunk (then the body iterator never starts)."""
+
+    def __init__(self, content: AsyncIterator[str], release: _Release, media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()

@@ -3,10 +3,11 @@ response (one JSON body, or SSE chunks ``data: {...}\\n\\n`` ending with ``data:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sagellm.core.types import Request, RequestOutput, SamplingParams
@@ -198,11 +199,31 @@ async def stream_chunks(
     yield sse("[DONE]")
 
 
-async def collect(shape: Shape, req: Request, q, tok: Tokenizer | None, body: _Body) -> dict:
-    """The whole response of a non-streamed request."""
+async def collect(
+    shape: Shape,
+    req: Request,
+    q,
+    tok: Tokenizer | None,
+    body: _Body,
+    is_disconnected: Callable[[], Awaitable[bool]],
+    poll_s: float = 1.0,
+) -> dict:
+    """The whole response of a non-streamed request; stops early (the caller aborts the
+    request) when ``is_disconnected`` says the client left."""
     ids: list[int] = []
+    clock = asyncio.get_running_loop().time
+    checked_s = clock()
     while True:
-        out: RequestOutput = await q.get()
+        try:
+            out: RequestOutput | None = await asyncio.wait_for(q.get(), poll_s)
+        except asyncio.TimeoutError:
+            out = None
+        if clock() - checked_s >= poll_s:  # deltas may come faster than poll_s: check by time
+            checked_s = clock()
+            if await is_disconnected():
+                raise APIError(499, "client closed the request")
+        if out is None:
+            continue
         ids.extend(out.new_token_ids)
         if out.finished:
             break

@@ -94,6 +94,25 @@ def test_closing_a_stream_aborts_it_and_frees_its_blocks(serve_server, serve_ref
     assert m["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] < 64
 
 
+def test_a_non_streamed_client_that_leaves_is_aborted(serve_server):
+    before = _metrics(serve_server).get("vllm:request_success_total/abort", 0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            serve_server.base_url + "/v1/completions",
+            json={"prompt": "Count to one hundred:", "max_tokens": 64, "ignore_eos": True},
+            headers=_auth(serve_server),
+            timeout=httpx.Timeout(30, read=0.5),
+        )
+    deadline = time.monotonic() + 20
+    while True:  # aborted (not run to its 64 tokens) and its blocks freed
+        m = _metrics(serve_server)
+        aborted = m.get("vllm:request_success_total/abort", 0) - before
+        if aborted == 1 and m["sagellm:num_kv_blocks_used"] == 0:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(0.2)
+
+
 PROMPTS = ["Hello", "One, two,", "The sky is", "def add(a, b):"]
 
 
