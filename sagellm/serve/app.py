@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.types import Request as EngineRequest
-from sagellm.serve import generation as gen
+from sagellm.serve import inputs as build
+from sagellm.serve import responses as resp
 from sagellm.serve.config import ServeConfig
 from sagellm.serve.engine_loop import EngineLoop
 from sagellm.serve.errors import APIError
@@ -58,6 +59,28 @@ def create_app(engine: BaseEngine, cfg: ServeConfig) -> FastAPI:
     async def _api_error(_req: Request, err: APIError) -> JSONResponse:
         return err.response()
 
+    _add_info_routes(app, st)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _generate(st, request, CompletionRequest)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(st, request, ChatCompletionRequest)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST"])
+    async def unknown(request: Request, rest: str) -> Response:
+        check_api_key(request, cfg.api_key)
+        raise APIError(404, f"no route /v1/{rest}")
+
+    return app
+
+
+def _add_info_routes(app: FastAPI, st: _State) -> None:
+    """/health (always open), /metrics (open unless metrics_require_key), /v1/models."""
+    cfg = st.cfg
+
     @app.get("/health")
     async def health() -> Response:
         return PlainTextResponse("ok")
@@ -80,21 +103,6 @@ def create_app(engine: BaseEngine, cfg: ServeConfig) -> FastAPI:
         }
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await _generate(st, request, CompletionRequest)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await _generate(st, request, ChatCompletionRequest)
-
-    @app.api_route("/v1/{rest:path}", methods=["GET", "POST"])
-    async def unknown(request: Request, rest: str) -> Response:
-        check_api_key(request, cfg.api_key)
-        raise APIError(404, f"no route /v1/{rest}")
-
-    return app
-
 
 def _parse(model: type, raw: dict):
     try:
@@ -110,20 +118,20 @@ async def _generate(st: _State, request: Request, model: type) -> Response:
     cfg = st.cfg
     check_api_key(request, cfg.api_key)
     body = _parse(model, await read_json_body(request, cfg.max_body_bytes))
-    gen.check_body(body, cfg)
+    build.check_body(body, cfg)
     chat = isinstance(body, ChatCompletionRequest)
     if chat:
-        ids = gen.chat_prompt_ids(body, st.tokenizer)
+        ids = build.chat_prompt_ids(body, st.tokenizer)
     else:
-        ids = gen.completion_prompt_ids(body, st.tokenizer)
-    sp = gen.sampling_params(body, len(ids), cfg, st.context_tokens)
+        ids = build.completion_prompt_ids(body, st.tokenizer)
+    sp = build.sampling_params(body, len(ids), cfg, st.context_tokens)
     if st.num_inflight >= cfg.max_concurrent_streams:
         raise APIError(
             429,
             f"{st.num_inflight} requests in flight; the limit is "
             f"{cfg.max_concurrent_streams} (--max-concurrent-streams)",
         )
-    shape = gen.Shape.new(chat, cfg.served_model_name)
+    shape = resp.Shape.new(chat, cfg.served_model_name)
     req = EngineRequest(shape.request_id, ids, sp, tenant_id=body.user or "default")
     st.num_inflight += 1
     try:
@@ -135,10 +143,10 @@ async def _generate(st: _State, request: Request, model: type) -> Response:
         raise
     done = _Release(st, req.request_id)
     if body.stream:
-        chunks = gen.stream_chunks(shape, req, q, st.tokenizer, body)
+        chunks = resp.stream_chunks(shape, req, q, st.tokenizer, body)
         return _ReleasingStream(chunks, done, media_type="text/event-stream")
     try:
-        out = await gen.collect(shape, req, q, st.tokenizer, body, request.is_disconnected)
+        out = await resp.collect(shape, req, q, st.tokenizer, body, request.is_disconnected)
         return JSONResponse(out)
     finally:
         done()
