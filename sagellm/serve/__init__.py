@@ -1,8 +1,10 @@
 """OpenAI-compatible HTTP serving of one engine (``sagellm serve``; extra ``sagellm[serve]``).
 
-FastAPI routes (``app``) over one engine thread (``engine_loop``) that batches every
-connection's requests; Prometheus metrics (``metrics``); limits and API key (``security``).
-FastAPI/uvicorn are imported only by this package, never by ``import sagellm``.
+``app`` (FastAPI routes) -> ``inputs`` (body -> prompt ids + SamplingParams, limits checked)
+-> ``engine_loop`` (the one thread owning the engine, batching every connection's requests)
+-> ``responses`` (JSON or SSE chunks). ``metrics``: Prometheus (vLLM names); ``security``:
+API key and body cap; ``protocol``: the pydantic request bodies. FastAPI/uvicorn are imported
+only by this package, never by ``import sagellm``.
 """
 
 from sagellm.serve.app import create_app

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.types import Request as EngineRequest
-from sagellm.serve import generation as gen
+from sagellm.serve import inputs as build
+from sagellm.serve import responses as resp
 from sagellm.serve.config import ServeConfig
 from sagellm.serve.engine_loop import EngineLoop
 from sagellm.serve.errors import APIError
@@ -58,6 +59,28 @@ def create_app(engine: BaseEngine, cfg: ServeConfig) -> FastAPI:
     async def _api_error(_req: Request, err: APIError) -> JSONResponse:
         return err.response()
 
+    _add_info_routes(app, st)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _generate(st, request, CompletionRequest)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(st, request, ChatCompletionRequest)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST"])
+    async def unknown(request: Request, rest: str) -> Response:
+        check_api_key(request, cfg.api_key)
+        raise APIError(404, f"no route /v1/{rest}")
+
+    return app
+
+
+def _add_info_routes(app: FastAPI, st: _State) -> None:
+    """/health (always open), /metrics (open unless metrics_require_key), /v1/models."""
+    cfg = st.cfg
+
     @app.get("/health")
     async def health() -> Response:
         return PlainTextResponse("ok")
@@ -80,77 +103,80 @@ def create_app(engine: BaseEngine, cfg: ServeConfig) -> FastAPI:
         }
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await _generate(st, request, CompletionRequest)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await _generate(st, request, ChatCompletionRequest)
-
-    @app.api_route("/v1/{rest:path}", methods=["GET", "POST"])
-    async def unknown(request: Request, rest: str) -> Response:
-        check_api_key(request, cfg.api_key)
-        raise APIError(404, f"no route /v1/{rest}")
-
-    return app
-
 
 def _parse(model: type, raw: dict):
     try:
         return model.model_validate(raw)
     except ValidationError as err:
         e = err.errors()[0]
-        param = ".".join(str(x) for x in e["loc"]) or None
-        raise APIError(400, f"{param}: {e['msg']}", param) from None
+        where = ".".join(str(x) for x in e["loc"])
+        param = str(e["loc"][0]) if e["loc"] else None  # the top-level field, as OpenAI names it
+        raise APIError(400, f"{where or 'body'}: {e['msg']}", param) from None
 
 
 async def _generate(st: _State, request: Request, model: type) -> Response:
     cfg = st.cfg
     check_api_key(request, cfg.api_key)
     body = _parse(model, await read_json_body(request, cfg.max_body_bytes))
-    gen.check_body(body, cfg)
+    build.check_body(body, cfg)
     chat = isinstance(body, ChatCompletionRequest)
     if chat:
-        ids = gen.chat_prompt_ids(body, st.tokenizer)
+        ids = build.chat_prompt_ids(body, st.tokenizer)
     else:
-        ids = gen.completion_prompt_ids(body, st.tokenizer)
-    sp = gen.sampling_params(body, len(ids), cfg, st.context_tokens)
+        ids = build.completion_prompt_ids(body, st.tokenizer)
+    sp = build.sampling_params(body, len(ids), cfg, st.context_tokens)
     if st.num_inflight >= cfg.max_concurrent_streams:
         raise APIError(
             429,
             f"{st.num_inflight} requests in flight; the limit is "
             f"{cfg.max_concurrent_streams} (--max-concurrent-streams)",
         )
-    shape = gen.Shape.new(chat, cfg.served_model_name)
+    shape = resp.Shape.new(chat, cfg.served_model_name)
     req = EngineRequest(shape.request_id, ids, sp, tenant_id=body.user or "default")
     st.num_inflight += 1
     try:
         q = await st.loop.add(req)
-    except InvalidRequestError as err:
+    except BaseException as err:
         st.num_inflight -= 1
-        raise APIError(400, str(err)) from None
-    except BaseException:
-        st.num_inflight -= 1
+        if isinstance(err, InvalidRequestError):
+            raise APIError(400, str(err)) from None
         raise
+    done = _Release(st, req.request_id)
     if body.stream:
-        return StreamingResponse(
-            _guarded(st, req, gen.stream_chunks(shape, req, q, st.tokenizer, body)),
-            media_type="text/event-stream",
-        )
+        chunks = resp.stream_chunks(shape, req, q, st.tokenizer, body)
+        return _ReleasingStream(chunks, done, media_type="text/event-stream")
     try:
-        return JSONResponse(await gen.collect(shape, req, q, st.tokenizer, body))
+        out = await resp.collect(shape, req, q, st.tokenizer, body, request.is_disconnected)
+        return JSONResponse(out)
     finally:
-        st.num_inflight -= 1
-        st.loop.abort(req.request_id)  # no-op when finished; frees KV if the handler was cut
+        done()
 
 
-async def _guarded(st: _State, req: EngineRequest, chunks: AsyncIterator[str]):
-    """Pass the chunks on; however the stream ends (done, client gone, cancelled), abort the
-    request (a no-op once finished) so its KV blocks are freed, and release its slot."""
-    try:
-        async for c in chunks:
-            yield c
-    finally:
-        st.num_inflight -= 1
-        st.loop.abort(req.request_id)
+class _Release:
+    """Once per request, however it ends (finished, client gone, cancelled, never started):
+    abort it in the engine (a no-op once finished; frees its KV blocks otherwise) and give
+    back its concurrency slot."""
+
+    def __init__(self, st: _State, request_id: str) -> None:
+        self.st, self.request_id, self.done = st, request_id, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.st.num_inflight -= 1
+            self.st.loop.abort(self.request_id)
+
+
+class _ReleasingStream(StreamingResponse):
+    """A StreamingResponse that releases its request when the response ends, including when
+    the client left before the first chunk (then the body iterator never starts)."""
+
+    def __init__(self, content: AsyncIterator[str], release: _Release, media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()

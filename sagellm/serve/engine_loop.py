@@ -93,17 +93,24 @@ class EngineLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._drain(block=not self.engine.has_unfinished())
-            if not self.engine.has_unfinished():
-                self.metrics.on_step(self.engine.stats())
-                continue
             try:
-                outputs = self.engine.step()
-            except Exception as err:  # a broken step must not hang every client
-                log.exception("engine step failed; failing the requests in flight")
-                outputs = self._fail_all(err)
-            self._dispatch(outputs)
+                self._iterate()
+            except Exception:  # the thread must outlive any one bad iteration
+                log.exception("engine loop iteration failed")
+
+    def _iterate(self) -> None:
+        """Apply pending adds/aborts (waiting for one when idle), then one step."""
+        self._drain(block=not self.engine.has_unfinished())
+        if not self.engine.has_unfinished():
             self.metrics.on_step(self.engine.stats())
+            return
+        try:
+            outputs = self.engine.step()
+        except Exception as err:  # a broken step must not hang every client
+            log.exception("engine step failed; failing the requests in flight")
+            outputs = self._fail_all(err)
+        self._dispatch(outputs)
+        self.metrics.on_step(self.engine.stats())
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         finished = [o.request_id for o in outputs if o.finished]

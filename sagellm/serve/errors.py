@@ -10,6 +10,7 @@ _TYPES = {
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    499: "client_closed_request",
     500: "server_error",
 }
 
