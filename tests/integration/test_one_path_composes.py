@@ -48,7 +48,7 @@ def serve(folder, prompts, strategy, stagger=3, **kw):
 # steps (each finishes before the next arrives) keeps every strategy's cache history equal, so
 # the hits must be too, while demotion, load-back and the quota act on every strategy's path.
 CASES = {
-    "device": dict(stagger=3),
+    "device": dict(stagger=3, num_kv_blocks=64),
     "tiers_and_quota": dict(
         stagger=6,
         num_kv_blocks=9,  # one request fits, the 3 prefixes do not: host, disk and back

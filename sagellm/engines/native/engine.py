@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class NativeEngine(PlanExecution):
             self.dtype,
             self.device,
         )
+        self._steps: list[StepMetrics] = []  # before the KV manager: its migration reads it
         self.kv = NativeKVManager.from_config(
             self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
         )
@@ -127,7 +129,6 @@ class NativeEngine(PlanExecution):
         self.eos_token_ids = frozenset(eos)
         self._seqs: dict[RequestId, Sequence] = {}
         self._metrics: dict[RequestId, RequestMetrics] = {}
-        self._steps: list[StepMetrics] = []
         self._pending_outputs: list[RequestOutput] = []
         self._ids = itertools.count()
         # Debug/oracle hook: when True, the fp32 logits each request was sampled from are kept
@@ -150,12 +151,15 @@ class NativeEngine(PlanExecution):
     def _migration(self, cfg: EngineConfig) -> MigrationDecider:
         """Demote/drop between KV tiers by ``cfg.migration_policy``, calibrated on this engine:
         its prefill steps' FLOP/s (a matmul measured here until one has run) and its tiers'
-        copy rates (measured when the KV manager binds the decider)."""
+        copy rates (measured when the KV manager binds the decider). The callables capture
+        no ``self``: a cycle back to the engine would keep its KV cache alive until the next
+        full garbage collection."""
+        steps = self._steps  # the live list (reset_metrics clears it in place)
         return MigrationDecider.from_config(
             cfg,
             prefill_flop_model(self.arch),
-            lambda: measure_matmul_flops_per_s(self.device, self.dtype),
-            lambda: self._steps,
+            functools.partial(measure_matmul_flops_per_s, self.device, self.dtype),
+            lambda: steps,
         )
 
     @classmethod
