@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -172,7 +173,16 @@ class MigrationDecider:
         if self.hierarchy is not None:
             raise ValueError("this MigrationDecider is already bound to a KV manager")
         self.hierarchy, self.migrator, self.block_tokens = hierarchy, migrator, block_tokens
-        migrator.observers.append(self.observe)
+        # weakly: a strong bound method would close a cycle (migrator -> decider -> hierarchy
+        # -> device pool -> the KV tensor) that only a full GC frees, gigabytes a time
+        method = weakref.WeakMethod(self.observe)
+
+        def observe(res: MigrationResult) -> None:
+            target = method()
+            if target is not None:
+                target(res)
+
+        migrator.observers.append(observe)
         if self.uses_cost_model and len(hierarchy.tier_names) > 1:
             self._start_flops_per_s = self._measure_flops()  # type: ignore[misc]
             self._start_bw = measure_tier_bandwidth(hierarchy)
