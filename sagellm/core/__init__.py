@@ -3,7 +3,11 @@ atomic file writes (``core.io``)."""
 
 from sagellm.core.config import (
     DEFAULT_MODEL,
+    DRAFTER_NAMES,
     EVICTION_POLICY_NAMES,
+    QUANT_METHOD_NAMES,
+    SPARSITY_METHOD_NAMES,
+    AccelConfig,
     EngineConfig,
     ModelConfig,
     SageLLMConfig,
@@ -37,8 +41,12 @@ from sagellm.core.types import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DRAFTER_NAMES",
     "EVICTION_POLICY_NAMES",
+    "QUANT_METHOD_NAMES",
     "SLO",
+    "SPARSITY_METHOD_NAMES",
+    "AccelConfig",
     "BaseEngine",
     "BlockId",
     "ConfigError",

@@ -32,6 +32,18 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 EVICTION_POLICY_NAMES: tuple[str, ...] = ("arc", "cost_aware", "lfu", "lru", "s3fifo", "sieve")
 # kv_policy's MIGRATION_POLICIES registry holds exactly these (a test keeps them equal)
 MIGRATION_POLICY_NAMES: tuple[str, ...] = ("cost_benefit", "demote")
+#: ``AccelConfig.method``: weight quantizers in ``sagellm.accel`` (a test keeps them equal).
+QUANT_METHOD_NAMES: tuple[str, ...] = ("awq", "fp8", "gptq", "int4", "int8")
+#: ``AccelConfig.sparsity_method``: sparse attention over the paged KV cache.
+SPARSITY_METHOD_NAMES: tuple[str, ...] = ("quest", "streaming")
+#: ``AccelConfig.speculative_method``: drafters of speculative decoding.
+DRAFTER_NAMES: tuple[str, ...] = ("draft_model", "layer_skip", "ngram")
+
+
+def _check_name(field: str, name: str, known: tuple[str, ...]) -> str:
+    if name not in known:
+        raise ValueError(f"unknown {field} {name!r}; known: {', '.join(known)}")
+    return name
 
 
 class _Frozen(BaseModel):
@@ -61,6 +73,55 @@ class TenantQuotaConfig(_Frozen):
         ):
             raise ValueError(
                 f"soft_blocks ({self.soft_blocks}) must be <= hard_blocks ({self.hard_blocks})"
+            )
+        return self
+
+
+class AccelConfig(_Frozen):
+    """Acceleration techniques of ``sagellm.accel``, each off by default (the plan's fields first).
+
+    Lossless: speculative decoding (greedy output equals plain decoding). Lossy: quantization and
+    sparse attention; their accuracy cost is measured against fp32, never assumed.
+    """
+
+    # --- quantization (weights; the KV cache separately) ---
+    enable_quantization: bool = False
+    method: str = "int8"  # one of QUANT_METHOD_NAMES
+    group_size: int = Field(default=64, ge=1)  # int4/awq/gptq: input columns per scale
+    calibration_tokens: int = Field(default=2048, ge=16)  # awq/gptq calibration text length
+    kv_cache_dtype: Literal["auto", "int8"] = "auto"  # "auto" = the model dtype
+    # --- sparse attention ---
+    enable_sparsity: bool = False
+    sparsity_method: str = "streaming"  # one of SPARSITY_METHOD_NAMES
+    sink_tokens: int = Field(default=4, ge=0)  # streaming: first tokens always attended
+    window_tokens: int = Field(default=1024, ge=1)  # streaming: most recent tokens attended
+    quest_top_k_blocks: int = Field(default=8, ge=1)  # quest: KV blocks attended per query
+    # --- speculative decoding ---
+    speculative_tokens: int | None = Field(default=None, ge=1)  # drafts per step; None = off
+    speculative_method: str = "ngram"  # one of DRAFTER_NAMES
+    draft_model: str | None = None  # speculative_method draft_model: which draft (see accel)
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, name: str) -> str:
+        return _check_name("quantization method", name, QUANT_METHOD_NAMES)
+
+    @field_validator("sparsity_method")
+    @classmethod
+    def _check_sparsity(cls, name: str) -> str:
+        return _check_name("sparsity method", name, SPARSITY_METHOD_NAMES)
+
+    @field_validator("speculative_method")
+    @classmethod
+    def _check_drafter(cls, name: str) -> str:
+        return _check_name("speculative method", name, DRAFTER_NAMES)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> AccelConfig:
+        streaming = self.enable_sparsity and self.sparsity_method == "streaming"
+        if streaming and self.window_tokens <= self.sink_tokens:
+            raise ValueError(
+                f"window_tokens ({self.window_tokens}) must be > sink_tokens ({self.sink_tokens})"
             )
         return self
 
@@ -98,6 +159,8 @@ class EngineConfig(_Frozen):
     scheduling_strategy: str = "fifo"  # a scheduler_ir strategy name (checked by the engine)
     overlap_kv_loads: bool = False  # read host/disk hits while the previous forward runs
     max_empty_steps: int = Field(default=64, ge=1)  # empty decisions with work waiting -> raise
+    # --- acceleration (issue 13): quantization, sparse attention, speculative decoding ---
+    accel: AccelConfig = Field(default_factory=AccelConfig)
 
     @field_validator("eviction_policy")
     @classmethod
