@@ -10,6 +10,10 @@ every step on CPU), then:
 - prefill: K/V are laid out as ``[B, kvH, L, D]`` and fed to SDPA with a causal-and-length mask.
 
 Masks keep every query to keys at positions <= its own inside its own sequence.
+
+On CPU, groups of short queries (decode, verify, chunks of at most ``KERNEL_MAX_Q`` tokens) skip
+the gather: the C++ kernel (``csrc/paged_attention.cpp``) reads each K/V row from its block in
+place, once per (sequence, kv head) for all query heads of that group.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from sagellm.engines.native.kernels import paged_attention_op
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class AttnGroup:
     flat_index: torch.Tensor  # [num_valid] int64
     block_ids: torch.Tensor  # [B * max_blocks] int64, block tables padded with block 0
     mask: torch.Tensor  # [B, 1, max_q, max_blocks * block_size] bool, True = attend
+    q_starts: torch.Tensor  # [B] int64: flat row of each sequence's first query
+    q_lens: torch.Tensor  # [B] int64: queries of each sequence
+    num_computed: torch.Tensor  # [B] int64: tokens of each sequence before its first query
     num_seqs: int
     max_q: int
     max_blocks: int
@@ -73,6 +82,9 @@ def build_group(
         flat_index=token_index[valid].to(device),
         block_ids=torch.tensor(flat_bt, dtype=torch.int64, device=device),
         mask=mask.to(device),
+        q_starts=starts_t[:, 0].to(device),
+        q_lens=qlen_t[:, 0].to(device),
+        num_computed=done_t[:, 0].to(device),
         num_seqs=len(starts),
         max_q=max_q,
         max_blocks=max_blocks,
@@ -129,6 +141,11 @@ def _prefill(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
     return o.transpose(1, 2)[g.valid]
 
 
+#: Groups with at most this many queries per sequence (decode, speculative verify, short chunks)
+#: run the in-place C++ kernel when it is loaded; longer prefills are GEMM-bound and go to SDPA.
+KERNEL_MAX_Q = 16
+
+
 def paged_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -141,8 +158,25 @@ def paged_attention(
 
     Returns [T, H, D]. The cache views are [num_blocks, kv_heads, block_size, D].
     """
-    out = torch.empty_like(q)
+    op = paged_attention_op() if q.device.type == "cpu" else None
+    if op is not None:
+        q = q.contiguous()  # the transposed-GEMM path leaves q column-major
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for g in meta.groups:
+        if op is not None and g.max_q <= KERNEL_MAX_Q:
+            op(
+                q,
+                k_cache,
+                v_cache,
+                g.block_ids,
+                g.q_starts,
+                g.q_lens,
+                g.num_computed,
+                g.max_blocks,
+                scale,
+                out,
+            )
+            continue
         k = _gather(k_cache, g, ws, "k")
         v = _gather(v_cache, g, ws, "v")
         if g.max_q == 1:

@@ -1,0 +1,149 @@
+// Paged attention on CPU that reads K/V blocks in place (no gather into a padded workspace).
+//
+// Registered as torch.ops.sagellm.paged_attention(q, k_cache, v_cache, block_ids, q_starts,
+// q_lens, num_computed, max_blocks, scale, out). Shapes (all contiguous):
+//   q, out         [T, H, D]        float32 or bfloat16 (same dtype as the cache)
+//   k/v_cache      [N, kvH, bs, D]  one layer of the paged cache
+//   block_ids      [B * max_blocks] int64, sequence b's table at b * max_blocks
+//   q_starts/lens  [B] int64        sequence b's queries are rows q_starts[b] .. + q_lens[b]
+//   num_computed   [B] int64        tokens of b before its first query
+// Query i of sequence b sits at position num_computed[b] + i and attends to keys 0 .. that
+// position (causal). Every (sequence, kv head) pair is one task; its G = H / kvH query heads
+// share each K/V row read. Scores, softmax and the P.V sum are fp32; the output is cast once.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+template <typename T>
+inline float dot_row(const float* q, const T* k, int64_t d) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < d; ++j) s += q[j] * static_cast<float>(k[j]);
+  return s;
+}
+
+template <typename T>
+inline void axpy_row(float p, const T* v, float* acc, int64_t d) {
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) acc[j] += p * static_cast<float>(v[j]);
+}
+
+template <typename T>
+void run(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
+         const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
+         const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
+  const int64_t H = q.size(1), D = q.size(2);
+  const int64_t kvH = kc.size(1), bs = kc.size(2);
+  const int64_t G = H / kvH;
+  const int64_t B = q_starts.size(0);
+  const T* qp = q.data_ptr<T>();
+  const T* kp = kc.data_ptr<T>();
+  const T* vp = vc.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  const int64_t* bt = block_ids.data_ptr<int64_t>();
+  const int64_t* qs = q_starts.data_ptr<int64_t>();
+  const int64_t* ql = q_lens.data_ptr<int64_t>();
+  const int64_t* nc = num_computed.data_ptr<int64_t>();
+  const float fscale = static_cast<float>(scale);
+  at::parallel_for(0, B * kvH, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qf(G * D), acc(G * D), scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / kvH, h = task % kvH;
+      for (int64_t i = 0; i < ql[b]; ++i) {
+        const int64_t row = qs[b] + i;
+        const int64_t num_keys = nc[b] + i + 1;
+        for (int64_t g = 0; g < G; ++g) {
+          const T* src = qp + (row * H + h * G + g) * D;
+          for (int64_t j = 0; j < D; ++j) qf[g * D + j] = static_cast<float>(src[j]) * fscale;
+        }
+        scores.resize(G * num_keys);
+        // pass 1: scores of every key, block by block (rows of a block are contiguous)
+        for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
+          const int64_t blk = bt[b * max_blocks + blk_i];
+          const int64_t n = std::min(bs, num_keys - t0);
+          const T* krow = kp + ((blk * kvH + h) * bs) * D;
+          for (int64_t s = 0; s < n; ++s) {
+            for (int64_t g = 0; g < G; ++g) {
+              scores[g * num_keys + t0 + s] = dot_row(qf.data() + g * D, krow + s * D, D);
+            }
+          }
+        }
+        // softmax per query head, fp32
+        for (int64_t g = 0; g < G; ++g) {
+          float* sg = scores.data() + g * num_keys;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t t = 0; t < num_keys; ++t) m = std::max(m, sg[t]);
+          float sum = 0.f;
+          for (int64_t t = 0; t < num_keys; ++t) {
+            sg[t] = std::exp(sg[t] - m);
+            sum += sg[t];
+          }
+          const float inv = 1.f / sum;
+          for (int64_t t = 0; t < num_keys; ++t) sg[t] *= inv;
+        }
+        // pass 2: P.V
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
+          const int64_t blk = bt[b * max_blocks + blk_i];
+          const int64_t n = std::min(bs, num_keys - t0);
+          const T* vrow = vp + ((blk * kvH + h) * bs) * D;
+          for (int64_t s = 0; s < n; ++s) {
+            for (int64_t g = 0; g < G; ++g) {
+              axpy_row(scores[g * num_keys + t0 + s], vrow + s * D, acc.data() + g * D, D);
+            }
+          }
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          T* dst = op + (row * H + h * G + g) * D;
+          for (int64_t j = 0; j < D; ++j) dst[j] = static_cast<T>(acc[g * D + j]);
+        }
+      }
+    }
+  });
+}
+
+void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                     const at::Tensor& block_ids, const at::Tensor& q_starts,
+                     const at::Tensor& q_lens, const at::Tensor& num_computed,
+                     int64_t max_blocks, double scale, at::Tensor out) {
+  TORCH_CHECK(q.device().is_cpu(), "paged_attention: CPU tensors only");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(),
+              "paged_attention: q [T,H,D], caches [N,kvH,bs,D]");
+  TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+                  out.is_contiguous(),
+              "paged_attention: contiguous tensors only");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && out.scalar_type() == q.scalar_type(),
+              "paged_attention: q, cache and out must share a dtype");
+  TORCH_CHECK(q.size(2) == k_cache.size(3) && q.size(1) % k_cache.size(1) == 0,
+              "paged_attention: head_dim mismatch or H not a multiple of kvH");
+  TORCH_CHECK(block_ids.scalar_type() == at::kLong && q_starts.scalar_type() == at::kLong &&
+                  q_lens.scalar_type() == at::kLong && num_computed.scalar_type() == at::kLong,
+              "paged_attention: int64 index tensors");
+  if (q.scalar_type() == at::kFloat) {
+    run<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed, max_blocks, scale,
+               out);
+  } else if (q.scalar_type() == at::kBFloat16) {
+    run<at::BFloat16>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed, max_blocks,
+                      scale, out);
+  } else {
+    TORCH_CHECK(false, "paged_attention: float32 or bfloat16 only");
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(sagellm, m) {
+  m.def(
+      "paged_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_ids, "
+      "Tensor q_starts, Tensor q_lens, Tensor num_computed, int max_blocks, float scale, "
+      "Tensor(a!) out) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("paged_attention", &paged_attention); }

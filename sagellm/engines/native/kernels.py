@@ -1,0 +1,65 @@
+"""C++ CPU kernels of the native engine (``csrc/``), compiled on first use and cached.
+
+``paged_attention_op()`` returns ``torch.ops.sagellm.paged_attention`` once the extension is
+built and loaded (g++ and ninja; a few tens of seconds the first time, then a cached .so under
+``$SAGELLM_KERNEL_DIR`` or ``~/.cache/sagellm/kernels``), or None when kernels are switched off
+(``SAGELLM_KERNELS=0``, for A/B runs) or the build failed; the reason is in ``kernel_status()``
+and the engine then runs the pure-torch path, which computes the same attention.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_SRC = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _build_dir() -> Path:
+    root = os.environ.get("SAGELLM_KERNEL_DIR") or Path.home() / ".cache" / "sagellm" / "kernels"
+    d = Path(root) / f"torch-{torch.__version__.replace('+', '-')}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _load() -> None:
+    if os.environ.get("SAGELLM_KERNELS", "1") == "0":
+        _state["status"] = "off (SAGELLM_KERNELS=0)"
+        return
+    try:
+        from torch.utils.cpp_extension import load
+
+        load(
+            name="sagellm_kernels",
+            sources=[str(_SRC)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(_build_dir()),
+            is_python_module=False,
+            verbose=False,
+        )
+        _state["op"] = torch.ops.sagellm.paged_attention
+        _state["status"] = "loaded"
+    except Exception as err:  # any build failure falls back to the torch ops
+        _state["status"] = f"build failed: {type(err).__name__}: {err}"
+        warnings.warn(f"sagellm C++ kernels unavailable, using torch ops: {err}", stacklevel=3)
+
+
+def paged_attention_op():
+    """The loaded op, or None (see module docstring)."""
+    if "status" not in _state:
+        with _lock:
+            if "status" not in _state:
+                _load()
+    return _state.get("op")
+
+
+def kernel_status() -> str:
+    paged_attention_op()
+    return str(_state["status"])
