@@ -29,6 +29,7 @@ from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.plan_exec import PlanExecution
 from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
+from sagellm.engines.native.scoring import prompt_logits
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
@@ -369,6 +370,10 @@ class NativeEngine(PlanExecution):
         if self.tokenizer is None:
             raise InvalidRequestError("this checkpoint has no tokenizer; pass token ids instead")
         return self.tokenizer.encode_prompt(text, chat)
+
+    def prompt_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced fp32 logits [len(token_ids), vocab]; see ``scoring.prompt_logits``."""
+        return prompt_logits(self, token_ids)
 
     def prefix_hit_tokens(self, request: Request) -> int:
         """Read-only: prompt tokens of ``request`` this engine's prefix cache holds now (whole
