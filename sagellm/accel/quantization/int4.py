@@ -8,9 +8,11 @@ Round-to-nearest (``Int4Quantizer``) picks ``min``/``scale`` from the group's ra
 produce the same storage by other means. The CPU matmul is torch's
 ``_weight_int4pack_mm_for_cpu`` over ``_convert_weight_to_int4pack_for_cpu`` (two 4-bit values
 per byte), whose dequantization is ``(q - 8) * scale + zero``, hence ``zero = min + 8 * scale``.
-That kernel takes group sizes 32, 64, 128 and 256 and output sizes divisible by 16. Elsewhere
-(other devices, other output sizes) ``linear`` multiplies by the dequantized weight (correct, not
-fast).
+That kernel takes group sizes 32, 64, 128 and 256; it is used for output sizes divisible by 64,
+whose packed layout ``unpack_int4_cpu`` reads back (bytes ``[N/64, K, 32]``: low nibble row
+``64b + j``, high nibble row ``64b + 32 + j``, checked against the kernel by a test). Calls with
+more than ``KERNEL_MAX_ROWS`` rows (prefill) unpack and dequantize once and use the dense GEMM.
+Elsewhere (other devices, other output sizes) the dequantized weight is kept (correct, not fast).
 
 An optional ``input_scale`` [in] (AWQ) multiplies ``x`` before the kernel: the stored weight is
 ``W * diag(1 / input_scale)`` quantized.
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sagellm.accel.quantization.base import BaseQuantizer, CalibrationStats
+from sagellm.accel.quantization.protocol import KERNEL_MAX_ROWS
 from sagellm.core.errors import ConfigError
 
 KERNEL_GROUP_SIZES: tuple[int, ...] = (32, 64, 128, 256)
@@ -75,6 +78,14 @@ def dequantize_int4(
     return (qg * scale[..., None] + mn[..., None]).reshape(n, k)
 
 
+def unpack_int4_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Levels q [n, k] (uint8) from ``_convert_weight_to_int4pack_for_cpu``'s bytes
+    (``n % 64 == 0``)."""
+    p = packed.view(n // 64, k, 32)
+    q = torch.cat([p & 15, p >> 4], dim=2)  # [n/64, k, 64]: row 64b + j
+    return q.permute(0, 2, 1).reshape(n, k)
+
+
 class Int4Linear:
     """Packed int4 weights + per-group scales/zeros in the layout the CPU kernel wants."""
 
@@ -95,7 +106,7 @@ class Int4Linear:
         self.scale_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
         self.scale_zeros = self.scale_zeros.to(dtype)
         self.input_scale = None if input_scale is None else input_scale.to(dtype).contiguous()
-        if self.device.type == "cpu" and self.out_features % 16 == 0:
+        if self.device.type == "cpu" and self.out_features % 64 == 0:
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
                 q.to(torch.int32).contiguous(), 1
             )
@@ -109,23 +120,22 @@ class Int4Linear:
             x = x * self.input_scale
         if self._dense is not None:
             return F.linear(x, self._dense)
+        if x.shape[0] > KERNEL_MAX_ROWS:
+            return F.linear(x, self._unpacked(x.dtype))
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.contiguous(), self.packed, self.group_size, self.scale_zeros
         )
 
+    def _unpacked(self, dtype: torch.dtype) -> torch.Tensor:
+        """The stored weight (without input scale) [out, in] in ``dtype``, as the kernel sees it."""
+        n, k, g = self.out_features, self.in_features, self.group_size
+        q = unpack_int4_cpu(self.packed, n, k).view(n, k // g, g).to(dtype)
+        sz = self.scale_zeros.to(dtype).transpose(0, 1)  # [N, K/G, 2]
+        return ((q - 8) * sz[..., 0:1] + sz[..., 1:2]).view(n, k)
+
     def dequantize(self) -> torch.Tensor:
         """The effective weight on ``x`` (input scale folded back in), fp32 [out, in]."""
-        eye = torch.eye(self.in_features, dtype=self.scale_zeros.dtype, device=self.device)
-        if self._dense is not None:
-            w = self._dense.float()
-        else:
-            w = (
-                torch.ops.aten._weight_int4pack_mm_for_cpu(
-                    eye, self.packed, self.group_size, self.scale_zeros
-                )
-                .t()
-                .float()
-            )
+        w = self._dense.float() if self._dense is not None else self._unpacked(torch.float32)
         if self.input_scale is not None:
             w = w * self.input_scale.float()[None, :]
         return w

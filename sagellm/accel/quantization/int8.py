@@ -2,14 +2,17 @@
 
 ``W[n, k] ~= q[n, k] * scale[n]`` with ``q`` in [-127, 127]. The matmul is
 ``torch.ops.aten._weight_int8pack_mm`` (CPU and CUDA): int8 weights are read as such and
-converted inside the kernel, so a decode step streams 1 byte per weight plus the scales.
+converted inside the kernel, so a decode step streams 1 byte per weight plus the scales. Calls
+with more than ``KERNEL_MAX_ROWS`` rows (prefill) convert the weight once and use the dense GEMM.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from sagellm.accel.quantization.base import BaseQuantizer, CalibrationStats
+from sagellm.accel.quantization.protocol import KERNEL_MAX_ROWS
 
 
 class Int8Linear:
@@ -21,6 +24,8 @@ class Int8Linear:
         self.out_features, self.in_features = q.shape
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > KERNEL_MAX_ROWS:  # per-row scale commutes with the matmul
+            return F.linear(x, self.q.to(x.dtype)) * self.scale
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.q, self.scale)
 
     def dequantize(self) -> torch.Tensor:

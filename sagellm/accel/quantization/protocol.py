@@ -13,6 +13,13 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+# Above this many rows ``linear`` dequantizes the weight (one pass) and runs the dense GEMM:
+# torch's int8/int4 CPU kernels cost time proportional to the rows (a GEMV per row), while a
+# prefill chunk is compute-bound and amortises the dequantization. Decode steps of up to this
+# many sequences stream the quantized bytes. Not tuned on an idle machine (see the benchmark's
+# kernel sweep).
+KERNEL_MAX_ROWS = 16
+
 
 @runtime_checkable
 class QuantLinear(Protocol):

@@ -113,3 +113,17 @@ def test_recording_linear_is_exact_and_accumulates():
     assert st.num_tokens == 20 and st.rows.shape == (4, 32)
     torch.testing.assert_close(st.hessian, 2 * x.t() @ x, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(st.abs_mean, x.abs().mean(0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_rows_use_dense_path_with_same_weight(dtype):
+    """Above KERNEL_MAX_ROWS rows the weight is dequantized once (int4: unpacked from the
+    kernel's own packed bytes); the result equals the kernel's, row by row."""
+    from sagellm.accel.quantization.protocol import KERNEL_MAX_ROWS
+
+    w, x = _weight(960, 576).to(dtype), _x(KERNEL_MAX_ROWS + 8, 576).to(dtype)
+    for lin in (Int8Quantizer().quantize(w), Int4Quantizer(32).quantize(w)):
+        many = lin.linear(x).float()
+        rows = torch.cat([lin.linear(x[i : i + 1]) for i in range(x.shape[0])]).float()
+        _close(many, rows, dtype)
+        _close(many, x.float() @ lin.dequantize().t(), dtype)
