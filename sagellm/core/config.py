@@ -90,6 +90,8 @@ class AccelConfig(_Frozen):
     group_size: int = Field(default=64, ge=1)  # int4/awq/gptq: input columns per scale
     calibration_tokens: int = Field(default=2048, ge=16)  # awq/gptq calibration text length
     kv_cache_dtype: Literal["auto", "int8"] = "auto"  # "auto" = the model dtype
+    # lm_head quantized too (21% of SmolLM2's weights; a tied embedding stays dense for lookups)
+    quantize_lm_head: bool = True
     # --- sparse attention ---
     enable_sparsity: bool = False
     sparsity_method: str = "streaming"  # one of SPARSITY_METHOD_NAMES

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sagellm.engines.native.kernels import paged_attention_op
+from sagellm.engines.native.kv_cache import dequantize_kv
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,17 @@ class Workspace:
         return b[:n].view(shape)
 
 
-def _gather(cache: torch.Tensor, g: AttnGroup, ws: Workspace, name: str) -> torch.Tensor:
-    """Blocks of the group -> [B, max_blocks, kvH, bs, D] (a workspace view)."""
+def _gather(
+    cache: torch.Tensor, g: AttnGroup, ws: Workspace, name: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """Blocks of the group -> [B, max_blocks, kvH, bs, D] in ``dtype`` (a workspace view, or
+    a fresh tensor dequantized from an int8 cache)."""
     _, kvh, bs, d = cache.shape
     out = ws.get(name, (g.block_ids.shape[0], kvh, bs, d), cache)
     torch.index_select(cache, 0, g.block_ids, out=out)
-    return out.view(g.num_seqs, g.max_blocks, kvh, bs, d)
+    if cache.dtype != dtype:
+        out = dequantize_kv(out, dtype)
+    return out.view(g.num_seqs, g.max_blocks, kvh, bs, out.shape[-1])
 
 
 def _decode(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
@@ -156,14 +162,15 @@ def paged_attention(
 ) -> torch.Tensor:
     """Attention of new queries ``q`` [T, H, D] over the paged cache (new K/V already written).
 
-    Returns [T, H, D]. The cache views are [num_blocks, kv_heads, block_size, D].
+    Returns [T, H, D]. The cache views are [num_blocks, kv_heads, block_size, D] (an int8
+    cache: D + 4 columns, see ``kv_cache``).
     """
     op = paged_attention_op() if q.device.type == "cpu" else None
     if op is not None:
         q = q.contiguous()  # the transposed-GEMM path leaves q column-major
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for g in meta.groups:
-        if op is not None and g.max_q <= KERNEL_MAX_Q:
+        if op is not None and g.max_q <= KERNEL_MAX_Q and k_cache.dtype == q.dtype:
             op(
                 q,
                 k_cache,
@@ -176,9 +183,9 @@ def paged_attention(
                 scale,
                 out,
             )
-            continue
-        k = _gather(k_cache, g, ws, "k")
-        v = _gather(v_cache, g, ws, "v")
+            continue  # an int8 cache (dtype differs) is dequantized by the gather below
+        k = _gather(k_cache, g, ws, "k", q.dtype)
+        v = _gather(v_cache, g, ws, "v", q.dtype)
         if g.max_q == 1:
             out[g.flat_index] = _decode(q[g.flat_index], k, v, g, scale)
         else:

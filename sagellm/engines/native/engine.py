@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from sagellm.accel import AccelController
 from sagellm.core.config import EngineConfig, ModelConfig
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import (
@@ -22,11 +23,12 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
-from sagellm.engines.native.kv_cache import PagedKVCache
+from sagellm.engines.native.kv_cache import PagedKVCache, kv_bytes_per_token
 from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.kv_migration import MigrationDecider
 from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.plan_exec import PlanExecution
+from sagellm.engines.native.quant_load import quantize_engine_model
 from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.scoring import prompt_logits
@@ -97,8 +99,16 @@ class NativeEngine(PlanExecution):
         del ckpt
         self.tokenizer: Tokenizer | None = self._tokenizer(path, cfg.model)
         self.max_model_len = cfg.max_model_len_tokens or self.arch.max_position_embeddings
+        # the KV cache's element type: the model dtype, or int8 rows with scales (kv_cache)
+        self.kv_dtype = torch.int8 if cfg.accel.kv_cache_dtype == "int8" else self.dtype
+        self.kv_bytes_per_token = kv_bytes_per_token(
+            self.arch.num_layers, self.arch.num_kv_heads, self.arch.head_dim, self.kv_dtype
+        )
+        self.accel = AccelController()
+        self.accel.setup(cfg)
+        quantize_engine_model(self, self.accel)  # once, at load (no-op when off)
         bs = cfg.block_size_tokens
-        bytes_per_block = bs * self.arch.kv_bytes_per_token(self.dtype)
+        bytes_per_block = bs * self.kv_bytes_per_token
         num_blocks = cfg.num_kv_blocks or max(1, cfg.kv_cache_bytes // bytes_per_block)
         self.cache = PagedKVCache(
             self.arch.num_layers,
@@ -106,7 +116,7 @@ class NativeEngine(PlanExecution):
             bs,
             self.arch.num_kv_heads,
             self.arch.head_dim,
-            self.dtype,
+            self.kv_dtype,
             self.device,
         )
         self._steps: list[StepMetrics] = []  # before the KV manager: its migration reads it
@@ -145,7 +155,7 @@ class NativeEngine(PlanExecution):
         return {
             "flop_model": prefill_flop_model(self.arch),
             "flops_per_s": measure_matmul_flops_per_s(self.device, self.dtype),
-            "block_size_bytes": cfg.block_size_tokens * self.arch.kv_bytes_per_token(self.dtype),
+            "block_size_bytes": cfg.block_size_tokens * self.kv_bytes_per_token,
             "block_tokens": cfg.block_size_tokens,
         }
 
@@ -315,7 +325,7 @@ class NativeEngine(PlanExecution):
             + 2.0 * arch.vocab_size * arch.hidden_size * n_logits
         )
         # num_computed_tokens already includes this step's tokens: every key read once
-        kv_read = sum(s.num_computed_tokens for s, _ in items) * arch.kv_bytes_per_token(self.dtype)
+        kv_read = sum(s.num_computed_tokens for s, _ in items) * self.kv_bytes_per_token
         return StepMetrics(
             step=len(self._steps),
             start_s=t0,

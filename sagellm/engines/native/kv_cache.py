@@ -15,9 +15,41 @@ from __future__ import annotations
 
 import torch
 
+KV_SCALE_BYTES = 4  # one fp32 scale per (token, kv head) row of an int8 cache
+
+
+def kv_row_width(head_dim: int, dtype: torch.dtype) -> int:
+    """Last-dimension size of the cache tensor for ``dtype`` (int8 adds the scale bytes)."""
+    return head_dim + KV_SCALE_BYTES if dtype == torch.int8 else head_dim
+
+
+def kv_bytes_per_token(
+    num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
+) -> int:
+    """Cache bytes one token takes (K and V of every layer), scales included."""
+    width = kv_row_width(head_dim, dtype)
+    return num_layers * 2 * num_kv_heads * width * torch.empty(0, dtype=dtype).element_size()
+
+
+def quantize_kv(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., D] (any float dtype) -> int8 rows [..., D + 4] (values, then fp32 scale)."""
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(xf / scale).clamp_(-127, 127).to(torch.int8)
+    return torch.cat([q, scale.view(torch.int8)], dim=-1)
+
+
+def dequantize_kv(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int8 rows [..., D + 4] -> values [..., D] in ``dtype``."""
+    d = rows.shape[-1] - KV_SCALE_BYTES
+    scale = rows[..., d:].contiguous().view(torch.float32)
+    return (rows[..., :d].to(torch.float32) * scale).to(dtype)
+
 
 class PagedKVCache:
-    """Owns the KV tensor; ``layer(i)`` gives (K, V) views of shape [blocks, kv_heads, B, D]."""
+    """Owns the KV tensor; ``layer(i)`` gives (K, V) views of shape [blocks, kv_heads, B, D]
+    (``D + 4`` int8 columns when ``dtype`` is ``torch.int8``)."""
 
     def __init__(
         self,
@@ -32,7 +64,14 @@ class PagedKVCache:
         self.block_size_tokens = block_size_tokens
         self.num_blocks = num_blocks
         self.kv = torch.zeros(
-            (num_layers, 2, num_blocks, num_kv_heads, block_size_tokens, head_dim),
+            (
+                num_layers,
+                2,
+                num_blocks,
+                num_kv_heads,
+                block_size_tokens,
+                kv_row_width(head_dim, dtype),
+            ),
             dtype=dtype,
             device=device,
         )

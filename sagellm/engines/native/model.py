@@ -12,24 +12,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sagellm.accel.quantization import QuantLinear
 from sagellm.core.errors import ModelLoadError
 from sagellm.engines.native.arch import ModelArch
 from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
-from sagellm.engines.native.kv_cache import PagedKVCache
+from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
+
+# A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
+Weight = torch.Tensor | QuantLinear
+LINEAR_FIELDS = ("qkv", "o", "gate_up", "down")
 
 
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor
-    qkv: torch.Tensor  # [(H + 2 * kvH) * D, hidden]
+    qkv: Weight  # [(H + 2 * kvH) * D, hidden]
     qkv_bias: torch.Tensor | None
     q_norm: torch.Tensor | None  # Qwen3
     k_norm: torch.Tensor | None
-    o: torch.Tensor
+    o: Weight
     o_bias: torch.Tensor | None
     post_norm: torch.Tensor
-    gate_up: torch.Tensor  # [2 * I, hidden]
-    down: torch.Tensor
+    gate_up: Weight  # [2 * I, hidden]
+    down: Weight
 
 
 # Row counts for which ``(W @ x.T).T`` beats ``F.linear(x, W)`` on CPU: MKL/oneDNN pick better
@@ -39,7 +44,10 @@ class LayerWeights:
 _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)}
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+def _linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor):  # quantized: its own kernel
+        y = w.linear(x)
+        return y + b if b is not None else y
     if x.device.type == "cpu" and x.shape[0] in _TRANSPOSED_ROWS.get(x.dtype, ()):
         y = torch.matmul(w, x.t()).t()
         return y + b if b is not None else y
@@ -57,8 +65,15 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 def _write_kv(cache: torch.Tensor, meta: AttnMetadata, x: torch.Tensor) -> None:
-    """Scatter new K or V rows ``x`` [T, kvH, D] into ``cache`` [blocks, kvH, bs, D]."""
+    """Scatter new K or V rows ``x`` [T, kvH, D] into ``cache`` [blocks, kvH, bs, D] (an int8
+    cache stores each row quantized with its scale, see ``kv_cache``)."""
+    if cache.dtype == torch.int8:
+        x = quantize_kv(x)
     cache.view(-1, cache.shape[-1]).index_copy_(0, meta.kv_rows, x.reshape(-1, x.shape[-1]))
+
+
+def _num_bytes(w: Weight) -> int:
+    return w.numel() * w.element_size() if isinstance(w, torch.Tensor) else w.num_bytes
 
 
 class DecoderModel:
@@ -119,8 +134,26 @@ class DecoderModel:
 
     @property
     def num_weight_bytes(self) -> int:
-        n = sum(t.numel() for lw in self.layers for t in (lw.qkv, lw.o, lw.gate_up, lw.down))
-        return (n + self.lm_head.numel()) * self.lm_head.element_size()
+        """Bytes of the linear weights and lm_head: what a batch-1 decode step streams."""
+        return sum(_num_bytes(w) for w in self.linear_weights().values())
+
+    def linear_weights(self) -> dict[str, Weight]:
+        """Every linear weight by name: ``layers.<i>.<qkv|o|gate_up|down>`` and ``lm_head``."""
+        out: dict[str, Weight] = {
+            f"layers.{i}.{f}": getattr(lw, f)
+            for i, lw in enumerate(self.layers)
+            for f in LINEAR_FIELDS
+        }
+        out["lm_head"] = self.lm_head
+        return out
+
+    def replace_linear(self, name: str, weight: Weight) -> None:
+        """Swap one weight named as in ``linear_weights`` (quantization does this at load)."""
+        if name == "lm_head":
+            self.lm_head = weight
+            return
+        _, i, field = name.split(".")
+        setattr(self.layers[int(i)], field, weight)
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         need = int(positions.max()) + 1

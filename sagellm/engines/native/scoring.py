@@ -24,7 +24,7 @@ def prompt_logits(engine, token_ids: list[int]) -> torch.Tensor:
     arch, dev, bs = engine.arch, engine.device, engine.config.block_size_tokens
     num_blocks = -(-n // bs)
     cache = PagedKVCache(
-        arch.num_layers, num_blocks, bs, arch.num_kv_heads, arch.head_dim, engine.dtype, dev
+        arch.num_layers, num_blocks, bs, arch.num_kv_heads, arch.head_dim, engine.kv_dtype, dev
     )
     positions = torch.arange(n, dtype=torch.int64, device=dev)
     heads = torch.arange(arch.num_kv_heads, dtype=torch.int64, device=dev)
