@@ -67,7 +67,7 @@ vllm-env: $(VLLM_STAMP)
 # The vLLM adapter's tests (marked slow; not in `make test`): our process never imports vllm, it
 # drives a worker in $(VLLM_VENV) through a pipe.
 test-vllm: $(STAMP) $(VLLM_STAMP)
-	SAGELLM_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/pytest -q tests/integration/test_vllm_adapter.py
+	SAGELLM_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/pytest -q tests/integration/vllm_adapter
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .import_linter_cache
