@@ -5,7 +5,7 @@ in the strategy's order (its token budget and batch limits still apply: it stops
 that does not fit) and, when decoding must preempt, take the lowest-ranked running sequence.
 Only ranking strategies are honoured (:mod:`sagellm.engines.ordering`). Sequence ids map to
 request ids as ``str(seq_id)``; ``request_info`` carries what LMDeploy does not know
-(priority, tenant, SLOs) per seq id.
+(priority, tenant, SLOs) per LMDeploy session id (the adapter runs one sequence per session).
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ class StrategyDecider:
             strategy = ranking_strategy(strategy, "lmdeploy", LMDEPLOY_CAPABILITIES)
         self.strategy = strategy
         self.block_size_tokens = block_size_tokens
-        self.request_info: dict[int, SequenceInfo] = {}
+        self.request_info: dict[int, SequenceInfo] = {}  # by LMDeploy session id
         self.num_decisions = 0
         self._prompt_tokens: dict[int, int] = {}  # seq id -> length when first seen (waiting)
 
     def _view(self, seq: Any, running: bool) -> RequestView:
         num_tokens = int(seq.num_all_ids)
         prompt = self._prompt_tokens.setdefault(seq.seq_id, num_tokens)
-        info = self.request_info.get(seq.seq_id, SequenceInfo())
+        info = self.request_info.get(seq.session.session_id, SequenceInfo())
         return RequestView(
             request_id=str(seq.seq_id),
             arrival_s=float(seq.arrive_time),

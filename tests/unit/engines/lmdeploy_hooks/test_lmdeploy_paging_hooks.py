@@ -116,10 +116,10 @@ def test_prefix_eviction_callback_and_prefix_hooks(paging):
 @NEEDS_LMDEPLOY
 def test_external_strategy_order_is_the_admission_order(paging):
     sched = make_scheduler(paging, num_gpu_blocks=32, max_batches=2)
-    seqs = [add(sched, i, range(i * 10, i * 10 + 6), arrive_s=float(i)) for i in range(4)]
+    seqs = [add(sched, 10 + i, range(i * 10, i * 10 + 6), arrive_s=float(i)) for i in range(4)]
     decider = StrategyDecider("priority", BLOCK)
     for seq, prio in zip(seqs, [0, 1, 5, 3], strict=True):
-        decider.request_info[seq.seq_id] = SequenceInfo(priority=prio)
+        decider.request_info[seq.session.session_id] = SequenceInfo(priority=prio)
     sched.set_external_decider(decider)
     out = sched.schedule(is_prefill=True)  # two seats: the two highest priorities
     assert [s.seq_id for s in out.running] == [seqs[2].seq_id, seqs[3].seq_id]
