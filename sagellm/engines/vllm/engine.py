@@ -119,6 +119,7 @@ class VllmEngine:
             seed=config.seed,
         )
         self.vllm_version: str = info["vllm_version"]
+        self.vocab_size: int = info["vocab_size"]
         self.max_model_len_tokens: int = info["max_model_len"]
         self.admission_order: list[RequestId] = []  # request ids in vLLM's admission order
         self._t0 = time.perf_counter()
@@ -131,6 +132,16 @@ class VllmEngine:
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
+
+    def clock(self) -> float:
+        """Seconds since this engine started (the clock of every metric it records)."""
+        return self._now()
+
+    def reset_metrics(self) -> None:
+        """Forget finished requests and past step metrics (e.g. after a warm-up)."""
+        self._steps.clear()
+        for rid in [r for r in self._metrics if r not in self._unfinished]:
+            del self._metrics[rid], self._requests[rid], self._outputs[rid]
 
     # --- BaseEngine --------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:

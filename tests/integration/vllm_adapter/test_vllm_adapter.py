@@ -119,3 +119,33 @@ def test_bad_request_keeps_the_engine_serving(vllm_engine):
     with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
         vllm_engine.add_request(Request("bad", [100_000], SamplingParams(max_tokens=1)))
     assert vllm_engine.generate([[1, 2, 3]], SamplingParams(max_tokens=2, ignore_eos=True))
+
+
+@pytest.fixture(scope="module")
+def smollm2_folder():
+    """SmolLM2 as an fp32 HF folder, cached across runs (517 MB; ~25 s to make once)."""
+    import tempfile
+    from pathlib import Path
+
+    from sagellm.benchmarks.engines_compare import smollm2_hf_copy
+
+    cache = Path(os.environ.get("SAGELLM_MODEL_CACHE", tempfile.gettempdir())) / "sagellm-models"
+    cache.mkdir(parents=True, exist_ok=True)
+    return smollm2_hf_copy(cache)
+
+
+def test_smollm2_greedy_equals_the_native_engine(smollm2_folder):
+    from sagellm.engines import create_engine
+
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(17, 49152, (n,), generator=g).tolist() for n in (12, 40)]
+    sp = SamplingParams(max_tokens=16, ignore_eos=True)
+    eng = create_engine(config(smollm2_folder, name="vllm", max_model_len_tokens=512))
+    try:
+        ours = eng.generate(prompts, sp)
+    finally:
+        eng.close()
+    native = NativeEngine(
+        config(smollm2_folder, model=ModelConfig(path="smollm2-135m-instruct"), num_kv_blocks=32)
+    )
+    assert ours == native.generate(prompts, sp)
