@@ -4,7 +4,8 @@ The engine is vLLM's offline ``LLMEngine`` (add_request / step / abort) inside a
 started with the vLLM environment's Python (``make vllm-env``); this side keeps the request
 bookkeeping and metrics. Per step the configured sagellm ranking strategy orders the waiting
 requests and vLLM's scheduler plugin admits in that order (its token budget and KV limits stay
-vLLM's). Prefix-cache hits are vLLM's per-request ``num_cached_tokens`` (whole blocks).
+vLLM's). Prefix-cache hits are vLLM's per-request ``num_cached_tokens`` (whole blocks); KV
+cache events (blocks stored / removed) are counted in ``stats()``.
 
 Honoured: greedy / sampled decoding, prefix caching, chunked prefill, admission order.
 Not honoured (ConfigError naming the capabilities): KV tiers, tenant quotas, accel features,
@@ -129,6 +130,7 @@ class VllmEngine:
         self._unfinished: set[RequestId] = set()
         self._steps: list[StepMetrics] = []
         self._ids = itertools.count()
+        self.kv_events: dict[str, int] = {}  # vLLM's KV cache events so far, by kind
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
@@ -204,6 +206,7 @@ class VllmEngine:
         start = self._now()
         reply = self._worker.call("step", ranking=self._ranking())
         now = self._now()
+        self.kv_events = reply["kv_events"]
         for rid in reply["admitted"]:
             self.admission_order.append(rid)
             m = self._metrics.get(rid)
@@ -300,6 +303,7 @@ class VllmEngine:
             "prefix_cache_query_tokens": float(prompt),
             "prefix_cache_hit_tokens": float(cached),
             "prefix_cache_hit_rate": cached / prompt if prompt else 0.0,
+            **{k: float(v) for k, v in self.kv_events.items()},
         }
 
     def close(self) -> None:

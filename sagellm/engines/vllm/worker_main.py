@@ -10,7 +10,8 @@ ranking of request ids), ``abort``, ``shutdown``.
 The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the scheduler
 plugin below (vLLM's ``scheduler_cls`` hook) sees the ranking: before each ``schedule`` it
 reorders the waiting queue by it (unranked requests keep their FCFS place after the ranked
-ones) and records the order requests leave the waiting queue (admission order).
+ones) and records the order requests leave the waiting queue (admission order); it also counts
+the KV cache events (blocks stored in / removed from the prefix cache) vLLM publishes.
 """
 
 import json
@@ -20,6 +21,29 @@ import time
 
 RANKS = {}  # request id -> position in the sagellm strategy's ranking (0 = first)
 STEP_LOG = {"admitted": [], "num_prefill_tokens": 0, "num_decode_tokens": 0, "num_seqs": 0}
+# KV cache events vLLM published so far, in blocks (BlockStored / BlockRemoved) and clears
+KV_EVENTS = {"kv_blocks_stored": 0, "kv_blocks_removed": 0, "kv_all_cleared": 0}
+
+
+class CountingPublisher:
+    """Wraps vLLM's KV event publisher: counts each batch's events, then passes it on."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def publish(self, batch):
+        for e in batch.events:
+            kind = type(e).__name__
+            if kind == "BlockStored":
+                KV_EVENTS["kv_blocks_stored"] += len(e.block_hashes)
+            elif kind == "BlockRemoved":
+                KV_EVENTS["kv_blocks_removed"] += len(e.block_hashes)
+            elif kind == "AllBlocksCleared":
+                KV_EVENTS["kv_all_cleared"] += 1
+        self.inner.publish(batch)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def external_id(internal_id):
@@ -31,7 +55,12 @@ def make_scheduler_cls():
     from vllm.v1.core.sched.scheduler import Scheduler
 
     class RankedScheduler(Scheduler):
-        """vLLM's scheduler taking its waiting order from sagellm (a ``scheduler_cls`` plugin)."""
+        """vLLM's scheduler taking its waiting order from sagellm (a ``scheduler_cls`` plugin)
+        and counting the KV cache events it publishes."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.kv_event_publisher = CountingPublisher(self.kv_event_publisher)
 
         def schedule(self, *args, **kwargs):
             if RANKS and len(self.waiting) > 1:
@@ -74,6 +103,7 @@ class Worker:
 
     def init(self, msg):
         from vllm import EngineArgs, LLMEngine
+        from vllm.config import KVEventsConfig
 
         args = EngineArgs(
             model=msg["model"],
@@ -91,6 +121,8 @@ class Worker:
             scheduler_cls=make_scheduler_cls(),
             kv_cache_memory_bytes=msg.get("kv_cache_bytes"),
             gpu_memory_utilization=msg["memory_fraction"],  # on CPU: share of RAM reserved
+            # events of the prefix cache, published to nothing but counted by the plugin
+            kv_events_config=KVEventsConfig(enable_kv_cache_events=True, publisher="null"),
         )
         self.engine = LLMEngine.from_engine_args(args)
         cfg = self.engine.model_config
@@ -154,6 +186,7 @@ class Worker:
             "num_prefill_tokens": STEP_LOG["num_prefill_tokens"],
             "num_decode_tokens": STEP_LOG["num_decode_tokens"],
             "num_seqs": STEP_LOG["num_seqs"],
+            "kv_events": dict(KV_EVENTS),
             "has_unfinished": self.engine.has_unfinished_requests(),
         }
 

@@ -98,7 +98,9 @@ def test_prefix_cache_hits_are_reported(vllm_engine):
         vllm_engine.step()
     m = {x.request_id: x for x in vllm_engine.request_metrics()}["hit"]
     assert m.num_cached_tokens == 2 * BLOCK  # whole blocks
-    assert vllm_engine.stats()["prefix_cache_hit_tokens"] - before == 2 * BLOCK
+    stats = vllm_engine.stats()
+    assert stats["prefix_cache_hit_tokens"] - before == 2 * BLOCK
+    assert stats["kv_blocks_stored"] >= 2  # vLLM's KV cache events: the shared blocks stored
 
 
 def test_strategy_order_is_vllms_admission_order(vllm_engine):
