@@ -2,6 +2,8 @@
 
 GPU only: LMDeploy's PyTorch engine asserts a cuda/ascend/maca/camb device, so creating this
 engine without ``engine.device: cuda`` is a ConfigError; its inference tests are marked ``gpu``.
+It has no float32 path (``PytorchEngineConfig`` allows auto/float16/bfloat16): ``model.dtype``
+must be ``bfloat16``.
 The engine is ``lmdeploy.pytorch.engine.Engine`` (imported from the patched overlay) in eager
 mode (comm hooks need it); each request is one LMDeploy session driven through
 ``EngineInstance.async_stream_infer``; ``step()`` advances LMDeploy's loop until at least one
@@ -40,7 +42,7 @@ from sagellm.engines.lmdeploy.prefix_hooks import PrefixReuseBridge
 from sagellm.engines.lmdeploy.scheduler import LMDEPLOY_CAPABILITIES, SequenceInfo, StrategyDecider
 from sagellm.models import resolve_model_path
 
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+_DTYPES = {"bfloat16": "bfloat16"}  # PytorchEngineConfig asserts auto/float16/bfloat16
 
 
 @dataclass
@@ -61,6 +63,12 @@ class LmdeployEngine:
             raise ConfigError(
                 f"engine.device: lmdeploy's PyTorch engine runs on CUDA only; allowed: 'cuda' "
                 f"(got {config.device!r})"
+            )
+        if config.model.dtype not in _DTYPES:
+            raise ConfigError(
+                f"model.dtype: lmdeploy's PyTorch engine has no {config.model.dtype!r} path; "
+                f"allowed: {', '.join(repr(d) for d in _DTYPES)} (so its greedy output is "
+                f"compared with the native engine in bfloat16, not with the fp32 oracle)"
             )
         decider = StrategyDecider(config.scheduling_strategy, config.block_size_tokens)
         self.patches = activate_overlay()

@@ -48,9 +48,11 @@ def test_vllm_refuses_what_it_cannot_honour(kw, match):
         create_engine(cfg)
 
 
-def test_lmdeploy_needs_cuda():
+def test_lmdeploy_needs_cuda_and_bfloat16():
     with pytest.raises(ConfigError, match="CUDA only"):
         create_engine(EngineConfig(name="lmdeploy", model=ModelConfig(path="x")))
+    with pytest.raises(ConfigError, match="allowed: 'bfloat16'"):
+        create_engine(EngineConfig(name="lmdeploy", device="cuda", model=ModelConfig(path="x")))
 
 
 def test_lmdeploy_missing_package_names_the_extra(tmp_path, monkeypatch):
