@@ -16,8 +16,9 @@ from pathlib import Path
 from sagellm.core.errors import ConfigError
 from sagellm.core.installed import ENGINE_INSTALL_HINTS, REPO_ROOT
 
-#: The LMDeploy release the patch series is written against.
-LMDEPLOY_VERSION = (REPO_ROOT / "third_party" / "lmdeploy" / "VERSION").read_text().strip()
+#: The LMDeploy release the patch series is written against (= third_party/lmdeploy/VERSION,
+#: kept equal by a test; a constant so a wheel install without third_party/ still imports).
+LMDEPLOY_VERSION = "0.11.0"
 STAMP_FILE = "SAGELLM_PATCHES"
 
 

@@ -13,6 +13,13 @@ from sagellm.engines import ENGINES, create_engine
 from sagellm.engines.lmdeploy import overlay
 
 
+def test_pinned_lmdeploy_version_matches_third_party():
+    from sagellm.core.installed import REPO_ROOT
+
+    pinned = (REPO_ROOT / "third_party" / "lmdeploy" / "VERSION").read_text().strip()
+    assert overlay.LMDEPLOY_VERSION == pinned
+
+
 def test_every_known_engine_is_registered():
     assert ENGINES.names() == sorted(ENGINE_NAMES)
     assert "native" in installed_engine_names()
