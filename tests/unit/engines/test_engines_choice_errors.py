@@ -17,7 +17,7 @@ def test_pinned_lmdeploy_version_matches_third_party():
     from sagellm.core.installed import REPO_ROOT
 
     pinned = (REPO_ROOT / "third_party" / "lmdeploy" / "VERSION").read_text().strip()
-    assert overlay.LMDEPLOY_VERSION == pinned
+    assert pinned == overlay.LMDEPLOY_VERSION
 
 
 def test_every_known_engine_is_registered():
