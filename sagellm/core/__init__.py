@@ -24,6 +24,7 @@ from sagellm.core.errors import (
     SageLLMError,
     SchedulingStalledError,
 )
+from sagellm.core.installed import ENGINE_NAMES, installed_engine_names, vllm_python
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.registry import Registry
 from sagellm.core.types import (
@@ -42,6 +43,7 @@ from sagellm.core.types import (
 __all__ = [
     "DEFAULT_MODEL",
     "DRAFTER_NAMES",
+    "ENGINE_NAMES",
     "EVICTION_POLICY_NAMES",
     "QUANT_METHOD_NAMES",
     "SLO",
@@ -69,6 +71,8 @@ __all__ = [
     "TenantId",
     "TenantQuotaConfig",
     "config_hash",
+    "installed_engine_names",
     "load_config",
     "parse_config",
+    "vllm_python",
 ]

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from sagellm.core.errors import ConfigError
+from sagellm.core.installed import ENGINE_NAMES, installed_engine_names
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -131,7 +132,7 @@ class AccelConfig(_Frozen):
 class EngineConfig(_Frozen):
     """The engine and its memory/batching limits (vLLM's names where they exist)."""
 
-    name: Literal["native"] = "native"
+    name: str = "native"  # one of ENGINE_NAMES (sagellm.core.installed)
     model: ModelConfig = Field(default_factory=ModelConfig)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads; None = torch's
@@ -163,6 +164,17 @@ class EngineConfig(_Frozen):
     max_empty_steps: int = Field(default=64, ge=1)  # empty decisions with work waiting -> raise
     # --- acceleration (issue 13): quantization, sparse attention, speculative decoding ---
     accel: AccelConfig = Field(default_factory=AccelConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_engine_name(cls, name: str) -> str:
+        if name not in ENGINE_NAMES:
+            installed = ", ".join(installed_engine_names())
+            raise ValueError(
+                f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)} "
+                f"(installed here: {installed})"
+            )
+        return name
 
     @field_validator("eviction_policy")
     @classmethod

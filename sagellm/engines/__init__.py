@@ -22,6 +22,20 @@ def _native(config: EngineConfig) -> BaseEngine:
     return NativeEngine(config)
 
 
+@ENGINES.register("lmdeploy")
+def _lmdeploy(config: EngineConfig) -> BaseEngine:
+    from sagellm.engines.lmdeploy.engine import LmdeployEngine
+
+    return LmdeployEngine(config)
+
+
+@ENGINES.register("vllm")
+def _vllm(config: EngineConfig) -> BaseEngine:
+    from sagellm.engines.vllm import VllmEngine
+
+    return VllmEngine(config)
+
+
 def create_engine(config: EngineConfig | None = None) -> BaseEngine:
     config = config or EngineConfig()
     return ENGINES.get(config.name)(config)
