@@ -22,6 +22,7 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
+from sagellm.engines.native.forced_decode import forced_decode_logits
 from sagellm.engines.native.kv_cache import PagedKVCache
 from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.kv_migration import MigrationDecider
@@ -30,6 +31,7 @@ from sagellm.engines.native.plan_exec import PlanExecution
 from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.sequence import SeqStatus, Sequence
+from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
@@ -108,6 +110,8 @@ class NativeEngine(PlanExecution):
             self.dtype,
             self.device,
         )
+        # sparse attention (None = dense); replace only while no request runs
+        self.sparse: SparseHook | None = make_sparse_hook(cfg, self.cache)
         self._steps: list[StepMetrics] = []  # before the KV manager: its migration reads it
         self.kv = NativeKVManager.from_config(
             self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
@@ -237,6 +241,8 @@ class NativeEngine(PlanExecution):
             )
         total = min(n + request.sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size_tokens)
+        if self.sparse is not None:  # streaming holds sinks + window (+ one chunk) at most
+            need = self.sparse.peak_blocks(total, self.config.max_num_batched_tokens)
         if need > self.kv.num_blocks:
             raise InvalidRequestError(
                 f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
@@ -404,7 +410,13 @@ class NativeEngine(PlanExecution):
             "num_failed_admissions": float(self.num_failed_admissions),
             "weight_bytes": float(self.model.num_weight_bytes),
             **self.kv.stats(),
+            **(self.sparse.stats() if self.sparse is not None else {}),
         }
+
+    def decode_logits(self, prompt_ids: list[int], target_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced decode on the serving path: fp32 logits [len(target_ids), vocab],
+        row i predicting ``target_ids[i]`` (see ``forced_decode``)."""
+        return forced_decode_logits(self, prompt_ids, target_ids)
 
     def close(self) -> None:
         """Release files of the disk KV tier (if any)."""
