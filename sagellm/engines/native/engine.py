@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from sagellm.core.config import EngineConfig, ModelConfig
+from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import (
     Request,
@@ -412,6 +412,16 @@ class NativeEngine(PlanExecution):
             **self.kv.stats(),
             **(self.sparse.stats() if self.sparse is not None else {}),
         }
+
+    def set_sparse_attention(self, accel: AccelConfig) -> None:
+        """Switch sparse attention (``accel``'s sparsity fields) between requests, keeping the
+        weights: a benchmark compares dense and sparse on one loaded model. Raises
+        InvalidRequestError while requests are unfinished, ConfigError as at start."""
+        if self.has_unfinished():
+            raise InvalidRequestError("set_sparse_attention needs an idle engine")
+        cfg = self.config.model_copy(update={"accel": accel})
+        self.sparse = make_sparse_hook(cfg, self.cache)
+        self.config = cfg
 
     def decode_logits(self, prompt_ids: list[int], target_ids: list[int]) -> torch.Tensor:
         """Teacher-forced decode on the serving path: fp32 logits [len(target_ids), vocab],
