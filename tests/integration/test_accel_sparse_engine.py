@@ -13,6 +13,7 @@ from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig, parse_co
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine
+from sagellm.engines.native.kv_handoff import transfer_prefilled
 
 BS = 4
 
@@ -180,6 +181,9 @@ def test_bad_input_names_fields(tiny_checkpoint):
         parse_config({"engine": {"accel": {"sparsity_method": "h2o"}}})
     with pytest.raises(ConfigError, match="quest_top_k_blocks"):
         parse_config({"engine": {"accel": {"quest_top_k_blocks": 0}}})
+    streaming = engine(folder, {"sink_tokens": 4, "window_tokens": 8})
+    with pytest.raises(ValueError, match="sparsity_method 'streaming'"):
+        transfer_prefilled(streaming, engine(folder), "r0")
     eng = engine(folder, {"sparsity_method": "quest"})
     with pytest.raises(InvalidRequestError, match="target_ids"):
         eng.decode_logits([1, 2], [])

@@ -78,6 +78,7 @@ class NativeEngine(PlanExecution):
             "kv_quotas",
             "kv_defrag",
             "scheduler_ir",
+            "sparse_attention",
         }
     )
 
