@@ -85,15 +85,19 @@ def methods(p: dict) -> dict[str, AccelConfig]:
 
 
 def decode_speed(engine, prompt: list[int], decode_tokens: int, tag: str) -> dict[str, float]:
-    """One greedy request: prefill seconds, median decode-step seconds, peak KV blocks held."""
+    """One greedy request: prefill seconds, median decode-step seconds, peak KV blocks held
+    (over the whole request, which includes a prefill chunk's blocks, and over decode steps)."""
     engine.reset_metrics()
     sp = SamplingParams(max_tokens=decode_tokens, ignore_eos=True)
     engine.add_request(Request(tag, prompt, sp))
-    peak = 0
+    peak = peak_decode = 0
     t0 = time.perf_counter()
     while engine.has_unfinished():
         engine.step()
-        peak = max(peak, engine.kv.num_referenced_blocks)
+        used = engine.kv.num_referenced_blocks  # 0 once the request finished
+        peak = max(peak, used)
+        if engine.step_metrics()[-1].num_prefill_tokens == 0:
+            peak_decode = max(peak_decode, used)
     wall = time.perf_counter() - t0
     steps = engine.step_metrics()
     decode = [s.compute_s for s in steps if s.num_prefill_tokens == 0]
@@ -102,6 +106,7 @@ def decode_speed(engine, prompt: list[int], decode_tokens: int, tag: str) -> dic
         "decode_step_s": statistics.median(decode) if decode else float("nan"),
         "request_s": wall,
         "peak_kv_blocks": float(peak),
+        "decode_kv_blocks": float(peak_decode),
     }
 
 
@@ -142,6 +147,7 @@ def run_accel_sparse_experiment(
             acc_rows.append({"method": name, **asdict(acc)})
             row = decode_speed(eng, tokens[:L], p["decode_tokens"], f"{name}-{L}")
             row["peak_kv_bytes"] = row["peak_kv_blocks"] * block_bytes
+            row["decode_kv_bytes"] = row["decode_kv_blocks"] * block_bytes
             extra = eng.sparse.stats().get("quest_summary_bytes", 0.0) if eng.sparse else 0.0
             speed_rows.append({"method": name, "context_tokens": L, **row, "summary_bytes": extra})
     eng.close()
@@ -156,6 +162,7 @@ def run_accel_sparse_experiment(
         k = f"{r['method']}_{r['context_tokens']}"
         metrics[f"{k}_decode_step_s"] = r["decode_step_s"]
         metrics[f"{k}_peak_kv_bytes"] = r["peak_kv_bytes"]
+        metrics[f"{k}_decode_kv_bytes"] = r["decode_kv_bytes"]
     params = {"preset": preset, **p, "num_text_tokens": len(tokens)}
     run_dir = write_experiment(
         results_root, "accel_sparse", params, metrics, {"accuracy": accuracy, "speed": speed}
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     cols += ["mean_kl_nats", "top1_agreement"]
     print(run.tables["accuracy"][cols].to_string(index=False))
     cols = ["method", "context_tokens", "prefill_s", "decode_step_s", "peak_kv_blocks"]
+    cols += ["decode_kv_blocks"]
     print(run.tables["speed"][cols].to_string(index=False))
     print(run.run_dir)
     return 0
