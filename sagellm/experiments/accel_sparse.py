@@ -5,10 +5,10 @@
 (its first ``text_chars`` characters, tokenized without a chat template; tokens ``[0, L)`` are
 the context, the next ``scored_tokens`` are teacher-forced decode steps) gives dense and sparse
 logits of the same positions: perplexity of each on the scored tokens, max |logit error|,
-KL(dense || sparse), top-1 agreement. (2) Speed and memory: a greedy request with an L-token
-prompt decodes ``decode_tokens`` tokens; per method the median decode step time (engine
-``compute_s``), the prefill time, and the peak KV blocks the request held (+ Quest's summary
-bytes). Dense and sparse alternate on the same engine (``set_sparse_attention``), so weights,
+KL(dense || sparse), top-1 agreement. (2) Speed and memory of those same requests, from the
+engine's step metrics: prefill time, median decode step time (``compute_s``), decode tokens/s,
+KV blocks held after each step (peak; and during decode) plus Quest's summary bytes. Dense and
+sparse alternate per context length on the same engine (``set_sparse_attention``), so weights,
 threads and the machine state are shared. Files: ``config.json``, ``metrics.json``,
 ``accuracy.parquet``, ``speed.parquet``.
 
@@ -18,8 +18,8 @@ threads and the machine state are shared. Files: ``config.json``, ``metrics.json
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +29,6 @@ from sagellm.accel.eval_data import shakespeare_text
 from sagellm.accel.sparse import compare_logits
 from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
 from sagellm.core.config import DEFAULT_MODEL, AccelConfig
-from sagellm.core.types import Request, SamplingParams
 
 PRESETS: dict[str, dict] = {
     "ci": dict(
@@ -37,7 +36,6 @@ PRESETS: dict[str, dict] = {
         text_chars=4000,
         context_lengths=[128, 256],
         scored_tokens=8,
-        decode_tokens=4,
         sink_tokens=4,
         window_tokens=64,
         quest_top_k_blocks=4,
@@ -49,7 +47,6 @@ PRESETS: dict[str, dict] = {
         text_chars=40_000,
         context_lengths=[512, 1024, 2048, 4096],
         scored_tokens=64,
-        decode_tokens=32,
         sink_tokens=4,
         window_tokens=256,  # the same attended-token budget as Quest's 16 blocks of 16
         quest_top_k_blocks=16,
@@ -84,29 +81,21 @@ def methods(p: dict) -> dict[str, AccelConfig]:
     }
 
 
-def decode_speed(engine, prompt: list[int], decode_tokens: int, tag: str) -> dict[str, float]:
-    """One greedy request: prefill seconds, median decode-step seconds, peak KV blocks held
-    (over the whole request, which includes a prefill chunk's blocks, and over decode steps)."""
-    engine.reset_metrics()
-    sp = SamplingParams(max_tokens=decode_tokens, ignore_eos=True)
-    engine.add_request(Request(tag, prompt, sp))
-    peak = peak_decode = 0
-    t0 = time.perf_counter()
-    while engine.has_unfinished():
-        engine.step()
-        used = engine.kv.num_referenced_blocks  # 0 once the request finished
-        peak = max(peak, used)
-        if engine.step_metrics()[-1].num_prefill_tokens == 0:
-            peak_decode = max(peak_decode, used)
-    wall = time.perf_counter() - t0
-    steps = engine.step_metrics()
-    decode = [s.compute_s for s in steps if s.num_prefill_tokens == 0]
+def step_speed(steps, block_bytes: int) -> dict[str, float]:
+    """Speed and KV use of one request from its engine steps: prefill seconds, median decode
+    step seconds, KV blocks held after each step (peak over all steps and over decode steps;
+    within a step a prefill chunk's blocks are held until streaming frees the dead ones)."""
+    decode = [s for s in steps if s.num_prefill_tokens == 0]
+    peak = max(s.kv_blocks_used for s in steps)
+    peak_decode = max((s.kv_blocks_used for s in decode), default=0)
     return {
         "prefill_s": sum(s.compute_s for s in steps if s.num_prefill_tokens > 0),
-        "decode_step_s": statistics.median(decode) if decode else float("nan"),
-        "request_s": wall,
+        "decode_step_s": statistics.median(s.compute_s for s in decode) if decode else math.nan,
+        "decode_tokens_per_s": len(decode) / sum(s.compute_s for s in decode) if decode else 0.0,
         "peak_kv_blocks": float(peak),
         "decode_kv_blocks": float(peak_decode),
+        "peak_kv_bytes": float(peak * block_bytes),
+        "decode_kv_bytes": float(peak_decode * block_bytes),
     }
 
 
@@ -122,7 +111,7 @@ def run_accel_sparse_experiment(
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     p = {**PRESETS[preset], **overrides}
     lengths = sorted(p["context_lengths"])
-    longest = lengths[-1] + max(p["scored_tokens"], p["decode_tokens"]) + 1
+    longest = lengths[-1] + p["scored_tokens"] + 1
     bs = p["block_size_tokens"]
     eng = NativeEngine.from_pretrained(
         p["model"],
@@ -134,20 +123,18 @@ def run_accel_sparse_experiment(
     if len(tokens) < longest:
         raise ValueError(f"text_chars={p['text_chars']} gives {len(tokens)} tokens < {longest}")
     block_bytes = bs * eng.arch.kv_bytes_per_token(eng.dtype)
-    acc_rows, speed_rows, dense_logits = [], [], {}
-    for name, accel in methods(p).items():
-        eng.set_sparse_attention(accel)
-        for L in lengths:
-            targets = tokens[L : L + p["scored_tokens"]]
+    acc_rows, speed_rows = [], []
+    for L in lengths:  # methods alternate per length: drifting machine load hits all alike
+        targets = tokens[L : L + p["scored_tokens"]]
+        t = torch.tensor(targets, dtype=torch.int64)
+        dense = None
+        for name, accel in methods(p).items():
+            eng.set_sparse_attention(accel)
+            eng.reset_metrics()
             logits = eng.decode_logits(tokens[:L], targets)
-            if name == "dense":
-                dense_logits[L] = logits
-            t = torch.tensor(targets, dtype=torch.int64)
-            acc = compare_logits(dense_logits[L], logits, t, L)
-            acc_rows.append({"method": name, **asdict(acc)})
-            row = decode_speed(eng, tokens[:L], p["decode_tokens"], f"{name}-{L}")
-            row["peak_kv_bytes"] = row["peak_kv_blocks"] * block_bytes
-            row["decode_kv_bytes"] = row["decode_kv_blocks"] * block_bytes
+            dense = logits if dense is None else dense
+            acc_rows.append({"method": name, **asdict(compare_logits(dense, logits, t, L))})
+            row = step_speed(eng.step_metrics(), block_bytes)
             extra = eng.sparse.stats().get("quest_summary_bytes", 0.0) if eng.sparse else 0.0
             speed_rows.append({"method": name, "context_tokens": L, **row, "summary_bytes": extra})
     eng.close()
@@ -180,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["method", "context_tokens", "sparse_perplexity", "max_abs_logit_error"]
     cols += ["mean_kl_nats", "top1_agreement"]
     print(run.tables["accuracy"][cols].to_string(index=False))
-    cols = ["method", "context_tokens", "prefill_s", "decode_step_s", "peak_kv_blocks"]
-    cols += ["decode_kv_blocks"]
+    cols = ["method", "context_tokens", "prefill_s", "decode_step_s", "decode_tokens_per_s"]
+    cols += ["peak_kv_blocks", "decode_kv_blocks"]
     print(run.tables["speed"][cols].to_string(index=False))
     print(run.run_dir)
     return 0
