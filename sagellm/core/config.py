@@ -126,6 +126,12 @@ class AccelConfig(_Frozen):
             raise ValueError(
                 f"window_tokens ({self.window_tokens}) must be > sink_tokens ({self.sink_tokens})"
             )
+        quest = self.enable_sparsity and self.sparsity_method == "quest"
+        if quest and self.kv_cache_dtype == "int8":
+            raise ValueError(
+                "sparsity_method 'quest' reads raw keys for its block summaries: use "
+                "kv_cache_dtype 'auto' with it (int8 KV works with 'streaming')"
+            )
         return self
 
 

@@ -13,11 +13,18 @@ Masks keep every query to keys at positions <= its own inside its own sequence.
 
 On CPU, groups of short queries (decode, verify, chunks of at most ``KERNEL_MAX_Q`` tokens) skip
 the gather: the C++ kernel (``csrc/paged_attention.cpp``) reads each K/V row from its block in
-place, once per (sequence, kv head) for all query heads of that group.
+place, once per (sequence, kv head) for all query heads of that group. It computes plain causal
+attention over the whole table, so sparse groups and an int8 cache take the torch path.
+
+Sparse attention (``sagellm.accel.sparse``, applied by ``sparse_hook``) enters through two
+seams: ``build_group``'s ``block_positions``/``key_mask`` (a table holding only some logical
+blocks, and a narrower token mask: StreamingLLM) and ``AttnGroup.sparse`` (a decode group
+whose K/V blocks are chosen per layer from the query: Quest).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +53,9 @@ class AttnGroup:
     num_seqs: int
     max_q: int
     max_blocks: int
+    causal_only: bool = True  # plain causal mask over the whole table (no sparse pattern)
+    # decode only: picks each layer's K/V blocks from the query (``QuestDecode.gather``)
+    sparse: object | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,14 @@ def build_group(
     block_tables: list[list[int]],
     block_size: int,
     device: torch.device,
+    block_positions: list[list[int]] | None = None,
+    key_mask: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> AttnGroup:
-    """Index tensors for sequences whose new tokens sit at flat rows starts[b]..+q_lens[b]."""
+    """Index tensors for sequences whose new tokens sit at flat rows starts[b]..+q_lens[b].
+
+    ``block_positions[b][j]``: the logical block index of ``block_tables[b][j]`` (default j);
+    ``key_mask(key_pos, query_pos)``: further restricts the causal mask (broadcast positions).
+    """
     max_q = max(q_lens)
     max_blocks = max(len(bt) for bt in block_tables)
     flat_bt = [0] * (len(block_tables) * max_blocks)
@@ -75,8 +91,15 @@ def build_group(
     valid = ar < qlen_t
     token_index = torch.where(valid, starts_t + ar, 0)
     q_pos = torch.where(valid, done_t + ar, 0)  # padded queries see key 0 only (no NaN rows)
-    k_pos = torch.arange(max_blocks * block_size, dtype=torch.int64)
-    mask = (k_pos[None, None, :] <= q_pos[:, :, None])[:, None]
+    k_pos = torch.arange(max_blocks * block_size, dtype=torch.int64)[None, None, :]
+    if block_positions is not None:  # padding blocks sit past every query
+        pad = [row + [q_pos.max().item() + 1] * (max_blocks - len(row)) for row in block_positions]
+        slot = torch.arange(block_size, dtype=torch.int64)
+        k_pos = (torch.tensor(pad)[:, :, None] * block_size + slot).view(len(pad), 1, -1)
+    mask = k_pos <= q_pos[:, :, None]
+    if key_mask is not None:
+        mask = (mask & key_mask(k_pos, q_pos[:, :, None])) | ~valid[:, :, None]
+    mask = mask[:, None]
     return AttnGroup(
         token_index=token_index.to(device),
         valid=valid.to(device),
@@ -89,6 +112,7 @@ def build_group(
         num_seqs=len(starts),
         max_q=max_q,
         max_blocks=max_blocks,
+        causal_only=block_positions is None and key_mask is None,
     )
 
 
@@ -126,12 +150,13 @@ def _gather(
     return out.view(g.num_seqs, g.max_blocks, kvh, bs, out.shape[-1])
 
 
-def _decode(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
+def _decode(q, k, v, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """``mask``: [B, 1 or kvH, 1, nb * bs] (per KV head when the blocks differ per head)."""
     B, nb, kvh, bs, d = k.shape
     grp = q.shape[1] // kvh
     s = torch.matmul(q.view(B, 1, kvh, grp, d), k.transpose(-1, -2))  # [B,nb,kvH,G,bs]
     s = s.permute(0, 2, 3, 1, 4).reshape(B, kvh, grp, nb * bs).float() * scale
-    s = s.masked_fill(~g.mask.view(B, 1, 1, nb * bs), float("-inf"))
+    s = s.masked_fill(~mask.view(B, -1, 1, nb * bs), float("-inf"))
     p = s.softmax(-1).to(q.dtype).view(B, kvh, grp, nb, bs).permute(0, 3, 1, 2, 4)
     return torch.matmul(p, v).sum(1).view(B, kvh * grp, d)  # [B, H, D]
 
@@ -159,18 +184,26 @@ def paged_attention(
     meta: AttnMetadata,
     scale: float,
     ws: Workspace,
+    layer: int = 0,
 ) -> torch.Tensor:
     """Attention of new queries ``q`` [T, H, D] over the paged cache (new K/V already written).
 
     Returns [T, H, D]. The cache views are [num_blocks, kv_heads, block_size, D] (an int8
-    cache: D + 4 columns, see ``kv_cache``).
+    cache: D + 4 columns, see ``kv_cache``); ``layer`` is the layer index (a sparse decode group
+    selects blocks per layer).
     """
     op = paged_attention_op() if q.device.type == "cpu" else None
     if op is not None:
         q = q.contiguous()  # the transposed-GEMM path leaves q column-major
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for g in meta.groups:
-        if op is not None and g.max_q <= KERNEL_MAX_Q and k_cache.dtype == q.dtype:
+        if g.sparse is not None:
+            qd = q[g.flat_index]
+            k, v, mask = g.sparse.gather(layer, qd, k_cache, v_cache)
+            out[g.flat_index] = _decode(qd, k, v, mask, scale)
+            continue
+        dense = g.causal_only and k_cache.dtype == q.dtype
+        if op is not None and dense and g.max_q <= KERNEL_MAX_Q:
             op(
                 q,
                 k_cache,
@@ -187,7 +220,7 @@ def paged_attention(
         k = _gather(k_cache, g, ws, "k", q.dtype)
         v = _gather(v_cache, g, ws, "v", q.dtype)
         if g.max_q == 1:
-            out[g.flat_index] = _decode(q[g.flat_index], k, v, g, scale)
+            out[g.flat_index] = _decode(q[g.flat_index], k, v, g.mask, scale)
         else:
             out[g.flat_index] = _prefill(q, k, v, g, scale)
     return out

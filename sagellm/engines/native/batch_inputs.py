@@ -23,18 +23,23 @@ class BatchInputs:
 
 
 def build_inputs(
-    items: list[tuple[Sequence, int]], block_size: int, num_kv_heads: int, device: torch.device
+    items: list[tuple[Sequence, int]],
+    block_size: int,
+    num_kv_heads: int,
+    device: torch.device,
+    sparse=None,
 ) -> BatchInputs:
     """``items``: ``(sequence, new tokens)`` in flat-token order; each sequence's chunk starts
-    at its ``num_computed_tokens`` and its blocks are allocated."""
+    at its ``num_computed_tokens`` and its blocks are allocated. ``sparse``: the engine's
+    sparse-attention hook (``sparse_hook``), which builds the attention groups when set."""
     ids: list[int] = []
     pos: list[int] = []
     slot_block: list[int] = []
     logits_rows: list[int] = []
     sampled: list[Sequence] = []
-    groups: dict[bool, tuple[list, list, list, list]] = {
-        True: ([], [], [], []),
-        False: ([], [], [], []),
+    groups: dict[bool, tuple[list, list, list, list, list]] = {
+        True: ([], [], [], [], []),
+        False: ([], [], [], [], []),
     }
     attended = 0
     num_prefill = 0
@@ -50,6 +55,7 @@ def build_inputs(
         g[1].append(n)
         g[2].append(c)
         g[3].append(bt)
+        g[4].append(seq)
         attended += n * c + n * (n + 1) // 2
         if n > 1:
             num_prefill += n
@@ -66,7 +72,11 @@ def build_inputs(
     meta = AttnMetadata(
         kv_rows=kv_rows.flatten(),
         groups=tuple(
-            build_group(*g, block_size=block_size, device=device) for g in groups.values() if g[0]
+            build_group(*g[:4], block_size=block_size, device=device)
+            if sparse is None
+            else sparse.build_group(g[4], *g[:4], block_size=block_size, device=device)
+            for g in groups.values()
+            if g[0]
         ),
     )
     return BatchInputs(

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from sagellm.accel import AccelController
-from sagellm.core.config import EngineConfig, ModelConfig
+from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import (
     Request,
@@ -23,6 +23,7 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.native.calibrate import measure_matmul_flops_per_s, prefill_flop_model
+from sagellm.engines.native.forced_decode import forced_decode_logits
 from sagellm.engines.native.kv_cache import PagedKVCache, kv_bytes_per_token
 from sagellm.engines.native.kv_manager import NativeKVManager
 from sagellm.engines.native.kv_migration import MigrationDecider
@@ -33,6 +34,7 @@ from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.scoring import prompt_logits
 from sagellm.engines.native.sequence import SeqStatus, Sequence
+from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
@@ -79,6 +81,7 @@ class NativeEngine(PlanExecution):
             "kv_quotas",
             "kv_defrag",
             "scheduler_ir",
+            "sparse_attention",
         }
     )
 
@@ -119,6 +122,8 @@ class NativeEngine(PlanExecution):
             self.kv_dtype,
             self.device,
         )
+        # sparse attention (None = dense); replace only while no request runs
+        self.sparse: SparseHook | None = make_sparse_hook(cfg, self.cache)
         self._steps: list[StepMetrics] = []  # before the KV manager: its migration reads it
         self.kv = NativeKVManager.from_config(
             self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
@@ -248,6 +253,8 @@ class NativeEngine(PlanExecution):
             )
         total = min(n + request.sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size_tokens)
+        if self.sparse is not None:  # streaming holds sinks + window (+ one chunk) at most
+            need = self.sparse.peak_blocks(total, self.config.max_num_batched_tokens)
         if need > self.kv.num_blocks:
             raise InvalidRequestError(
                 f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
@@ -419,7 +426,23 @@ class NativeEngine(PlanExecution):
             "num_failed_admissions": float(self.num_failed_admissions),
             "weight_bytes": float(self.model.num_weight_bytes),
             **self.kv.stats(),
+            **(self.sparse.stats() if self.sparse is not None else {}),
         }
+
+    def set_sparse_attention(self, accel: AccelConfig) -> None:
+        """Switch sparse attention (``accel``'s sparsity fields) between requests, keeping the
+        weights: a benchmark compares dense and sparse on one loaded model. Raises
+        InvalidRequestError while requests are unfinished, ConfigError as at start."""
+        if self.has_unfinished():
+            raise InvalidRequestError("set_sparse_attention needs an idle engine")
+        cfg = self.config.model_copy(update={"accel": accel})
+        self.sparse = make_sparse_hook(cfg, self.cache)
+        self.config = cfg
+
+    def decode_logits(self, prompt_ids: list[int], target_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced decode on the serving path: fp32 logits [len(target_ids), vocab],
+        row i predicting ``target_ids[i]`` (see ``forced_decode``)."""
+        return forced_decode_logits(self, prompt_ids, target_ids)
 
     def close(self) -> None:
         """Release files of the disk KV tier (if any)."""

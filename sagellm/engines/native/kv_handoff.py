@@ -15,10 +15,21 @@ from sagellm.core.types import RequestId
 from sagellm.engines.native.engine import NativeEngine
 from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sequence import SeqStatus
+from sagellm.engines.native.sparse_hook import StreamingHook
+
+
+def _check_whole_tables(src: NativeEngine, dst: NativeEngine) -> None:
+    for name, eng in (("src", src), ("dst", dst)):
+        if isinstance(eng.sparse, StreamingHook):  # its tables hold freed (None) blocks
+            raise ValueError(
+                f"{name} engine uses accel.sparsity_method 'streaming'; PD handoff copies whole "
+                "block tables and supports dense or quest attention only"
+            )
 
 
 def check_compatible(src: NativeEngine, dst: NativeEngine) -> None:
     """ValueError naming the mismatch when KV blocks cannot be copied between the two."""
+    _check_whole_tables(src, dst)
     a, b = src.cache.kv, dst.cache.kv
     if a.dtype != b.dtype:
         raise ValueError(f"kv dtype differs: {a.dtype} vs {b.dtype}")
@@ -36,6 +47,7 @@ def transfer_prefilled(src: NativeEngine, dst: NativeEngine, request_id: Request
     there is spent (retry later).
     Raises ValueError when the request is not a prefilled running request of ``src``.
     """
+    _check_whole_tables(src, dst)
     seq = next((s for s in src.queues.running if s.request_id == request_id), None)
     if seq is None or seq.num_computed_tokens < seq.num_prompt_tokens:
         raise ValueError(f"request {request_id!r} is not a prefilled running request of src")

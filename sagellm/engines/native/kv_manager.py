@@ -185,13 +185,29 @@ class NativeKVManager(PrefixAdmission, TierEviction):
 
     def free(self, seq: Sequence) -> None:
         """Drop ``seq``'s references (finish, abort, preemption); indexed blocks stay cached."""
-        ids = self.tables.drop(seq.request_id)
+        ids = [b for b in self.tables.drop(seq.request_id) if b is not None]
         seq.block_ids.clear()
         if ids:
             self._unref(ids)
         self.quota.release(seq.request.tenant_id, self._charged.pop(seq.request_id, 0))
         self._num_indexed.pop(seq.request_id, None)
         self._path_tail.pop(seq.request_id, None)
+
+    def drop_blocks(self, seq: Sequence, logical_blocks: range) -> int:
+        """Give back blocks of ``seq`` no later query reads (sparse attention): each table slot
+        becomes ``None``, the tenant's charge shrinks. Returns the blocks freed."""
+        table = seq.block_ids
+        ids = []
+        for j in logical_blocks:
+            b = table[j]
+            if b is not None:
+                ids.append(b)
+                table[j] = None
+        if ids:
+            self._unref(ids)
+            self.quota.release(seq.request.tenant_id, len(ids))
+            self._charged[seq.request_id] -= len(ids)
+        return len(ids)
 
     def _unref(self, ids: list[BlockId]) -> None:
         for b in self.pool.free(ids):

@@ -202,7 +202,7 @@ class DecoderModel:
             k_cache, v_cache = cache.layer(i)
             _write_kv(k_cache, meta, k)
             _write_kv(v_cache, meta, v)
-            attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace)
+            attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace, i)
             x = x + _linear(attn.view(T, H * D), lw.o, lw.o_bias)
             h = _rms_norm(x, lw.post_norm, eps)
             gu = _linear(h, lw.gate_up)

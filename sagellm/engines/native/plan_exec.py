@@ -330,7 +330,7 @@ class PlanExecution:
         if not items:
             return
         inputs = build_inputs(
-            items, self.config.block_size_tokens, self.arch.num_kv_heads, self.device
+            items, self.config.block_size_tokens, self.arch.num_kv_heads, self.device, self.sparse
         )
         t1 = self.clock()
         try:
@@ -344,6 +344,8 @@ class PlanExecution:
         t2 = self.clock()
         for seq, n in items:
             seq.num_computed_tokens += n
+        if self.sparse is not None:
+            self.sparse.after_forward([s for s, _ in items], self.kv)
         for j, seq in enumerate(inputs.sampled_seqs):
             run.logits[seq.request_id] = (logits, j)
         schedule_s, run.schedule_s = run.schedule_s + (t1 - t0), 0.0

@@ -23,6 +23,8 @@ class Sequence:
     Invariants: ``num_computed_tokens <= len(token_ids)``; the KV of ``token_ids[:num_computed]``
     is in ``block_ids`` (``len(block_ids) * block_size >= num_computed_tokens``). On preemption
     by recompute ``num_computed_tokens`` drops to 0 and the blocks are freed; tokens are kept.
+    Under StreamingLLM a block no later query reads is freed early and its slot in
+    ``block_ids`` becomes ``None`` (``len(block_ids)`` stays the logical table length).
     """
 
     request: Request
@@ -30,7 +32,7 @@ class Sequence:
     num_prompt_tokens: int
     metrics: RequestMetrics
     generator: torch.Generator | None
-    block_ids: list[BlockId] = field(default_factory=list)
+    block_ids: list[BlockId | None] = field(default_factory=list)
     num_computed_tokens: int = 0
     status: SeqStatus = SeqStatus.WAITING
     finish_reason: FinishReason | None = None
