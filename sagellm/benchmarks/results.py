@@ -28,14 +28,17 @@ def make_run_id(config_hash: str) -> str:
 
 
 def save_chart(chart, path_stem: Path) -> list[Path]:
-    """Save an altair chart as PNG (vl-convert, offline) and HTML; returns the paths."""
+    """Save an altair chart as PNG (vl-convert, offline) and HTML that draws offline (the vega
+    bundle inlined, :mod:`sagellm.benchmarks.charts`); returns the paths."""
     import vl_convert as vlc
+
+    from sagellm.benchmarks.charts import chart_page
 
     spec = chart.to_json()
     png = path_stem.with_suffix(".png")
     html = path_stem.with_suffix(".html")
     atomic_write_bytes(png, vlc.vegalite_to_png(spec, scale=2))
-    atomic_write_text(html, chart.to_html())
+    atomic_write_text(html, chart_page(chart, title=path_stem.name))
     return [png, html]
 
 

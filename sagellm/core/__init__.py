@@ -24,6 +24,7 @@ from sagellm.core.errors import (
     SageLLMError,
     SchedulingStalledError,
 )
+from sagellm.core.paths import from_project_root, project_root
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.registry import Registry
 from sagellm.core.types import (
@@ -69,6 +70,8 @@ __all__ = [
     "TenantId",
     "TenantQuotaConfig",
     "config_hash",
+    "from_project_root",
     "load_config",
     "parse_config",
+    "project_root",
 ]
