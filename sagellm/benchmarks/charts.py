@@ -29,16 +29,23 @@ _FRAGMENT = """\
 (function () {{
   var el = document.currentScript ? document.currentScript.previousElementSibling : null;
   if (!el || el.id !== "{div_id}") {{ el = document.getElementById("{div_id}"); }}
-  if (!window.vegaEmbed) {{
-    (function () {{
-{bundle}
-    }})();
+{bundle}  if (!window.vegaEmbed) {{
+    el.textContent = "chart error: vega-embed not loaded";
+    return;
   }}
   window.vegaEmbed(el, {spec}, {{"renderer": "svg", "actions": false}}).catch(function (err) {{
     el.textContent = "chart error: " + err;
   }});
 }})();
 </script>
+"""
+
+_GUARDED_BUNDLE = """\
+  if (!window.vegaEmbed) {{
+    (function () {{
+{bundle}
+    }})();
+  }}
 """
 
 _PAGE = """\
@@ -67,13 +74,13 @@ def _spec_dict(chart_or_spec: Any) -> dict[str, Any]:
     return chart_or_spec.to_dict()
 
 
-def chart_fragment(chart_or_spec: Any) -> str:
-    """An HTML fragment (div + script with the inlined bundle) that draws the chart as SVG."""
+def chart_fragment(chart_or_spec: Any, inline_bundle: bool = True) -> str:
+    """An HTML fragment (div + script) that draws the chart as SVG. ``inline_bundle`` False:
+    the page loads the bundle itself (``<script src=...>`` before the fragment)."""
     # "</" inside a script body would end it early; JSON allows the escaped form.
     spec = json.dumps(_spec_dict(chart_or_spec)).replace("</", "<\\/")
-    return _FRAGMENT.format(
-        div_id=f"sagellm-chart-{uuid.uuid4().hex}", bundle=vega_bundle_js(), spec=spec
-    )
+    bundle = _GUARDED_BUNDLE.format(bundle=vega_bundle_js()) if inline_bundle else ""
+    return _FRAGMENT.format(div_id=f"sagellm-chart-{uuid.uuid4().hex}", bundle=bundle, spec=spec)
 
 
 def chart_page(chart_or_spec: Any, title: str = "chart") -> str:

@@ -23,9 +23,13 @@ def open_notebook(driver, base_url: str, token: str, name: str, timeout_s: float
 
 
 def kernel_states(base_url: str, token: str) -> list[str]:
-    """``execution_state`` of every kernel the server runs (from its REST API)."""
-    with urllib.request.urlopen(f"{base_url}/api/kernels?token={token}", timeout=10) as r:
-        return [k["execution_state"] for k in json.load(r)]
+    """``execution_state`` of every kernel the server runs (from its REST API); [] while the
+    server cannot answer (it answers 500 for a moment while a kernel starts)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/kernels?token={token}", timeout=10) as r:
+            return [k["execution_state"] for k in json.load(r)]
+    except OSError:  # urllib's HTTPError and URLError are OSErrors
+        return []
 
 
 def wait_kernel_idle(base_url: str, token: str, timeout_s: float) -> None:

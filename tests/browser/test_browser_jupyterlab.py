@@ -23,9 +23,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 def _ci_copy(name: str, dest: Path, results_root: Path) -> Path:
     """The notebook with papermill's ci parameters injected (not executed)."""
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    nb = load_notebook_node(str(ROOT / "notebooks" / name))
     nb = parameterize_notebook(nb, {"preset": "ci", "results_root": str(results_root)})
     out = dest / name
     nbformat.write(nb, out)
