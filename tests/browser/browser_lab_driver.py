@@ -42,14 +42,15 @@ def wait_kernel_idle(base_url: str, token: str, timeout_s: float) -> None:
     raise TimeoutError(f"kernel not idle after {timeout_s} s: {kernel_states(base_url, token)}")
 
 
-def run_command(driver, label: str, command_id: str) -> None:
-    """Click menu ``label`` then its item ``command_id`` (e.g. Run > notebook:run-all-cells)."""
+def run_command(driver, menu: str, item_label: str) -> None:
+    """Click menu ``menu`` of the menu bar, then its item labelled ``item_label``."""
     menus = driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
-    next(m for m in menus if m.text.strip() == label).click()
-    item = WebDriverWait(driver, 30).until(
-        ec.element_to_be_clickable((By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{command_id}"]'))
+    next(m for m in menus if m.text.strip() == menu).click()
+    xpath = (
+        "//ul[contains(@class,'lm-Menu-content')]/li[contains(@class,'lm-Menu-item')]"
+        f"[.//div[contains(@class,'lm-Menu-itemLabel') and normalize-space()='{item_label}']]"
     )
-    item.click()
+    WebDriverWait(driver, 30).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
 
 
 def prompts(driver) -> list[str]:
@@ -62,7 +63,7 @@ def prompts(driver) -> list[str]:
 
 def run_all_and_wait(driver, base_url: str, token: str, timeout_s: float) -> list[str]:
     """Run all cells; wait until every code cell has an execution count and the kernel is idle."""
-    run_command(driver, "Run", "notebook:run-all-cells")
+    run_command(driver, "Run", "Run All Cells")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         ps = prompts(driver)
@@ -80,4 +81,4 @@ def output_errors(driver) -> list[str]:
 
 
 def save(driver) -> None:
-    run_command(driver, "File", "docmanager:save")
+    run_command(driver, "File", "Save Notebook")

@@ -95,7 +95,7 @@ def test_open_run_save_in_jupyterlab_leaves_git_clean(browser, jupyter_lab, tmp_
     # a cell run and saved: outputs and an execution count land in the file; the filter strips
     # them, so git diff is empty and nothing can be staged
     browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-editor")[0].click()
-    run_command(browser, "Run", "notebook:run-cell")
+    run_command(browser, "Run", "Run Selected Cell")
     first_prompt = (By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")
     WebDriverWait(browser, 120).until(ec.text_to_be_present_in_element(first_prompt, "1"))
     before = nb_path.stat().st_mtime_ns
