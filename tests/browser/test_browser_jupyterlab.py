@@ -4,6 +4,7 @@ opened, run and saved in JupyterLab leaves git clean (the nbstripout filter `mak
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,30 @@ def test_quickstart_runs_and_renders_in_jupyterlab(browser, jupyter_lab, tmp_pat
     finally:
         browser.save_screenshot(str(tmp_path / "00_quickstart.png"))
     assert list((tmp_path / "results" / "quickstart").glob("*/metrics.json"))
+
+
+DIRECTIONS = ["01_prefix_reuse", "02_kv_runtime", "03_kv_policy", "04_scheduler_ir"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SAGELLM_BROWSER_ALL"),
+    reason="one notebook per direction takes minutes: set SAGELLM_BROWSER_ALL=1 (CI budget)",
+)
+@pytest.mark.parametrize("stem", DIRECTIONS)
+def test_direction_notebook_runs_and_draws_in_jupyterlab(stem, browser, jupyter_lab, tmp_path):
+    base_url, token, lab_dir = jupyter_lab
+    nb_path = _ci_copy(f"{stem}.ipynb", lab_dir, tmp_path / "results")
+    open_notebook(browser, base_url, token, nb_path.name)
+    try:
+        run_all_and_wait(browser, base_url, token, timeout_s=900)
+        assert output_errors(browser) == []
+        charts = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .sagellm-chart")
+        assert charts
+        WebDriverWait(browser, 60).until(
+            lambda d, cs=charts: all(c.find_elements(By.TAG_NAME, "svg") for c in cs)
+        )
+    finally:
+        browser.save_screenshot(str(tmp_path / f"{stem}.png"))
 
 
 def _git_status(git: list[str]) -> str:
