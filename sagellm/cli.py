@@ -194,6 +194,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from sagellm.benchmarks.publish import publish
+
+    site = publish(args.results_dir, args.output)
+    for path, why in site.skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(
+        f"site written to {site.site_dir / 'index.html'}: {len(site.runs)} runs, "
+        f"{len(site.notebooks)} notebooks, {len(site.skipped)} skipped"
+    )
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from sagellm.benchmarks.sweep import run_sweep
 
@@ -348,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="regenerate report.md and charts of a run folder")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
+
+    pb = sub.add_parser(
+        "publish", help="render run folders and executed notebooks into a static offline site"
+    )
+    pb.add_argument("results_dir", help="folder to scan for run folders and *.ipynb")
+    pb.add_argument(
+        "-o", "--output", default="site", help="site folder to write (default: %(default)s)"
+    )
+    pb.set_defaults(func=_publish)
 
     sw = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill)")
     sw.add_argument("grid")

@@ -28,15 +28,21 @@ def make_run_id(config_hash: str) -> str:
 
 
 def save_chart(chart, path_stem: Path) -> list[Path]:
-    """Save an altair chart as PNG (vl-convert, offline) and HTML; returns the paths."""
+    """Save an altair chart as PNG (vl-convert, offline), HTML that draws offline (the vega
+    bundle inlined, :mod:`sagellm.benchmarks.charts`) and its Vega-Lite spec (``.vl.json``,
+    which ``sagellm publish`` draws interactively); returns the paths."""
     import vl_convert as vlc
+
+    from sagellm.benchmarks.charts import chart_page
 
     spec = chart.to_json()
     png = path_stem.with_suffix(".png")
     html = path_stem.with_suffix(".html")
     atomic_write_bytes(png, vlc.vegalite_to_png(spec, scale=2))
-    atomic_write_text(html, chart.to_html())
-    return [png, html]
+    spec_path = path_stem.with_name(path_stem.name + ".vl.json")
+    atomic_write_text(html, chart_page(chart, title=path_stem.name))
+    atomic_write_text(spec_path, spec)
+    return [png, html, spec_path]
 
 
 def params_hash(params: dict[str, Any], length: int = 8) -> str:

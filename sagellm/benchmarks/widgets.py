@@ -2,11 +2,31 @@
 
 The callbacks live here so notebooks stay free of ``def``. Displaying the widgets in a headless
 papermill run only records a widget view in the output; nothing blocks.
+
+Static HTML (nbconvert, the published site) has no kernel and no widget manager: the display
+carries a ``text/html`` alternative stating the controls' values and that they are interactive in
+JupyterLab, which nbconvert shows whenever the widget state is not embedded (never a blank).
+JupyterLab prefers the widget view and shows the live controls.
 """
 
 from __future__ import annotations
 
+import html
+
 from sagellm.core.types import SamplingParams
+
+
+def static_note_html(values: dict[str, object]) -> str:
+    """What static HTML shows in place of live controls: their values and a note."""
+    items = "".join(
+        f"<li><code>{html.escape(k)}</code> = {html.escape(repr(v))}</li>"
+        for k, v in values.items()
+    )
+    return (
+        '<div class="sagellm-widget-static"><p><b>Interactive controls</b> (prompt, sliders, '
+        "Generate button): they run in JupyterLab with a live kernel; this static page shows "
+        f"their values.</p><ul>{items}</ul></div>"
+    )
 
 
 def generate_controls(engine, default_prompt: str = "What is the capital of France?"):
@@ -30,4 +50,15 @@ def generate_controls(engine, default_prompt: str = "What is the capital of Fran
                 print(f"error: {err}")
 
     button.on_click(on_click)
-    return w.VBox([prompt, max_tokens, temperature, button, out])
+
+    class _Controls(w.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            data = super()._repr_mimebundle_(**kwargs) or {}
+            values = {
+                "prompt": prompt.value,
+                "max_tokens": max_tokens.value,
+                "temperature": temperature.value,
+            }
+            return {**data, "text/html": static_note_html(values)}
+
+    return _Controls([prompt, max_tokens, temperature, button, out])

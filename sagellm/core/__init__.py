@@ -25,6 +25,7 @@ from sagellm.core.errors import (
     SchedulingStalledError,
 )
 from sagellm.core.installed import ENGINE_NAMES, installed_engine_names, vllm_python
+from sagellm.core.paths import from_project_root, project_root
 from sagellm.core.protocol import BaseEngine
 from sagellm.core.registry import Registry
 from sagellm.core.types import (
@@ -71,8 +72,10 @@ __all__ = [
     "TenantId",
     "TenantQuotaConfig",
     "config_hash",
+    "from_project_root",
     "installed_engine_names",
     "load_config",
     "parse_config",
+    "project_root",
     "vllm_python",
 ]
