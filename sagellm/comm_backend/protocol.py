@@ -54,3 +54,18 @@ class CommBackendProtocol(Protocol):
     def barrier(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class KVTransportProtocol(Protocol):
+    """A connected, ordered, reliable message stream between two endpoints (tcp, shm,
+    mooncake). ``send`` returns once the payload may be reused; ``recv`` returns the next
+    message. A dead peer raises ``CommPeerLostError``, a silent one ``CommTimeoutError``."""
+
+    name: str
+
+    def send(self, header: dict, payload: torch.Tensor | None = None) -> None: ...
+
+    def recv(self) -> tuple[dict, torch.Tensor]: ...
+
+    def close(self) -> None: ...
