@@ -92,7 +92,8 @@ class CommBackendBase:
         self._drain()
         if self.world_size == 1:
             return tensor
-        return self._timed("all_reduce", tensor_bytes(tensor), self._all_reduce, tensor)
+        self._timed("all_reduce", tensor_bytes(tensor), self._all_reduce, tensor)
+        return tensor
 
     def all_reduce_async(self, tensor: torch.Tensor) -> FutureHandle:
         self._check_tensor(tensor)

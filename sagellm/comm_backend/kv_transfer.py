@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 
 from sagellm.comm_backend.protocol import KVTransportProtocol
+from sagellm.comm_backend.shm_transport import ShmTransport
 from sagellm.comm_backend.stats import CommStats
+from sagellm.comm_backend.tcp_transport import TcpTransport
 from sagellm.comm_backend.types import TransferPlan
 from sagellm.core.errors import ConfigError
+
+KV_TRANSPORTS = ("shm", "tcp")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class KVTransferChannel:
         target_block_ids: list[int] | None = None,
         layer_ids: list[int] | None = None,
         request_id: str = "",
+        num_tokens: int = 0,
     ) -> TransferPlan:
         """A plan from this endpoint to ``target`` with ``total_bytes`` filled in."""
         n_layers = len(self.caches) if layer_ids is None else len(layer_ids)
@@ -87,6 +93,7 @@ class KVTransferChannel:
             None if target_block_ids is None else tuple(target_block_ids),
             None if layer_ids is None else tuple(layer_ids),
             request_id,
+            num_tokens,
         )
 
     def _layers(self, plan: TransferPlan) -> tuple[int, ...]:
@@ -136,7 +143,7 @@ class KVTransferChannel:
         if dest_block_ids is not None:
             plan = TransferPlan(
                 plan.source, plan.target, plan.block_ids, plan.total_bytes,
-                tuple(dest_block_ids), plan.layer_ids, plan.request_id,
+                tuple(dest_block_ids), plan.layer_ids, plan.request_id, plan.num_tokens,
             )  # fmt: skip
         layers = self._layers(plan)
         if payload.numel() != plan.total_bytes:
@@ -166,4 +173,28 @@ def plan_from_dict(d: dict) -> TransferPlan:
     return TransferPlan(
         str(d["source"]), str(d["target"]), tup(d["block_ids"]), int(d["total_bytes"]),
         tup(d["target_block_ids"]), tup(d["layer_ids"]), str(d.get("request_id", "")),
+        int(d.get("num_tokens", 0)),
     )  # fmt: skip
+
+
+def open_kv_channel(
+    endpoint: str,
+    caches: list[torch.Tensor],
+    *,
+    transport: Literal["tcp", "shm"] = "tcp",
+    listen: bool,
+    addr: str = "127.0.0.1",
+    port: int,
+    timeout_s: float = 30.0,
+    shm_buffer_bytes: int = 8 << 20,
+) -> KVTransferChannel:
+    """Connect a channel to its peer: one side ``listen=True`` on ``addr:port``, the other
+    connects there. ``shm`` adds the staging segment (same host only) over that connection."""
+    if transport not in KV_TRANSPORTS:
+        raise ConfigError(f"kv_transfer.transport must be one of {list(KV_TRANSPORTS)}")
+    if listen:
+        control = TcpTransport.accept(TcpTransport.bind(addr, port), timeout_s)
+    else:
+        control = TcpTransport.connect(addr, port, timeout_s)
+    t = ShmTransport(control, listen, shm_buffer_bytes) if transport == "shm" else control
+    return KVTransferChannel(endpoint, caches, t)

@@ -83,10 +83,11 @@ class CommCallRecord:
 class TransferPlan:
     """Move KV blocks ``block_ids`` from endpoint ``source`` to endpoint ``target``.
 
-    ``total_bytes`` is what crosses the wire (all layers of all blocks) and is checked against
-    the registered caches; ``target_block_ids`` defaults to ``block_ids`` (the receiver's block
-    numbering differs when its pool allocated other ids); ``layer_ids`` ``None`` means every
-    layer. Invariant: ``len(target_block_ids) == len(block_ids)``.
+        ``total_bytes`` is what crosses the wire (all layers of all blocks) and is checked against
+        the registered caches; ``target_block_ids`` defaults to ``block_ids`` (the receiver's block
+        numbering differs when its pool allocated other ids); ``layer_ids`` ``None`` means every
+        layer; ``request_id`` and ``num_tokens`` tell a KV connector what the blocks hold.
+    Invariant: ``len(target_block_ids) == len(block_ids)``.
     """
 
     source: str
@@ -96,6 +97,7 @@ class TransferPlan:
     target_block_ids: tuple[int, ...] | None = None
     layer_ids: tuple[int, ...] | None = None
     request_id: str = ""
+    num_tokens: int = 0  # tokens whose KV the blocks hold (0 = not stated)
 
     def __post_init__(self) -> None:
         if self.total_bytes < 0:
