@@ -71,6 +71,8 @@ class ShmBackend(CommBackendBase):
             self._wait_rank_flags(ALIVE, 1, "attach")
         except Exception:
             self._abort()
+            self.seg.close()  # unlinks the name if attach never completed
+            self.seg = None
             raise
         if self.rank == 0:
             seg.unlink_if_mine()  # every rank has it mapped: the name is no longer needed
@@ -193,9 +195,10 @@ class ShmBackend(CommBackendBase):
             self._publish(ALIVE, -1)
 
     def _close(self) -> None:
-        self._abort()
-        self.seg.close()
-        self.seg = None
+        if self.seg is not None:
+            self._abort()
+            self.seg.close()
+            self.seg = None
 
     def __del__(self) -> None:
         if not self.closed and getattr(self, "seg", None) is not None and os.getpid():
