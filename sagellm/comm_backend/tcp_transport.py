@@ -32,7 +32,8 @@ class TcpTransport:
         self.sock = sock
         self.timeout_s = timeout_s
         sock.settimeout(timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @classmethod
     def bind(cls, addr: str, port: int) -> socket.socket:
