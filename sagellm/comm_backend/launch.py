@@ -2,7 +2,8 @@
 
 ``run_ranks(fn, config, args)`` starts one ``torch.multiprocessing`` spawn process per rank,
 calls ``fn(backend, *args)`` with that rank's joined backend and returns the per-rank return
-values (rank order). A rank that raises has its exception type and message re-raised here as
+values (rank order). Each rank uses ``cores // world_size`` torch threads. A rank that
+raises has its exception type and message re-raised here as
 ``RankFailedError`` (others' results are in ``.results``); ranks still running after
 ``timeout_s`` are killed, so nothing outlives the call. ``fn`` must be importable (module level).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import queue as queue_mod
 import time
 import traceback
@@ -35,6 +37,9 @@ class RankFailedError(CommError):
 def _rank_main(fn, config: CommConfig, args: tuple, out) -> None:
     from sagellm.comm_backend.factory import create_backend
 
+    # ranks share the host's cores: more compute threads than cores makes spinning waiters and
+    # OpenMP workers fight (vLLM's CPU backend binds ranks to disjoint cores for the same reason)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // config.world_size))
     try:
         with create_backend(config) as backend:
             result = fn(backend, *args)

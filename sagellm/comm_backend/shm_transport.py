@@ -5,7 +5,8 @@ The sending side creates ``/dev/shm/sagellm_kv_<uuid>`` with two staging buffers
 ``buffer_bytes`` each and tells the receiver its name; once the receiver has mapped it the name
 is unlinked (the memory then lives while either side maps it, so a crash leaks nothing).
 A payload moves in chunks alternating between the two buffers: the sender copies chunk k into
-buffer k % 2 and sends ``{"chunk": k, "nbytes"}``; the receiver copies it out and acks, and the
+buffer k % 2 and sends ``{"chunk": k, "nbytes"}`` (chunk 0's message carries the header); the
+receiver copies it out and acks, and the
 sender waits for chunk k-2's ack before reusing a buffer (copy-in of one chunk overlaps copy-out
 of the previous). Same errors as the TCP transport (its control connection carries them).
 """
@@ -69,16 +70,18 @@ class ShmTransport:
         )
         total = body.numel()
         num_chunks = -(-total // self.buffer_bytes)
-        self.control.send({**header, "_nbytes": total, "_chunks": num_chunks})
         acked = 0
-        for k in range(num_chunks):
+        for k in range(max(num_chunks, 1)):
             if k - acked >= 2:
                 self.control.recv()
                 acked += 1
             lo = k * self.buffer_bytes
             chunk = body[lo : lo + self.buffer_bytes]
             self._buf(k, chunk.numel()).copy_(chunk)
-            self.control.send({"chunk": k, "nbytes": chunk.numel()})
+            msg = {"chunk": k, "nbytes": chunk.numel()}
+            if k == 0:  # the header rides with the first chunk: one message less per transfer
+                msg.update(header, _nbytes=total, _chunks=num_chunks)
+            self.control.send(msg)
         for _ in range(acked, num_chunks):
             self.control.recv()
 
@@ -86,11 +89,14 @@ class ShmTransport:
         header, _ = self.control.recv()
         total, num_chunks = int(header.pop("_nbytes")), int(header.pop("_chunks"))
         out = torch.empty(total, dtype=torch.uint8)
+        msg = header
         for k in range(num_chunks):
-            msg, _ = self.control.recv()
+            if k:
+                msg, _ = self.control.recv()
             lo, n = k * self.buffer_bytes, int(msg["nbytes"])
             out[lo : lo + n].copy_(self._buf(k, n))
             self.control.send({"ack": k})
+        header.pop("chunk"), header.pop("nbytes")
         return header, out
 
     def close(self) -> None:
