@@ -6,9 +6,11 @@ The sending side creates ``/dev/shm/sagellm_kv_<uuid>`` with two staging buffers
 is unlinked (the memory then lives while either side maps it, so a crash leaks nothing).
 A payload moves in chunks alternating between the two buffers: the sender copies chunk k into
 buffer k % 2 and sends ``{"chunk": k, "nbytes"}`` (chunk 0's message carries the header); the
-receiver copies it out and acks, and the
-sender waits for chunk k-2's ack before reusing a buffer (copy-in of one chunk overlaps copy-out
-of the previous). Same errors as the TCP transport (its control connection carries them).
+receiver copies it out and acks, and the sender waits for chunk k-2's ack before reusing a
+buffer (copy-in of one chunk overlaps copy-out of the previous). Copies are one-thread memcpy
+(the shm C++ primitive): torch's parallel copy wakes OpenMP workers whose spin-wait starves the
+peer process on a small host. Same errors as the TCP transport (its control connection carries
+them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sagellm.comm_backend.errors import CommError
+from sagellm.comm_backend.shm_ext import load_shm_ops
 from sagellm.comm_backend.tcp_transport import TcpTransport
 
 
@@ -56,6 +59,7 @@ class ShmTransport:
                 os.close(fd)
             control.send({"attached": True})
         self.buffer_bytes = buffer_bytes
+        self._ops = load_shm_ops()
         self._raw = torch.frombuffer(self._mm, dtype=torch.uint8)
 
     def _buf(self, k: int, nbytes: int) -> torch.Tensor:
@@ -77,7 +81,7 @@ class ShmTransport:
                 acked += 1
             lo = k * self.buffer_bytes
             chunk = body[lo : lo + self.buffer_bytes]
-            self._buf(k, chunk.numel()).copy_(chunk)
+            self._ops.copy_bytes(self._buf(k, chunk.numel()), chunk)
             msg = {"chunk": k, "nbytes": chunk.numel()}
             if k == 0:  # the header rides with the first chunk: one message less per transfer
                 msg.update(header, _nbytes=total, _chunks=num_chunks)
@@ -94,7 +98,7 @@ class ShmTransport:
             if k:
                 msg, _ = self.control.recv()
             lo, n = k * self.buffer_bytes, int(msg["nbytes"])
-            out[lo : lo + n].copy_(self._buf(k, n))
+            self._ops.copy_bytes(out[lo : lo + n], self._buf(k, n))
             self.control.send({"ack": k})
         header.pop("chunk"), header.pop("nbytes")
         return header, out
