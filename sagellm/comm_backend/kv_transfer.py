@@ -29,7 +29,7 @@ from sagellm.comm_backend.tcp_transport import TcpTransport
 from sagellm.comm_backend.types import TransferPlan
 from sagellm.core.errors import ConfigError
 
-KV_TRANSPORTS = ("shm", "tcp")
+KV_TRANSPORTS = ("mooncake", "shm", "tcp")
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def open_kv_channel(
     endpoint: str,
     caches: list[torch.Tensor],
     *,
-    transport: Literal["tcp", "shm"] = "tcp",
+    transport: Literal["tcp", "shm", "mooncake"] = "tcp",
     listen: bool,
     addr: str = "127.0.0.1",
     port: int,
@@ -189,12 +189,19 @@ def open_kv_channel(
     shm_buffer_bytes: int = 8 << 20,
 ) -> KVTransferChannel:
     """Connect a channel to its peer: one side ``listen=True`` on ``addr:port``, the other
-    connects there. ``shm`` adds the staging segment (same host only) over that connection."""
+    connects there. ``shm`` adds the staging segment (same host only) over that connection,
+    ``mooncake`` the transfer engine (optional, see :mod:`.mooncake_transport`)."""
     if transport not in KV_TRANSPORTS:
         raise ConfigError(f"kv_transfer.transport must be one of {list(KV_TRANSPORTS)}")
     if listen:
         control = TcpTransport.accept(TcpTransport.bind(addr, port), timeout_s)
     else:
         control = TcpTransport.connect(addr, port, timeout_s)
-    t = ShmTransport(control, listen, shm_buffer_bytes) if transport == "shm" else control
+    t = control
+    if transport == "shm":
+        t = ShmTransport(control, listen, shm_buffer_bytes)
+    elif transport == "mooncake":
+        from sagellm.comm_backend.mooncake_transport import MooncakeTransport
+
+        t = MooncakeTransport(control, shm_buffer_bytes, addr)
     return KVTransferChannel(endpoint, caches, t)

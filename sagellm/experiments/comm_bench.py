@@ -9,7 +9,8 @@
   two micro-batches, serial vs overlapped (micro-batch B's GEMM while A's all-reduce runs).
 - KV transfer: ``num_blocks`` blocks of each block size over tcp and shm between two
   processes, latency p50/p99 per transfer (send to the receiver's ack after scatter) and
-  bandwidth, against an in-process gather+scatter memcpy of the same blocks.
+  bandwidth, against an in-process gather+scatter memcpy of the same blocks (and over Mooncake's
+  transfer engine when ``mooncake.engine`` imports).
 Each rank is a process (``run_ranks``); on a shared or small machine the absolute numbers are
 contended, the ratios within one run are the result.
 
@@ -29,6 +30,7 @@ import torch
 from sagellm.benchmarks.metrics import percentile
 from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
 from sagellm.comm_backend import CommConfig, CommFusion, OverlapWindow, open_kv_channel, run_ranks
+from sagellm.comm_backend.mooncake_transport import mooncake_available
 from sagellm.experiments.prefix_reuse import ExperimentRun
 
 KIB = 1024
@@ -226,7 +228,7 @@ def run_comm_bench(
     kv = []
     for block_bytes in p["kv_block_bytes"]:
         memcpy = _memcpy_s(block_bytes, p)
-        for transport in ("tcp", "shm"):
+        for transport in ("tcp", "shm", "mooncake") if mooncake_available() else ("tcp", "shm"):
             r = _kv_bench(transport, block_bytes, p)
             p50, p99 = percentile(r["lat"], 50), percentile(r["lat"], 99)
             kv.append({
