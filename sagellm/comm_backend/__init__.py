@@ -13,7 +13,8 @@
   with compute and reports the hidden share.
 - :class:`TopologyManager` ``detect_nvlink`` / ``detect_numa`` -> :class:`TopologyInfo`.
 - KV movement: :class:`KVTransferChannel` ``.transfer(TransferPlan)`` over ``tcp`` or ``shm``
-  transports; :class:`ChannelKVConnector` implements the vLLM-shaped :class:`KVConnectorBase`
+  transports (``mooncake`` when its transfer engine imports); :class:`ChannelKVConnector`
+  implements the vLLM-shaped :class:`KVConnectorBase`
   (prefill = producer, decode = consumer) on top.
 - Faults: a dead or silent peer raises :class:`CommPeerLostError` / :class:`CommTimeoutError`
   on every survivor within ``timeout_s``; shm segments are unlinked once all ranks mapped them,
@@ -33,6 +34,7 @@ from sagellm.comm_backend.kv_connector import (
 )
 from sagellm.comm_backend.kv_transfer import KVTransferChannel, TransferRecord, open_kv_channel
 from sagellm.comm_backend.launch import RankFailedError, run_ranks
+from sagellm.comm_backend.mooncake_transport import MooncakeTransport, mooncake_available
 from sagellm.comm_backend.overlap import OverlapWindow
 from sagellm.comm_backend.protocol import CommBackendProtocol, CommHandle, KVTransportProtocol
 from sagellm.comm_backend.shm_ext import load_shm_ops
@@ -70,6 +72,7 @@ __all__ = [
     "KVRequestSpec",
     "KVTransferChannel",
     "KVTransportProtocol",
+    "MooncakeTransport",
     "NumaNode",
     "OverlapWindow",
     "RankFailedError",
@@ -81,6 +84,7 @@ __all__ = [
     "TransferRecord",
     "create_backend",
     "load_shm_ops",
+    "mooncake_available",
     "open_kv_channel",
     "parse_cpulist",
     "parse_nvidia_smi_topo",

@@ -29,8 +29,14 @@ import torch
 
 from sagellm.benchmarks.metrics import percentile
 from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
-from sagellm.comm_backend import CommConfig, CommFusion, OverlapWindow, open_kv_channel, run_ranks
-from sagellm.comm_backend.mooncake_transport import mooncake_available
+from sagellm.comm_backend import (
+    CommConfig,
+    CommFusion,
+    OverlapWindow,
+    mooncake_available,
+    open_kv_channel,
+    run_ranks,
+)
 from sagellm.experiments.prefix_reuse import ExperimentRun
 
 KIB = 1024

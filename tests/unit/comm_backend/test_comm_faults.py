@@ -65,7 +65,7 @@ def test_rank_killed_mid_collective(backend):
     assert not Path(f"/dev/shm/sagellm_{group}").exists()
 
 
-def test_shm_world_size_mismatch_and_group_in_use():
+def test_shm_world_size_mismatch():
     cfg0 = CommConfig(2, 0, "shm", group_name="t-mismatch", timeout_s=2.0)
     errs = []
 
