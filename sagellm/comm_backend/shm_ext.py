@@ -7,7 +7,8 @@ the built ``.so`` and only imports it (a file lock serialises concurrent first b
 Fallback, stated: when no C++ compiler or ninja is found (or the build fails), ``load_shm_ops``
 returns :class:`TorchShmOps`, the same primitives in plain torch. That path is correct on x86-64
 (TSO: aligned 8-byte stores are atomic and not reordered with earlier stores) but holds the GIL
-while spinning and is slower; ``SHM_OPS_KIND`` says which one loaded.
+while spinning and is slower; ``shm_ops_kind()`` says which one loaded. ``make venv`` builds
+the extension (``load_shm_ops()`` once), so tests do not pay the compile.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 _SRC = Path(__file__).with_name("shm_kernels.cpp")
 _OPS = None
-SHM_OPS_KIND: list[str] = []  # "cpp" or "torch" once loaded
+_KIND: list[str] = []  # "cpp" or "torch" once loaded
 
 
 class TorchShmOps:
@@ -84,7 +85,7 @@ def load_shm_ops():
         return _OPS
     if os.environ.get("SAGELLM_SHM_PURE_TORCH") == "1" or not compiler_available():
         _OPS = TorchShmOps()
-        SHM_OPS_KIND.append("torch")
+        _KIND.append("torch")
         return _OPS
     from torch.utils.cpp_extension import load
 
@@ -95,5 +96,10 @@ def load_shm_ops():
         extra_cflags=["-O3", "-march=native"],
         verbose=False,
     )
-    SHM_OPS_KIND.append("cpp")
+    _KIND.append("cpp")
     return _OPS
+
+
+def shm_ops_kind() -> str | None:
+    """ "cpp" (the compiled extension), "torch" (the fallback) or None before the first load."""
+    return _KIND[-1] if _KIND else None
