@@ -53,7 +53,7 @@ class TorchShmOps:
 
     @staticmethod
     def reduce_into(out: torch.Tensor, srcs: list[torch.Tensor]) -> None:
-        acc = srcs[0].float()
+        acc = srcs[0].to(torch.float32, copy=True)  # never write into a source
         for s in srcs[1:]:
             acc += s
         out.copy_(acc)
