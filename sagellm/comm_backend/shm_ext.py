@@ -41,6 +41,7 @@ class TorchShmOps:
     @staticmethod
     def wait_geq(flags: torch.Tensor, indices: list[int], target: int, slice_s: float) -> int:
         deadline = time.perf_counter() + slice_s
+        checks = 0
         while True:
             for i in indices:
                 if int(flags[i]) < target:
@@ -49,7 +50,11 @@ class TorchShmOps:
                 return -1
             if time.perf_counter() > deadline:
                 return i
-            os.sched_yield()
+            checks += 1
+            if checks < 64:
+                os.sched_yield()
+            else:
+                time.sleep(20e-6)  # the late rank may need this core (see shm_kernels.cpp)
 
     @staticmethod
     def reduce_into(out: torch.Tensor, srcs: list[torch.Tensor]) -> None:

@@ -6,6 +6,7 @@
 // sum whichever rank does the work.
 #include <torch/extension.h>
 #include <sched.h>
+#include <time.h>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -27,8 +28,9 @@ static int64_t load_acquire(torch::Tensor flags, int64_t index) {
 }
 
 // Spin until flags[i] >= target for every i in indices, at most slice_s seconds. Returns -1 when
-// all arrived, else the first index still behind. Spins briefly, then yields the core (ranks may
-// outnumber cores).
+// all arrived, else the first index still behind. Spins briefly, then yields the core, then
+// sleeps 20 us per check: ranks may outnumber cores, and a spinning waiter would take the core
+// the late rank needs to arrive.
 static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64_t target,
                         double slice_s) {
   int64_t* base = flags.data_ptr<int64_t>();
@@ -41,12 +43,18 @@ static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64
       if (__atomic_load_n(base + i, __ATOMIC_ACQUIRE) < target) { behind = i; break; }
     }
     if (behind < 0) return -1;
-    if (++spins < 2048) {
+    ++spins;
+    if (spins < 1024) {
       SAGELLM_PAUSE();
-    } else {
-      sched_yield();
-      if ((spins & 63) == 0 && std::chrono::steady_clock::now() > deadline) return behind;
+      continue;
     }
+    if (spins < 1024 + 64) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 20000};
+      nanosleep(&ts, nullptr);
+    }
+    if ((spins & 15) == 0 && std::chrono::steady_clock::now() > deadline) return behind;
   }
 }
 
