@@ -144,3 +144,22 @@ def test_connector_producer_to_consumer_across_processes():
         assert torch.equal(mine[layer][[8, 2]].view(torch.int16),
                            src[layer][[4, 11]].view(torch.int16))  # fmt: skip
         assert not mine[layer][3].any()  # allocated beyond the remote blocks: untouched
+
+
+def test_connector_surfaces_a_lost_peer_within_its_timeout():
+    import time
+
+    from sagellm.comm_backend import CommError, KVConnectorMetadata, KVRequestSpec
+
+    a, b = socket.socketpair()
+    ch = KVTransferChannel("decode", _caches(2), TcpTransport(a, 5.0))
+    conn = ChannelKVConnector("consumer", ch, "prefill", timeout_s=5.0)
+    conn.bind_connector_metadata(KVConnectorMetadata(loads=[KVRequestSpec("r9", (0,), 4)]))
+    b.close()  # the producer's end goes away mid-stream
+    t0 = time.monotonic()
+    with pytest.raises(CommError, match="peer failed"):
+        conn.wait_for_layer_load(0)
+    with pytest.raises(CommError, match="peer closed the connection"):
+        conn.get_finished()
+    assert time.monotonic() - t0 < 5.0
+    conn.close()
