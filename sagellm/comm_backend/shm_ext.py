@@ -1,8 +1,9 @@
 """Loads the shm C++ primitives (``shm_kernels.cpp``), compiling them once per source hash.
 
-The build goes through ``torch.utils.cpp_extension.load`` (g++ and ninja) into
-``$SAGELLM_EXT_DIR`` or ``~/.cache/sagellm/torch_ext/<torch version>/``; a later process finds
-the built ``.so`` and only imports it (a file lock serialises concurrent first builds).
+The build goes through ``torch.utils.cpp_extension.load`` (g++ and ninja, ``-O3
+-march=native``) into ``$SAGELLM_EXT_DIR`` or ``~/.cache/sagellm/torch_ext/<torch, python,
+hash of source + CPU flags>/``; a later process finds the built ``.so`` and only imports it
+(a file lock serialises concurrent first builds).
 
 Fallback, stated: when no C++ compiler or ninja is found (or the build fails), ``load_shm_ops``
 returns :class:`TorchShmOps`, the same primitives in plain torch. That path is correct on x86-64
@@ -16,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -68,10 +71,20 @@ class TorchShmOps:
         dst.copy_(src)
 
 
+def _cpu_flags() -> bytes:
+    """This CPU's feature flags: the build uses -march=native, so a cached .so must not be
+    loaded on a CPU with fewer features (a home directory can move between machines)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            return next((ln for ln in f if ln.startswith(b"flags")), b"")
+    except OSError:
+        return b""
+
+
 def _build_dir() -> Path:
     root = os.environ.get("SAGELLM_EXT_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "sagellm" / "torch_ext"
-    digest = hashlib.sha256(_SRC.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(_SRC.read_bytes() + _cpu_flags()).hexdigest()[:12]
     d = base / f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{digest}"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -94,13 +107,21 @@ def load_shm_ops():
         return _OPS
     from torch.utils.cpp_extension import load
 
-    _OPS = load(
-        name="sagellm_shm_ops",
-        sources=[str(_SRC)],
-        build_directory=str(_build_dir()),
-        extra_cflags=["-O3", "-march=native"],
-        verbose=False,
-    )
+    try:
+        _OPS = load(
+            name="sagellm_shm_ops",
+            sources=[str(_SRC)],
+            build_directory=str(_build_dir()),
+            extra_cflags=["-O3", "-march=native"],
+            verbose=False,
+        )
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        warnings.warn(
+            f"shm C++ ops failed to build ({e}); using the pure-torch fallback", stacklevel=2
+        )
+        _OPS = TorchShmOps()
+        _KIND.append("torch")
+        return _OPS
     _KIND.append("cpp")
     return _OPS
 

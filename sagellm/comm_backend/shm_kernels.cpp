@@ -27,16 +27,19 @@ static int64_t load_acquire(torch::Tensor flags, int64_t index) {
   return __atomic_load_n(flags.data_ptr<int64_t>() + index, __ATOMIC_ACQUIRE);
 }
 
+static const auto kYieldPhase = std::chrono::microseconds(200);
+
 // Spin until flags[i] >= target for every i in indices, at most slice_s seconds. Returns -1 when
-// all arrived, else the first index still behind. Spins briefly, then yields the core, then
-// sleeps 20 us per check: ranks may outnumber cores, and a spinning waiter would take the core
-// the late rank needs to arrive.
+// all arrived, else the first index still behind. Spins ~1k pauses, then yields the core for
+// 200 us (a peer on the same core runs at once), then sleeps 20 us per check: ranks may
+// outnumber cores, and a waiter that keeps spinning takes the core the late rank needs.
 static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64_t target,
                         double slice_s) {
   int64_t* base = flags.data_ptr<int64_t>();
   py::gil_scoped_release nogil;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(slice_s);
   uint64_t spins = 0;
+  auto yield_until = deadline;
   for (;;) {
     int64_t behind = -1;
     for (int64_t i : indices) {
@@ -48,7 +51,8 @@ static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64
       SAGELLM_PAUSE();
       continue;
     }
-    if (spins < 1024 + 64) {
+    if (spins == 1024) yield_until = std::chrono::steady_clock::now() + kYieldPhase;
+    if (std::chrono::steady_clock::now() < yield_until) {
       sched_yield();
     } else {
       struct timespec ts = {0, 20000};
