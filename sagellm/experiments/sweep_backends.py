@@ -38,6 +38,21 @@ def untimed_columns(df) -> list[str]:
     return [c for c in df.columns if not _TIMED.search(c)]
 
 
+def _differences(a, b, cols: list[str], backend: str):
+    """Per untimed column, how many rows of ``b`` differ from ``a`` (NaN equals NaN)."""
+    import pandas as pd
+
+    rows = []
+    for c in cols:
+        if c not in b.columns or len(a) != len(b):
+            rows.append({"backend": backend, "column": c, "num_rows_differing": len(a)})
+            continue
+        x, y = a[c].reset_index(drop=True), b[c].reset_index(drop=True)
+        same = (x == y) | (x.isna() & y.isna())
+        rows.append({"backend": backend, "column": c, "num_rows_differing": int((~same).sum())})
+    return pd.DataFrame(rows)
+
+
 def compare_backends(
     preset: str = "ci",
     results_root: str | Path = "results",
@@ -68,13 +83,16 @@ def compare_backends(
     metrics: dict[str, float | bool] = {f"{r['backend']}_wall_s": r["wall_s"] for r in rows}
     first, *rest = backends
     cols = untimed_columns(tables[first])
-    metrics["same_table"] = all(
-        untimed_columns(tables[b]) == cols and tables[b][cols].equals(tables[first][cols])
-        for b in rest
+    diffs = [_differences(tables[first], tables[b], cols, b) for b in rest]
+    metrics["same_table"] = all(untimed_columns(tables[b]) == cols for b in rest) and not any(
+        d["num_rows_differing"].sum() for d in diffs
     )
     if {"local", "ray"} <= set(backends):
         metrics["ray_over_local_wall_ratio"] = metrics["ray_wall_s"] / metrics["local_wall_s"]
-    finish_run(run_dir, "sweep_backends", metrics, {"backends": pd.DataFrame(rows)})
+    out = {"backends": pd.DataFrame(rows)}
+    if diffs:
+        out["differences"] = pd.concat(diffs, ignore_index=True)
+    finish_run(run_dir, "sweep_backends", metrics, out)
     return run_dir, metrics
 
 
@@ -83,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="ci", choices=sorted(PRESETS), help="grid size")
     ap.add_argument("--results-root", default="results", help="results root folder")
     ap.add_argument("--address", default=None, help="Ray cluster (default: a local one)")
+    ap.add_argument("--backends", default="local,ray", help="comma-separated, in run order")
     args = ap.parse_args(argv)
-    run_dir, metrics = compare_backends(args.preset, args.results_root, args.address)
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    run_dir, metrics = compare_backends(args.preset, args.results_root, args.address, backends)
     for k, v in metrics.items():
         print(f"{k:>28}: {v}")
     print(f"written to {run_dir}")
