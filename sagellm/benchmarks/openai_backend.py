@@ -209,8 +209,8 @@ class OpenAIBenchmarkRunner:
                     out = await self._request(client, model, f"{tag}-{r.request_id}", r)
             if bar is not None:
                 bar.request_done()
-                if out.error is not None:
-                    bar.write(f"{out.request_id} failed: {out.error}")
+            if out.error is not None:
+                (bar.write if bar is not None else print)(f"{out.request_id} failed: {out.error}")
             return out
 
         return list(await asyncio.gather(*(one(r) for r in order)))

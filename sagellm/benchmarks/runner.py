@@ -221,8 +221,8 @@ class BenchmarkRunner:
                     in_flight.add(req.request_id)
                 except InvalidRequestError as err:  # refused at admission: counted, run goes on
                     rejected.append(rejected_metrics(req, engine.clock()))
+                    (bar.write if bar is not None else print)(f"{req.request_id} rejected: {err}")
                     if bar is not None:
-                        bar.write(f"{req.request_id} rejected: {err}")
                         bar.request_done()
                 nxt += 1
             if not in_flight:
