@@ -73,8 +73,13 @@ def connect(ray, address: str | None, connect_timeout_s: float) -> bool:
         host = _host_port(address)
         ip = {"_node_ip_address": host[0]} if host and host[0] in ("127.0.0.1", "localhost") else {}
         ray.init(address=address, log_to_driver=False, **ip)
-    else:
-        ray.init(log_to_driver=False, include_dashboard=False)
+    else:  # a single-machine Ray: on loopback, which needs no routable address
+        ray.init(
+            address="local",
+            log_to_driver=False,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+        )
     return True
 
 
