@@ -16,24 +16,24 @@ def test_one_overall_bar_that_stays(tiny_checkpoint, capsys):
             "engine": {"model": {"path": str(folder)}, "block_size_tokens": 4, "num_kv_blocks": 64},
             "workload": {
                 "kind": "synthetic",
-                "num_requests": 4,
+                "num_requests": 3,
                 "arrival": {"process": "poisson", "rate_per_s": 200.0},
                 "prompt_tokens": {"dist": "fixed", "mean": 6},
-                "output_tokens": {"dist": "fixed", "mean": 3},
+                "output_tokens": {"dist": "fixed", "mean": 2},
             },
-            "repeats": 3,
-            "warmup_requests": 1,
+            "repeats": 2,
+            "warmup_requests": 0,
         },
         BenchmarkConfig,
     )
     capsys.readouterr()  # drop what building the checkpoint printed
     res = BenchmarkRunner(progress=True).run(cfg, results_root=None, peak_flops_per_s=1e12)
-    assert len(res.repeats) == 3
+    assert len(res.repeats) == 2
     err = capsys.readouterr().err
     frames = [f for f in re.split(r"[\r\n]", err) if f.strip()]
     assert frames and all(f.startswith("tinybar:") for f in frames), frames
     assert not re.search(r"\br\d+:|warmup", err)  # no per-repeat or warm-up bars
     final = frames[-1]
-    assert "12/12" in final and "100%" in final and "repeat 3/3" in final
+    assert "6/6" in final and "100%" in final and "repeat 2/2" in final
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", final)  # elapsed<remaining
     assert err.endswith("\n")  # left on screen (leave=True), not cleared
