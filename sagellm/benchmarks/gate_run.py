@@ -27,6 +27,7 @@ from sagellm.benchmarks.config import BenchmarkConfig, load_benchmark_config
 from sagellm.benchmarks.device import measure_peak_flops
 from sagellm.benchmarks.lockstep import SubprocessSide, check_lockstep_config, run_in_generations
 from sagellm.benchmarks.results import make_run_id
+from sagellm.benchmarks.run_folder import finish_run, start_run
 from sagellm.core.config import config_hash
 from sagellm.core.io import atomic_write_json, atomic_write_text
 
@@ -144,13 +145,12 @@ def run_gate(
     run_dir = None
     if results_root is not None:
         run_dir = Path(results_root) / "gate" / make_run_id(config_hash(cfg))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        start_run(run_dir, cfg.model_dump(mode="json"), device=cfg.engine.device)
     with tempfile.TemporaryDirectory(prefix="sagellm-gate-") as tmp:
         tmp_path = Path(tmp)
         base_src = extract_commit(baseline["git_sha"], root, tmp_path / "baseline")
-        atomic_write_text(
-            (run_dir or tmp_path) / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"))
-        )
+        if run_dir is None:
+            atomic_write_text(tmp_path / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
         device = cfg.engine.device
         if device == "auto":
             import torch
@@ -192,4 +192,15 @@ def run_gate(
             },
         )
         atomic_write_text(run_dir / "gate.txt", format_table(rows) + "\n")
+        _finish_gate_folder(run_dir, rows)
     return result
+
+
+def _finish_gate_folder(run_dir: Path, rows) -> None:
+    """The gate's run folder under the run-folder contract (kind ``gate``): the rule table,
+    pass/fail counts as metrics, the report."""
+    import pandas as pd
+
+    failed = sum(not r.ok for r in rows)
+    metrics = {"ok": float(failed == 0), "num_rules": len(rows), "num_failed_rules": failed}
+    finish_run(run_dir, "gate", metrics, {"rules": pd.DataFrame([asdict(r) for r in rows])})

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.metrics import SLOTargets, compute_metrics
 from sagellm.benchmarks.openai_stream import StreamTimer, failed_metrics
+from sagellm.benchmarks.progress import RunProgress
 from sagellm.benchmarks.runner import (
     WARMUP_SEED,
     RepeatResult,
@@ -128,17 +129,22 @@ class OpenAIBenchmarkRunner:
                     WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
                     for i, r in enumerate(self.build(wl, self.vocab_size)[: config.warmup_requests])
                 ]
-                await self._drive(client, model, warm, config, "warmup")
+                await self._drive(client, model, warm, config, "warmup", None)
             result = RunResult(config)
             slo = SLOTargets(config.slo.ttft_s, config.slo.tpot_s)
-            for rep in range(config.repeats):
-                wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
-                reqs = self.build(wl, self.vocab_size)
-                rm = await self._drive(client, model, reqs, config, f"r{rep}")
-                m = compute_metrics(
-                    rm, [], slo, None, config.num_devices, config.price_per_device_hour
-                )
-                result.repeats.append(RepeatResult(rm, [], m, None))
+            bar = RunProgress(config.experiment, config.repeats, self.progress)
+            try:
+                for rep in range(config.repeats):
+                    wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
+                    reqs = self.build(wl, self.vocab_size)
+                    bar.start_repeat(rep, len(reqs))
+                    rm = await self._drive(client, model, reqs, config, f"r{rep}", bar)
+                    m = compute_metrics(
+                        rm, [], slo, None, config.num_devices, config.price_per_device_hour
+                    )
+                    result.repeats.append(RepeatResult(rm, [], m, None))
+            finally:
+                bar.close()
         result.metrics = median_metrics([r.metrics for r in result.repeats])
         result.env = {
             "backend": "openai",
@@ -184,15 +190,13 @@ class OpenAIBenchmarkRunner:
             )
         return ep.model
 
-    async def _drive(self, client, model: str, reqs, cfg: BenchmarkConfig, tag: str):
-        from tqdm.auto import tqdm
-
+    async def _drive(self, client, model: str, reqs, cfg: BenchmarkConfig, tag: str, bar):
+        """Send ``reqs``; ``bar`` (a RunProgress, None for the warm-up) counts finished ones."""
         cap = self.endpoint.max_concurrency
         if cap is None and cfg.mode == "concurrency":
             cap = cfg.max_concurrency
         slots = asyncio.Semaphore(cap) if cap else None
         order = sorted(reqs, key=lambda r: r.arrival_offset_s)
-        bar = tqdm(total=len(reqs), desc=tag, disable=self.progress is False, leave=False)
         t0 = time.perf_counter()
 
         async def one(r: WorkloadRequest) -> RequestMetrics:
@@ -203,15 +207,13 @@ class OpenAIBenchmarkRunner:
             else:
                 async with slots:
                     out = await self._request(client, model, f"{tag}-{r.request_id}", r)
-            bar.update(1)
+            if bar is not None:
+                bar.request_done()
             if out.error is not None:
-                bar.write(f"{out.request_id} failed: {out.error}")
+                (bar.write if bar is not None else print)(f"{out.request_id} failed: {out.error}")
             return out
 
-        try:
-            return list(await asyncio.gather(*(one(r) for r in order)))
-        finally:
-            bar.close()
+        return list(await asyncio.gather(*(one(r) for r in order)))
 
     async def _request(self, client, model: str, rid: str, r: WorkloadRequest) -> RequestMetrics:
         """One streamed completion; never raises (a failure is a record with ``error``)."""

@@ -1,4 +1,5 @@
-"""Run folders: ``results/<experiment>/<run_id>/``.
+"""Pieces of run folders (the contract itself: :mod:`sagellm.benchmarks.run_folder`): run ids,
+parameter hashes, charts saved as PNG + HTML.
 
 Every file is written atomically (:mod:`sagellm.core.io`), so a reader (or a crashed run)
 never sees a half-written file.
@@ -12,12 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagellm.core.io import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_text,
-)
+from sagellm.core.io import atomic_write_bytes, atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -51,22 +47,3 @@ def params_hash(params: dict[str, Any], length: int = 8) -> str:
 
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def write_experiment(
-    results_root: str | Path,
-    experiment: str,
-    params: dict[str, Any],
-    metrics: dict[str, Any],
-    tables: dict[str, Any],
-    run_id: str | None = None,
-) -> Path:
-    """An experiment's run folder ``results_root/experiment/<run_id>/``: ``config.json``
-    (``params``), ``metrics.json`` and one ``<name>.parquet`` per table, each written
-    atomically. ``run_id`` defaults to :func:`make_run_id` of the params' hash."""
-    run_dir = Path(results_root) / experiment / (run_id or make_run_id(params_hash(params)))
-    atomic_write_json(run_dir / "config.json", params)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    for name, df in tables.items():
-        atomic_write_parquet(run_dir / f"{name}.parquet", df)
-    return run_dir

@@ -27,6 +27,7 @@ from pathlib import Path
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.device import calibration_s, measure_peak_flops
 from sagellm.benchmarks.metrics import SLOTargets, compute_metrics
+from sagellm.benchmarks.progress import RunProgress
 from sagellm.benchmarks.workloads import WorkloadConfig, WorkloadRequest, build_workload
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.protocol import BaseEngine
@@ -146,43 +147,51 @@ class BenchmarkRunner:
                 WorkloadRequest(f"warmup-{i}", 0.0, r.prompt_token_ids, min(r.max_tokens, 4))
                 for i, r in enumerate(self.build(wl, vocab)[: config.warmup_requests])
             ]
-            yield from self._drive(engine, warm, config, tag="warmup")
+            yield from self._drive(engine, warm, config, "warmup", None)
         result = RunResult(config)
         slo = SLOTargets(config.slo.ttft_s, config.slo.tpot_s)
-        for rep in range(config.repeats):
-            # repeat r replays the workload drawn with seed + r: identical across runs, and a
-            # repeat never hits prefixes cached by an earlier one
-            wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
-            reqs = self.build(wl, vocab)
-            calib = calibration_s(dev, dtype)
-            engine.reset_metrics()
-            rmetrics, steps = yield from self._drive(engine, reqs, config, tag=f"r{rep}")
-            m = compute_metrics(
-                rmetrics,
-                steps,
-                slo,
-                peak,
-                config.num_devices,
-                config.price_per_device_hour,
-            )
-            m["calibration_s"] = calib
-            for k in ("mean_ttft_s", "p50_ttft_s", "p95_ttft_s", "p50_tpot_s", "p95_tpot_s"):
-                if m.get(k) is not None:
-                    m[f"{k}_norm"] = m[k] / calib
-            if m.get("cost_device_s_per_token") is not None:
-                m["cost_device_s_per_token_norm"] = m["cost_device_s_per_token"] / calib
-            result.repeats.append(RepeatResult(rmetrics, steps, m, calib))
+        bar = RunProgress(config.experiment, config.repeats, self.progress)
+        try:
+            for rep in range(config.repeats):
+                yield from self._repeat(engine, config, rep, vocab, peak, slo, result, bar)
+        finally:
+            bar.close()
         engine.reset_metrics()
         result.metrics = median_metrics([r.metrics for r in result.repeats])
         return result
 
-    def _drive(self, engine, reqs: list[WorkloadRequest], cfg: BenchmarkConfig, tag: str):
-        from tqdm.auto import tqdm
+    def _repeat(self, engine, config: BenchmarkConfig, rep: int, vocab, peak, slo, result, bar):
+        """One measured repeat, appended to ``result``."""
+        dev, dtype = str(getattr(engine, "device", "cpu")), config.engine.model.dtype
+        # repeat r replays the workload drawn with seed + r: identical across runs, and a
+        # repeat never hits prefixes cached by an earlier one
+        wl = config.workload.model_copy(update={"seed": config.workload.seed + rep})
+        reqs = self.build(wl, vocab)
+        calib = calibration_s(dev, dtype)
+        engine.reset_metrics()
+        bar.start_repeat(rep, len(reqs))
+        rmetrics, steps = yield from self._drive(engine, reqs, config, f"r{rep}", bar)
+        m = compute_metrics(
+            rmetrics,
+            steps,
+            slo,
+            peak,
+            config.num_devices,
+            config.price_per_device_hour,
+        )
+        m["calibration_s"] = calib
+        for k in ("mean_ttft_s", "p50_ttft_s", "p95_ttft_s", "p50_tpot_s", "p95_tpot_s"):
+            if m.get(k) is not None:
+                m[f"{k}_norm"] = m[k] / calib
+        if m.get("cost_device_s_per_token") is not None:
+            m["cost_device_s_per_token_norm"] = m["cost_device_s_per_token"] / calib
+        result.repeats.append(RepeatResult(rmetrics, steps, m, calib))
 
+    def _drive(self, engine, reqs: list[WorkloadRequest], cfg: BenchmarkConfig, tag: str, bar):
+        """Serve ``reqs``; ``bar`` (a RunProgress, None for the warm-up) counts finished ones."""
         order = sorted(range(len(reqs)), key=lambda i: reqs[i].arrival_offset_s)
         ids = [f"{tag}-{reqs[i].request_id}" for i in order]
         slo = SLO(cfg.slo.ttft_s, cfg.slo.tpot_s)
-        bar = tqdm(total=len(reqs), desc=tag, disable=self.progress is False, leave=False)
         in_flight: set[str] = set()
         rejected: list[RequestMetrics] = []
         nxt = 0
@@ -215,8 +224,9 @@ class BenchmarkRunner:
                     in_flight.add(req.request_id)
                 except InvalidRequestError as err:  # refused at admission: counted, run goes on
                     rejected.append(rejected_metrics(req, engine.clock()))
-                    bar.write(f"{req.request_id} rejected: {err}")
-                    bar.update(1)
+                    (bar.write if bar is not None else print)(f"{req.request_id} rejected: {err}")
+                    if bar is not None:
+                        bar.request_done()
                 nxt += 1
             if not in_flight:
                 # idle until the next scheduled arrival: a real wait, as a load generator does
@@ -225,9 +235,9 @@ class BenchmarkRunner:
             for out in engine.step():
                 if out.finished:
                     in_flight.discard(out.request_id)
-                    bar.update(1)
+                    if bar is not None:
+                        bar.request_done()
             yield
-        bar.close()
         mine = set(ids)
         served = [m for m in engine.request_metrics() if m.request_id in mine]
         return served + rejected, list(engine.step_metrics())

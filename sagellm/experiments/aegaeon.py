@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sagellm.benchmarks.results import atomic_write_json, atomic_write_parquet
+from sagellm.core.io import atomic_write_json, atomic_write_parquet
 
 EXPERIMENT = "aegaeon_two_models"
 

@@ -20,11 +20,13 @@ seed (first-use costs; they share no prefix with the measured ones). TTFT = firs
 arrival, seconds; kv hit rate = reused prompt tokens / prompt tokens of completed requests
 (:mod:`sagellm.benchmarks.metrics`).
 
-Run folder ``<results_root>/kv_policy_online/<run_id>/``: ``config.json``, ``metrics.json``
+Run folder ``<results_root>/kv_policy_online/<run_id>/`` (the run-folder contract,
+:mod:`sagellm.benchmarks.run_folder`): ``config.yaml``, ``env.json``, ``metrics.json``
 (``num_requests``/``num_completed`` over all policies, then ``<policy>_ttft_p50_s``,
 ``<policy>_ttft_p95_s``, ``<policy>_kv_hit_rate``, ``<policy>_num_preemptions``,
 ``<policy>_num_dropped_entries``), ``requests.parquet`` (one row per policy x request),
-``summary.parquet`` (one per policy), ``rounds.parquet`` (which engine stepped when).
+``summary.parquet`` (one per policy), ``rounds.parquet`` (which engine stepped when),
+``policies.{png,html}`` (TTFT and KV hit rate per policy) and ``report.md``.
 
 CLI: ``python -m sagellm.experiments.kv_policy_online --policies lru,arc,s3fifo --preset ci``
 """
@@ -41,7 +43,8 @@ from pathlib import Path
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.device import peak_flops
 from sagellm.benchmarks.lockstep import PausableClock
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.runner import BenchmarkRunner, RunResult, WorkloadBuilder
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.benchmarks.workloads import (
@@ -53,8 +56,10 @@ from sagellm.benchmarks.workloads import (
 )
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.engines.native import NativeEngine
+from sagellm.experiments.kv_policy_charts import online_policy_chart
 from sagellm.kv_policy.base import EVICTION_POLICIES
 
+_REPORT_REQUEST_COLUMNS = ("policy", "request_id", "ttft_s", "prompt_tokens", "cached_tokens")
 PRESETS: dict[str, dict] = {
     "ci": dict(  # plumbing on a tiny random checkpoint: seconds
         model="tiny-random",
@@ -305,7 +310,15 @@ def run_online_policies(
     metrics = _run_metrics(summary, dropped, extra)
     params = {"preset": preset, "policies": policies, "seed": seed, **p}
     tables = {"requests": table, "summary": summary, "rounds": pd.DataFrame(rounds)}
-    run_dir = write_experiment(results_root, "kv_policy_online", params, metrics, tables)
+    run_dir = write_experiment(
+        results_root,
+        "kv_policy_online",
+        params,
+        metrics,
+        tables,
+        charts={"policies": online_policy_chart(summary)},
+        report_columns={"requests": [*_REPORT_REQUEST_COLUMNS]},
+    )
     return OnlineRun(run_dir, metrics, table, summary, tables["rounds"])
 
 

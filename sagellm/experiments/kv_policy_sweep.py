@@ -1,9 +1,11 @@
 """Policy sweep over a block trace: miss-ratio curves, metrics per policy, decision latency,
 replay speed against libCacheSim. Writes ``results_root/<experiment>/<run_id>/``::
 
-    config.json   what was run        metrics.json  flat summary (num_requests, num_completed, ...)
+    config.yaml   what was run        metrics.json  flat summary (num_requests, num_completed, ...)
     sweep.parquet one row per policy x capacity     latency.parquet  p50/p99 per policy and op
-    report.md     both tables         miss_ratio_curve.{png,html}
+    env.json, run.json, report.md (both tables)     miss_ratio_curve.{png,html}
+
+(the run-folder contract, :mod:`sagellm.benchmarks.run_folder`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart, write_experiment
-from sagellm.core.io import atomic_write_text
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.kv_policy.base import check_capacity, make_eviction_policy
 from sagellm.kv_policy.cost_benefit import PrefillFlopModel
 from sagellm.kv_policy.latency import TimedPolicy, latency_stats
@@ -159,36 +161,12 @@ def _summary(trace: BlockTrace, table, latency) -> dict[str, float | int | str |
     return m
 
 
-def _markdown(df, digits: int) -> str:
-    """A pipe table (pandas' to_markdown needs the optional tabulate package)."""
-
-    def cell(v) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
 def _write(run_dir: Path, config, table, latency, metrics) -> None:
     import altair as alt
 
-    tables = {"sweep": table, "latency": latency}
-    write_experiment(
-        run_dir.parent.parent, run_dir.parent.name, config, metrics, tables, run_dir.name
-    )
     cols = ["mode", "policy", "capacity_blocks", "hit_ratio", "prefix_hit_ratio"]
     cols += ["flops_saved_ratio", "wrong_eviction_rate", "requests_per_s"]
     cols += [c for c in ("libcachesim_hit_ratio", "diff_vs_libcachesim_pp") if c in table]
-    report = (
-        f"# kv_policy sweep\n\ntrace: `{config['trace']}`, {config['num_requests']} requests\n\n"
-        + _markdown(table[cols], 4)
-        + "\n\n## decision latency (us)\n\n"
-        + _markdown(latency, 2)
-        + "\n"
-    )
-    atomic_write_text(run_dir / "report.md", report)
     df = table.assign(miss_ratio=1 - table.hit_ratio)
     chart = (
         alt.Chart(df, title="Miss-ratio curves")
@@ -201,4 +179,14 @@ def _write(run_dir: Path, config, table, latency, metrics) -> None:
             tooltip=["policy", "mode", "capacity_blocks", "hit_ratio"],
         )
     )
-    save_chart(chart, run_dir / "miss_ratio_curve")
+    write_experiment(
+        run_dir.parent.parent,
+        run_dir.parent.name,
+        config,
+        metrics,
+        {"sweep": table, "latency": latency},
+        run_dir.name,
+        kind="kv_policy_sweep",
+        charts={"miss_ratio_curve": chart},
+        report_columns={"sweep": cols},
+    )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.core.types import Request, SamplingParams
@@ -177,12 +178,13 @@ def run_kv_runtime_experiment(
         "defrag": defrag,
     }
     params = {"preset": preset, "model": model, **p}
-    run_dir = write_experiment(results_root, "kv_runtime", params, metrics, tables)
-    _charts(run_dir, tables)
+    run_dir = write_experiment(
+        results_root, "kv_runtime", params, metrics, tables, charts=_charts(tables)
+    )
     return ExperimentRun(run_dir, metrics, tables)
 
 
-def _charts(run_dir: Path, t: dict) -> None:
+def _charts(t: dict) -> dict:
     import altair as alt
 
     occ = (
@@ -190,10 +192,9 @@ def _charts(run_dir: Path, t: dict) -> None:
         .mark_line()
         .encode(x="step:Q", y="blocks:Q", color="tier:N")
     )
-    save_chart(occ, run_dir / "tier_occupancy")
     bw = (
         alt.Chart(t["migration"], title="Migration bandwidth vs memcpy (GB/s)")
         .mark_bar()
         .encode(x="direction:N", y="bandwidth_gb_per_s:Q")
     )
-    save_chart(bw, run_dir / "migration_bandwidth")
+    return {"tier_occupancy": occ, "migration_bandwidth": bw}

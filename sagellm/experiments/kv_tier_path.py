@@ -23,7 +23,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.core.types import Request, SamplingParams

@@ -3,9 +3,11 @@
 
 Three measurements: (1) the shared-prefix workload with reuse off and on (TTFT p50, total
 time, hit fraction, share of the ideal TTFT reduction); (2) hit rate and TTFT vs the shared
-share of the prompt; (3) index lookup latency vs index size. Files: ``config.json``,
+share of the prompt; (3) index lookup latency vs index size. Files (the run-folder
+contract, :mod:`sagellm.benchmarks.run_folder`): ``config.yaml``, ``env.json``,
 ``metrics.json`` (flat, unit-suffixed; ``num_requests``/``num_completed`` count the timed
-requests of (1)), ``requests.parquet``, ``share_sweep.parquet``, ``lookup.parquet`` and charts.
+requests of (1)), ``requests.parquet``, ``share_sweep.parquet``, ``lookup.parquet``, charts and
+``report.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagellm.benchmarks.results import SCHEMA_VERSION, save_chart, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.experiments.prefix_lookup_bench import lookup_latency
@@ -124,12 +127,12 @@ def run_prefix_reuse_experiment(
     metrics["index_lookup_p99_s"] = snap.lookup_p99_s or 0.0
     params = {"preset": preset, "model": model, **p}
     tables = {"requests": requests, "share_sweep": sweep, "lookup": lookup}
-    run_dir = write_experiment(results_root, "prefix_reuse", params, metrics, tables)
-    _charts(run_dir, requests, sweep)
+    charts = _charts(requests, sweep)
+    run_dir = write_experiment(results_root, "prefix_reuse", params, metrics, tables, charts=charts)
     return ExperimentRun(run_dir, metrics, tables)
 
 
-def _charts(run_dir: Path, requests, sweep) -> None:
+def _charts(requests, sweep) -> dict:
     import altair as alt
 
     hit = (
@@ -137,10 +140,9 @@ def _charts(run_dir: Path, requests, sweep) -> None:
         .mark_line(point=True)
         .encode(x="prefix_share:Q", y="token_hit_rate:Q")
     )
-    save_chart(hit, run_dir / "hit_rate_vs_share")
     ttft = (
         alt.Chart(requests, title="TTFT per request, reuse off vs on")
         .mark_boxplot()
         .encode(x="mode:N", y="ttft_s:Q")
     )
-    save_chart(ttft, run_dir / "ttft_on_off")
+    return {"hit_rate_vs_share": hit, "ttft_on_off": ttft}

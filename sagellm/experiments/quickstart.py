@@ -1,17 +1,18 @@
 """What ``notebooks/00_quickstart.ipynb`` calls: generate with the native engine and write a
-results folder (config, completions, per-request and per-step tables, metrics, charts)."""
+run folder (kind ``quickstart``, :mod:`sagellm.benchmarks.run_folder`): config.yaml (engine
+config, prompts, max_tokens), env.json, completions.json and completions/requests/steps
+tables, metrics.json, the tokens-over-time chart and report.md."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from sagellm.benchmarks.metrics import compute_metrics
-from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id
+from sagellm.benchmarks.run_folder import finish_run, start_run
 from sagellm.core.config import DEFAULT_MODEL, EngineConfig, ModelConfig, config_hash
-from sagellm.core.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from sagellm.core.io import atomic_write_json
 from sagellm.core.types import SamplingParams
 
 
@@ -48,15 +49,13 @@ def run_quickstart(
     reqs, steps = engine.request_metrics(), engine.step_metrics()
     metrics = {"schema_version": SCHEMA_VERSION, **compute_metrics(reqs, steps)}
     run_dir = Path(results_root) / experiment / make_run_id(config_hash(cfg))
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
+    params = {"prompts": list(prompts), "max_tokens": max_tokens}
+    start_run(run_dir, {**params, "engine": cfg.model_dump(mode="json")}, device=str(engine.device))
     atomic_write_json(run_dir / "completions.json", completions)
-    atomic_write_json(run_dir / "metrics.json", metrics)
     t0 = min(r.arrival_s for r in reqs)
     req_df = pd.DataFrame([{**asdict(r), "token_times_s": None} for r in reqs])
-    atomic_write_parquet(run_dir / "requests.parquet", req_df)
     step_df = pd.DataFrame([asdict(s) for s in steps])
     step_df["t_s"] = step_df["start_s"] - t0
-    atomic_write_parquet(run_dir / "steps.parquet", step_df)
     tokens = pd.DataFrame(
         [
             {"request": r.request_id, "t_s": t - t0, "output_tokens": i + 1}
@@ -69,5 +68,16 @@ def run_quickstart(
         .mark_line(point=True)
         .encode(x="t_s:Q", y="output_tokens:Q", color="request:N")
     )
-    save_chart(chart, run_dir / "tokens_over_time")
+    tables = {"completions": pd.DataFrame(completions), "requests": req_df, "steps": step_df}
+    finish_run(
+        run_dir,
+        "quickstart",
+        metrics,
+        tables,
+        {"tokens_over_time": chart},
+        report_columns={
+            "requests": ["request_id", "num_prompt_tokens", "num_output_tokens", "finish_reason"],
+            "steps": ["t_s", "num_seqs", "num_prefill_tokens", "num_decode_tokens", "compute_s"],
+        },
+    )
     return QuickstartRun(run_dir, completions, metrics, engine)

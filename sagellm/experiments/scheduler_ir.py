@@ -5,9 +5,10 @@ so the same prompts and arrival times) on the same native engine instance, whose
 the strategy's plan (``engine.strategy``; prefix caching on, the cache emptied before each
 run so no strategy inherits another's blocks), through :class:`BenchmarkRunner`; each run
 writes its own folder ``results_root/scheduler_ir_<strategy>/<run_id>/``. The sweep writes
-``results_root/<experiment>/<run_id>/``: ``sweep.csv`` (one row per workload x strategy x
-rate, with the KV hit rate), ``metrics.json`` (totals), ``config.yaml`` and the comparison
-chart (PNG + HTML).
+``results_root/<experiment>/<run_id>/`` (the run-folder contract,
+:mod:`sagellm.benchmarks.run_folder`): ``sweep.csv``/``.parquet`` (one row per workload x
+strategy x rate, with the KV hit rate), ``sweep_runs`` (every round), ``metrics.json``
+(totals), ``config.yaml``, ``env.json``, the comparison chart (PNG + HTML) and ``report.md``.
 
 Tenants stand for request classes: the config's ``tenant_priority`` / ``tenant_model`` map
 them to ``Request.priority`` / ``Request.model``.
@@ -18,12 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from sagellm.benchmarks.config import BenchmarkConfig
-from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id, save_chart
+from sagellm.benchmarks.results import SCHEMA_VERSION, make_run_id
+from sagellm.benchmarks.run_folder import finish_run, start_run
 from sagellm.core.config import config_hash
-from sagellm.core.io import atomic_write_json, atomic_write_text
 
 COLUMNS = (
     "slo_attainment",
@@ -172,9 +171,7 @@ def _write_sweep(base, strategies, rates, table, runs, root: Path, experiment: s
         "rates_per_s": list(rates),
     }
     run_dir = root / experiment / make_run_id(config_hash(base))
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(spec))
-    atomic_write_text(run_dir / "sweep.csv", table.to_csv(index=False))
-    atomic_write_text(run_dir / "sweep_runs.csv", runs.to_csv(index=False))
+    start_run(run_dir, spec)
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "num_runs": float(len(runs)),
@@ -183,8 +180,14 @@ def _write_sweep(base, strategies, rates, table, runs, root: Path, experiment: s
         "mean_ir_fraction": float(table["ir_fraction"].mean()),
         "max_ir_fraction": float(table["ir_fraction"].max()),
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    save_chart(comparison_chart(table), run_dir / "strategy_comparison")
+    finish_run(
+        run_dir,
+        "scheduler_ir_sweep",
+        metrics,
+        {"sweep": table, "sweep_runs": runs},
+        {"strategy_comparison": comparison_chart(table)},
+        csv_tables=("sweep", "sweep_runs"),
+    )
     return StrategySweep(run_dir, table, metrics)
 
 

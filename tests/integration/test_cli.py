@@ -34,3 +34,11 @@ def test_quickstart_writes_results(tmp_path):
     m = json.loads((run.run_dir / "metrics.json").read_text())
     assert m["num_completed"] == 1 and m["total_output_tokens"] >= 1
     assert not [p for p in run.run_dir.iterdir() if p.name.endswith(".tmp")]
+    # the run-folder contract: env.json and a report (`sagellm report` used to fail with
+    # KeyError: 'engine' on quickstart folders)
+    assert {"env.json", "run.json", "report.md", "completions.parquet"} <= files
+    (run.run_dir / "report.md").unlink()
+    assert main(["report", str(run.run_dir)]) == 0
+    report = (run.run_dir / "report.md").read_text()
+    assert "kind: quickstart" in report and "What is 2 + 2?" in report
+    assert "![tokens_over_time.png](tokens_over_time.png)" in report

@@ -15,6 +15,8 @@ from sagellm.benchmarks.lockstep import (
     SubprocessSide,
     run_lockstep,
 )
+from sagellm.benchmarks.run_folder import read_run
+from sagellm.cli import main
 from sagellm.core import parse_config
 from sagellm.engines import create_engine
 
@@ -123,6 +125,10 @@ def test_gate_end_to_end_against_head(cfg, tmp_path):
     assert saved["baseline_sha"] == head_sha() and len(saved["rows"]) == 8
     assert (res.run_dir / "gate.txt").read_text().startswith("metric")
     assert (res.run_dir / "baseline-0.log").exists() and (res.run_dir / "current-1.log").exists()
+    # a run folder like every other: env.json, the rule table, a report `sagellm report` reads
+    assert read_run(res.run_dir).kind == "gate" and (res.run_dir / "env.json").exists()
+    assert main(["report", str(res.run_dir)]) == 0
+    assert "## rules (8 rows, `rules.parquet`)" in (res.run_dir / "report.md").read_text()
 
 
 def test_a_silent_worker_is_killed_and_named(tmp_path):

@@ -6,6 +6,7 @@ import nbformat
 import pandas as pd
 
 from sagellm.benchmarks.sweep import run_sweep
+from sagellm.cli import main
 
 SOURCE = """import json, pathlib
 from sagellm.core.io import atomic_write_json
@@ -44,3 +45,10 @@ def test_sweep_with_failing_point_and_resume(tmp_path, monkeypatch):
     assert ok_status.stat().st_mtime_ns == mtime
     assert json.loads(ok_status.read_text())["status"] == "ok"
     assert (df2["status"] == "failed").sum() == 1
+    # the sweep folder is a run folder: a failed point keeps no results; `sagellm report` reads it
+    failed_dir = root / "points" / by_x[2]["point_id"]
+    assert (failed_dir / "papermill.log").exists() and not (failed_dir / "results").exists()
+    assert not list((root / "points" / ".staging").glob("*"))
+    assert main(["report", str(root)]) == 0
+    report = (root / "report.md").read_text()
+    assert "kind: sweep" in report and "| num_failed_points | 1 |" in report

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from sagellm.benchmarks.workloads import WorkloadRequest, build_workload
+from sagellm.cli import main
 from sagellm.experiments.kv_policy_online import (
     PRESETS,
     distinct_blocks,
@@ -49,6 +50,14 @@ def test_tiny_run_serves_concurrently_and_writes_per_policy_metrics(tmp_path):
         assert got == pytest.approx([w - want[0] for w in want], abs=1e-9)
     # every request ran on both engines
     assert (run.requests.groupby("request_id").policy.nunique() == 2).all()
+    # the run-folder contract: config, env, chart and a report `sagellm report` can rewrite
+    files = {p.name for p in run.run_dir.iterdir()}
+    assert {"config.yaml", "env.json", "run.json", "policies.png", "report.md"} <= files
+    (run.run_dir / "report.md").unlink()
+    assert main(["report", str(run.run_dir)]) == 0
+    report = (run.run_dir / "report.md").read_text()
+    assert "kind: kv_policy_online" in report and "| lru_kv_hit_rate |" in report
+    assert "![policies.png](policies.png)" in report
 
 
 def test_engines_step_in_rotated_rounds(tmp_path):
