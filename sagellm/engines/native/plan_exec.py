@@ -16,6 +16,11 @@
         kv_store         index the blocks the forward completed (prefix caching)
         sample           next tokens, streamed as RequestOutputs
 
+With ``accel.speculative_tokens`` set, the drafter proposes tokens for the decision's decoding
+requests before the build (``speculative.SpeculativeSteps``): such a request's forward item is
+a ``verify`` chunk (pending token + drafts; logits at every position), and its sample node
+verifies, appends the accepted tokens and rolls its KV back to them.
+
 An external plan (``ExecutorAPI`` through :class:`NativePlanTarget`) takes the same path after
 :meth:`check_plan`; a replayed plan log gives identical tokens. Every planned cache hit is
 pinned before the plan's first admission, so one request's allocation cannot evict what a
