@@ -103,6 +103,16 @@ class AccelConfig(_Frozen):
     speculative_tokens: int | None = Field(default=None, ge=1)  # drafts per step; None = off
     speculative_method: str = "ngram"  # one of DRAFTER_NAMES
     draft_model: str | None = None  # speculative_method draft_model: which draft (see accel)
+    # ngram: suffix lengths tried, longest first
+    speculative_ngram_min_tokens: int = Field(default=1, ge=1)
+    speculative_ngram_max_tokens: int = Field(default=4, ge=1)
+    # layer_skip: target layers the drafter skips (None = the odd layers of the middle half)
+    speculative_skip_layers: tuple[int, ...] | None = None
+    # draft_model: keep the first N layers of the draft (None: half the target's layers when
+    # draft_model is None, i.e. a layer-truncated copy of the target; all of a loaded draft's)
+    speculative_draft_layers: int | None = Field(default=None, ge=1)
+    # KV blocks of a model drafter's own cache (None = as many as the target's pool)
+    speculative_draft_kv_blocks: int | None = Field(default=None, ge=1)
 
     @field_validator("method")
     @classmethod
@@ -118,6 +128,16 @@ class AccelConfig(_Frozen):
     @classmethod
     def _check_drafter(cls, name: str) -> str:
         return _check_name("speculative method", name, DRAFTER_NAMES)
+
+    @model_validator(mode="after")
+    def _check_ngram(self) -> AccelConfig:
+        lo, hi = self.speculative_ngram_min_tokens, self.speculative_ngram_max_tokens
+        if lo > hi:
+            raise ValueError(
+                f"speculative_ngram_min_tokens ({lo}) must be <= "
+                f"speculative_ngram_max_tokens ({hi})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_window(self) -> AccelConfig:

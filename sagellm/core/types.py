@@ -131,3 +131,5 @@ class StepMetrics:
     num_preempted: int = 0
     num_waiting: int = 0
     kv_blocks_used: int = 0
+    num_draft_tokens: int = 0  # speculative drafts verified by this step's forward
+    num_accepted_tokens: int = 0  # of those, accepted

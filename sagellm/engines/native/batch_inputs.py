@@ -1,7 +1,17 @@
-"""Turns a scheduled batch into the flat tensors one forward needs."""
+"""Turns a scheduled batch into the flat tensors one forward needs.
+
+A sequence's chunk is ``token_ids[c : c + n]`` at positions ``c..c+n-1`` (``c`` its computed
+tokens), except a *verify* chunk (its request id in ``drafts``): the pending token(s) of
+``token_ids`` followed by the draft tokens, which are not part of ``token_ids``; logits are
+taken at every position of a verify chunk (row ``i`` scores draft ``i``). A plain chunk that
+ends at the sequence's last token gets the logits of its last position, or of all its
+positions with ``all_logits``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +27,9 @@ class BatchInputs:
     meta: AttnMetadata
     logits_index: torch.Tensor  # rows of the flat batch whose logits are sampled
     sampled_seqs: list[Sequence]  # the sequences those rows belong to, same order
+    num_logits: list[int]  # rows of logits_index per sampled sequence (consecutive), same order
     num_prefill_tokens: int
-    num_decode_tokens: int
+    num_decode_tokens: int  # decodes and verify chunks (pending token + drafts)
     attended_tokens: int  # sum over new tokens of the keys each attends to (for FLOPs)
 
 
@@ -27,16 +38,21 @@ def build_inputs(
     block_size: int,
     num_kv_heads: int,
     device: torch.device,
+    drafts: Mapping[str, Seq[int]] | None = None,
+    all_logits: bool = False,
     sparse=None,
 ) -> BatchInputs:
     """``items``: ``(sequence, new tokens)`` in flat-token order; each sequence's chunk starts
-    at its ``num_computed_tokens`` and its blocks are allocated. ``sparse``: the engine's
-    sparse-attention hook (``sparse_hook``), which builds the attention groups when set."""
+    at its ``num_computed_tokens`` and its blocks are allocated (for a verify chunk ``n``
+    counts its drafts too). ``sparse``: the engine's sparse-attention hook (``sparse_hook``),
+    which builds the attention groups when set."""
+    drafts = drafts or {}
     ids: list[int] = []
     pos: list[int] = []
     slot_block: list[int] = []
     logits_rows: list[int] = []
     sampled: list[Sequence] = []
+    num_logits: list[int] = []
     groups: dict[bool, tuple[list, list, list, list, list]] = {
         True: ([], [], [], [], []),
         False: ([], [], [], [], []),
@@ -46,7 +62,9 @@ def build_inputs(
     for seq, n in items:
         start = len(ids)
         c = seq.num_computed_tokens
-        ids.extend(seq.token_ids[c : c + n])
+        d = list(drafts.get(seq.request_id, ()))
+        ids.extend(seq.token_ids[c : c + n - len(d)])
+        ids.extend(d)
         pos.extend(range(c, c + n))
         bt = seq.block_ids
         slot_block.extend(bt[p // block_size] for p in range(c, c + n))
@@ -57,11 +75,13 @@ def build_inputs(
         g[3].append(bt)
         g[4].append(seq)
         attended += n * c + n * (n + 1) // 2
-        if n > 1:
+        if n > 1 and not d:
             num_prefill += n
-        if c + n == len(seq.token_ids):
-            logits_rows.append(start + n - 1)
+        if c + n - len(d) == len(seq.token_ids):
+            k = n if d or all_logits else 1
+            logits_rows.extend(range(start + n - k, start + n))
             sampled.append(seq)
+            num_logits.append(k)
     positions = torch.tensor(pos, dtype=torch.int64, device=device)
     blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
     heads = torch.arange(num_kv_heads, dtype=torch.int64, device=device)
@@ -85,6 +105,7 @@ def build_inputs(
         meta=meta,
         logits_index=torch.tensor(logits_rows, dtype=torch.int64, device=device),
         sampled_seqs=sampled,
+        num_logits=num_logits,
         num_prefill_tokens=num_prefill,
         num_decode_tokens=len(ids) - num_prefill,
         attended_tokens=attended,

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from sagellm.accel import AccelController
+from sagellm.accel.speculative import DraftModel, SpecDecodeStats, Verifier
 from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.core.types import (
@@ -35,6 +36,7 @@ from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.scoring import prompt_logits
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
+from sagellm.engines.native.speculative import make_drafter
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
@@ -82,6 +84,7 @@ class NativeEngine(PlanExecution):
             "kv_defrag",
             "scheduler_ir",
             "sparse_attention",
+            "speculative_decoding",
         }
     )
 
@@ -134,6 +137,10 @@ class NativeEngine(PlanExecution):
         self.builder = IRBuilder(overlap_tier_loads=cfg.overlap_kv_loads)
         self.optimizer = IROptimizer(cfg.max_num_batched_tokens)
         self.instance_id = "native-0"  # the name plans target (ExecutorAPI, routers)
+        # speculative decoding (accel.speculative_tokens): drafter None = off
+        self.drafter: DraftModel | None = make_drafter(cfg, self.model, num_blocks)
+        self.verifier = Verifier()
+        self.spec_stats = SpecDecodeStats()
         self.plan_log: PlanLog | None = None  # set to record requests and plans for replay
         self._num_plans = 0
         self._empty_steps = 0
@@ -308,6 +315,8 @@ class NativeEngine(PlanExecution):
         return RequestOutput(seq.request_id, [tok], reason is not None, reason, m.num_cached_tokens)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
+        if self.drafter is not None:
+            self.drafter.release(seq.request_id)
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
         seq.metrics.finished_s = self.clock()
@@ -325,7 +334,7 @@ class NativeEngine(PlanExecution):
         """One forward's metrics; ``sample_s`` (and overlapped loads) are added later."""
         arch = self.arch
         T = sum(n for _, n in items)
-        n_logits = len(inputs.sampled_seqs)
+        n_logits = sum(inputs.num_logits)
         flops = (
             2.0 * arch.num_params * T
             + 4.0 * arch.num_layers * arch.num_heads * arch.head_dim * inputs.attended_tokens
@@ -409,6 +418,7 @@ class NativeEngine(PlanExecution):
     def reset_metrics(self) -> None:
         """Forget finished requests and past step metrics (e.g. after a warm-up)."""
         self._steps.clear()
+        self.spec_stats.reset()
         done = [r for r, s in self._seqs.items() if s.status is SeqStatus.FINISHED]
         for r in done:
             del self._seqs[r]
@@ -427,6 +437,7 @@ class NativeEngine(PlanExecution):
             "weight_bytes": float(self.model.num_weight_bytes),
             **self.kv.stats(),
             **(self.sparse.stats() if self.sparse is not None else {}),
+            **(self.spec_stats.as_dict() if self.drafter is not None else {}),
         }
 
     def set_sparse_attention(self, accel: AccelConfig) -> None:

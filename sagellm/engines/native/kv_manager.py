@@ -209,6 +209,17 @@ class NativeKVManager(PrefixAdmission, TierEviction):
             self._charged[seq.request_id] -= len(ids)
         return len(ids)
 
+    def truncate(self, seq: Sequence, num_blocks: int) -> None:
+        """Drop ``seq``'s blocks past its first ``num_blocks`` (speculative rollback: they hold
+        only rejected drafts' KV, never indexed) and give back their quota charge."""
+        extra = seq.block_ids[num_blocks:]
+        if not extra:
+            return
+        del seq.block_ids[num_blocks:]  # the live table (see _bind)
+        self._unref(extra)
+        self.quota.release(seq.request.tenant_id, len(extra))
+        self._charged[seq.request_id] = self._charged.get(seq.request_id, 0) - len(extra)
+
     def _unref(self, ids: list[BlockId]) -> None:
         for b in self.pool.free(ids):
             entry_id = self._entry_of_block.get(b)

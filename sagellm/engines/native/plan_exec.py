@@ -16,6 +16,11 @@
         kv_store         index the blocks the forward completed (prefix caching)
         sample           next tokens, streamed as RequestOutputs
 
+With ``accel.speculative_tokens`` set, the drafter proposes tokens for the decision's decoding
+requests before the build (``speculative.SpeculativeSteps``): such a request's forward item is
+a ``verify`` chunk (pending token + drafts; logits at every position), and its sample node
+verifies, appends the accepted tokens and rolls its KV back to them.
+
 An external plan (``ExecutorAPI`` through :class:`NativePlanTarget`) takes the same path after
 :meth:`check_plan`; a replayed plan log gives identical tokens. Every planned cache hit is
 pinned before the plan's first admission, so one request's allocation cannot evict what a
@@ -37,6 +42,7 @@ from sagellm.engines.native.kv_admission import PendingLoad
 from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sampler import sample
 from sagellm.engines.native.sequence import SeqStatus, Sequence
+from sagellm.engines.native.speculative import SpeculativeSteps
 from sagellm.scheduler_ir.graph import IRGraph
 from sagellm.scheduler_ir.plan import ExecutionPlan
 from sagellm.scheduler_ir.strategies.base import blocks_for
@@ -44,7 +50,6 @@ from sagellm.scheduler_ir.types import FORWARD_TYPES, IRNode, RequestView, Sched
 
 # node kinds the engine cannot run yet, and why (check_plan rejects them with the reason)
 UNSUPPORTED = {
-    "verify": "speculative decoding (verify nodes)",
     "all_reduce": "tensor parallelism (all_reduce nodes; tp_size is 1)",
     "kv_transfer": "kv_transfer nodes (run them through PDRuntime)",
 }
@@ -58,6 +63,7 @@ class _StepRun:
     schedule_s: float
     outputs: list[RequestOutput] = field(default_factory=list)
     logits: dict[RequestId, tuple[torch.Tensor, int]] = field(default_factory=dict)
+    verify: dict[RequestId, torch.Tensor] = field(default_factory=dict)  # rows [1 + k, V]
     pending: list[PendingLoad] = field(default_factory=list)
     dropped: set[RequestId] = field(default_factory=set)  # admission failed: not this step
     kv_load_s: float = 0.0  # synchronous load time not yet put in a step's metrics
@@ -80,7 +86,7 @@ def _request_ids(node: IRNode) -> list[str]:
     return [str(r) for r in rids] if rids is not None else [str(node.get("request_id"))]
 
 
-class PlanExecution:
+class PlanExecution(SpeculativeSteps):
     """The plan path of :class:`~sagellm.engines.native.engine.NativeEngine` (a mixin: it
     works on the engine's queues, KV manager, model, strategy, builder and optimizer)."""
 
@@ -141,7 +147,8 @@ class PlanExecution:
         """The configured strategy's plan for the next step."""
         state = self.snapshot()
         decision = self.strategy.decide(state)
-        graph = self.optimizer.optimize(self.builder.build(decision, state))
+        drafts = self._draft_tokens(decision, state)  # {} unless speculative decoding is on
+        graph = self.optimizer.optimize(self.builder.build(decision, state, drafts))
         plan = ExecutionPlan.of(f"{self.instance_id}-{self._num_plans}", graph, self.instance_id)
         self._num_plans += 1
         return plan, state
@@ -237,6 +244,8 @@ class PlanExecution:
         finally:
             self._join_loads(run)
             self.kv.unpin(run.pins)
+            for s in seqs.values():
+                s.draft = None  # a draft lives one step (its verify may have been dropped)
         threshold = self.config.defrag_fragmentation_threshold
         if threshold is not None and self.kv.pool.get_fragmentation() > threshold:
             self.defragment()
@@ -320,17 +329,31 @@ class PlanExecution:
     def _forward(self, node: IRNode, seqs: dict[RequestId, Sequence], run: _StepRun) -> None:
         t0 = self.clock()
         items = []
+        drafts: dict[RequestId, list[int]] = {}
         for rid, start, n in _items(node):
             seq = seqs[rid]
+            d = seq.draft.token_ids if seq.draft is not None else []
+            verify = bool(d) and n == 1 + len(d) and seq.num_pending_tokens == 1
+            pending = n - len(d) if verify else n
             if rid in run.dropped or start != seq.num_computed_tokens:
+                run.dropped.add(rid)
+                continue
+            if pending > seq.num_pending_tokens:  # a verify item without its draft
                 run.dropped.add(rid)
                 continue
             if self._grow(seq, start, n, run):
                 items.append((seq, n))
+                if verify:
+                    drafts[rid] = d
         if not items:
             return
         inputs = build_inputs(
-            items, self.config.block_size_tokens, self.arch.num_kv_heads, self.device, self.sparse
+            items,
+            self.config.block_size_tokens,
+            self.arch.num_kv_heads,
+            self.device,
+            drafts,
+            sparse=self.sparse,
         )
         t1 = self.clock()
         try:
@@ -342,24 +365,32 @@ class PlanExecution:
             run.dropped.update(s.request_id for s, _ in items)
             return
         t2 = self.clock()
-        for seq, n in items:
-            seq.num_computed_tokens += n
+        for seq, n in items:  # drafts' KV is written but counts only once verified
+            seq.num_computed_tokens += n - len(drafts.get(seq.request_id, ()))
         if self.sparse is not None:
             self.sparse.after_forward([s for s, _ in items], self.kv)
-        for j, seq in enumerate(inputs.sampled_seqs):
-            run.logits[seq.request_id] = (logits, j)
+        j = 0
+        for seq, k in zip(inputs.sampled_seqs, inputs.num_logits, strict=True):
+            if seq.request_id in drafts:
+                run.verify[seq.request_id] = logits[j : j + k]
+            else:
+                run.logits[seq.request_id] = (logits, j)
+            j += k
         schedule_s, run.schedule_s = run.schedule_s + (t1 - t0), 0.0
         kv_load_s, run.kv_load_s = run.kv_load_s, 0.0
         run.step = self._step_metrics(items, inputs, run.t0, schedule_s, t2 - t1, kv_load_s)
-        run.step = replace(run.step, num_preempted=run.num_preempted)
+        n_drafts = sum(len(d) for d in drafts.values())
+        run.step = replace(run.step, num_preempted=run.num_preempted, num_draft_tokens=n_drafts)
         run.num_preempted = 0
         self._steps.append(run.step)
         run.t0 = t2
 
     def _sample(self, node: IRNode, seqs: dict[RequestId, Sequence], run: _StepRun) -> None:
         t0 = self.clock()
-        rows = [(seqs[r], run.logits.pop(r)) for r in _request_ids(node) if r in run.logits]
-        if not rows:
+        rids = _request_ids(node)
+        rows = [(seqs[r], run.logits.pop(r)) for r in rids if r in run.logits]
+        verify = [(seqs[r], run.verify.pop(r)) for r in rids if r in run.verify]
+        if not rows and not verify:
             return
         by_tensor: dict[int, list] = {}
         for seq, (lg, j) in rows:
@@ -378,8 +409,18 @@ class PlanExecution:
                     self.recorded_logits.setdefault(seq.request_id, []).append(picked[k].cpu())
             for seq, tok in zip(group, tokens, strict=True):
                 run.outputs.append(self._append_token(seq, tok, now))
+        accepted = 0
+        for seq, lg in verify:
+            before = self.spec_stats.num_accepted_tokens
+            run.outputs.append(self._verify_one(seq, lg, self.clock()))
+            accepted += self.spec_stats.num_accepted_tokens - before
+            now = self.clock()
         if run.step is not None:
-            self._amend_step(run, sample_s=run.step.sample_s + now - t0)
+            self._amend_step(
+                run,
+                sample_s=run.step.sample_s + now - t0,
+                num_accepted_tokens=run.step.num_accepted_tokens + accepted,
+            )
 
     def _amend_step(self, run: _StepRun, **changes) -> None:
         """Update the metrics of this plan's last forward (the newest step record)."""
@@ -400,6 +441,12 @@ class PlanExecution:
             return f"plan targets {plan.target_instance_id!r}, this is {self.instance_id!r}"
         graph: IRGraph = plan.ir_graph
         for n in graph.nodes:
+            kinds = {n.node_type} | {i[3] for i in n.get("items") or () if len(i) > 3}
+            if "verify" in kinds:
+                return (
+                    f"node {n.node_id!r}: verify nodes run only on the engine's own plans "
+                    "(their drafts are proposed when the engine makes the plan)"
+                )
             if n.node_type in UNSUPPORTED:
                 return (
                     f"node {n.node_id!r}: the native engine does not run {UNSUPPORTED[n.node_type]}"

@@ -6,21 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from sagellm.accel.speculative.probs import filter_top_k_top_p
 from sagellm.core.types import SamplingParams
-
-
-def _filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
-    """Mask logits outside each row's top-k and top-p nucleus to -inf. [N, V] -> [N, V]."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    V = logits.shape[-1]
-    ranks = torch.arange(V, device=logits.device)[None, :]
-    drop = ranks >= top_k[:, None]
-    probs = sorted_logits.softmax(dim=-1)
-    cum_before = probs.cumsum(dim=-1) - probs  # mass strictly above this token
-    drop |= cum_before >= top_p[:, None]
-    drop[:, 0] = False  # always keep the most likely token
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
 def sample(
@@ -37,7 +24,7 @@ def sample(
         temp = torch.tensor([params[i].temperature for i in rows], device=logits.device)
         top_k = torch.tensor([params[i].top_k or sub.shape[-1] for i in rows], device=logits.device)
         top_p = torch.tensor([params[i].top_p for i in rows], device=logits.device)
-        sub = _filter_top_k_top_p(sub / temp[:, None], top_k, top_p)
+        sub = filter_top_k_top_p(sub / temp[:, None], top_k, top_p)
         probs = sub.softmax(dim=-1).cpu()
         for j, i in enumerate(rows):
             out[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]))

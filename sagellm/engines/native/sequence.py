@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sagellm.accel.speculative import Draft
 from sagellm.core.types import BlockId, FinishReason, Request, RequestMetrics
 
 
@@ -40,6 +41,9 @@ class Sequence:
     # chained prefix-index hashes of the first full blocks of token_ids (tenant-salted), grown
     # as blocks complete: each block is hashed once in the sequence's life
     block_hashes: list[int] = field(default_factory=list)
+    # speculative decoding: this step's proposed tokens (not in token_ids, never indexed);
+    # set when the plan is made, consumed by the verify sample, cleared after every step
+    draft: Draft | None = None
 
     @property
     def request_id(self) -> str:

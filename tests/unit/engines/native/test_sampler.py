@@ -1,7 +1,8 @@
 import torch
 
+from sagellm.accel.speculative.probs import filter_top_k_top_p
 from sagellm.core.types import SamplingParams
-from sagellm.engines.native.sampler import _filter_top_k_top_p, sample
+from sagellm.engines.native.sampler import sample
 
 
 def test_greedy_is_argmax():
@@ -11,13 +12,13 @@ def test_greedy_is_argmax():
 
 def test_top_k_and_top_p_masks():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    k2 = _filter_top_k_top_p(logits, torch.tensor([2]), torch.tensor([1.0]))
+    k2 = filter_top_k_top_p(logits, torch.tensor([2]), torch.tensor([1.0]))
     assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
     # top_p=0.7: 0.5 (mass before 0) and 0.3 (mass before 0.5 < 0.7) kept; 0.15 (0.8) dropped
-    p = _filter_top_k_top_p(logits, torch.tensor([4]), torch.tensor([0.7]))
+    p = filter_top_k_top_p(logits, torch.tensor([4]), torch.tensor([0.7]))
     assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
     # a tiny top_p still keeps the most likely token
-    p = _filter_top_k_top_p(logits, torch.tensor([4]), torch.tensor([1e-6]))
+    p = filter_top_k_top_p(logits, torch.tensor([4]), torch.tensor([1e-6]))
     assert torch.isfinite(p[0, 0]) and torch.isinf(p[0, 1:]).all()
 
 
