@@ -1,8 +1,9 @@
 """AccelController: the one entry point that switches acceleration techniques on for an engine.
 
 ``setup(engine_config)`` reads ``EngineConfig.accel`` and picks the techniques; the engine then
-asks ``get_quantized_model(model, calibrate)`` once at load. Speculative decoding
-(``run_speculative_decode``) is added by its own change.
+asks ``get_quantized_model(model, calibrate)`` once at load. ``run_speculative_decode`` decodes
+one request speculatively over any target/drafter pair (the engine's own path runs the same
+verification inside its plans when ``accel.speculative_tokens`` is set).
 
 Quantization replaces every linear weight the model lists (``QuantizableModel``: per layer the
 fused qkv, o, gate_up, down; and lm_head unless ``accel.quantize_lm_head`` is off) with the
@@ -26,6 +27,8 @@ from sagellm.accel.quantization import (
     check_group_size,
     make_quantizer,
 )
+from sagellm.accel.speculative import DraftModel, SpecDecodeResult, run_speculative_decode
+from sagellm.accel.speculative.protocol import CausalLM
 from sagellm.core.config import AccelConfig, EngineConfig
 from sagellm.core.errors import ConfigError
 
@@ -85,3 +88,20 @@ class AccelController:
         for n, w in dense.items():
             model.replace_linear(n, qz.quantize(w, stats.pop(n, None)))
         return model
+
+    def run_speculative_decode(
+        self,
+        target: CausalLM,
+        drafter: DraftModel,
+        prompt_token_ids: list[int],
+        sampling=None,
+        eos_token_ids=(),
+    ) -> SpecDecodeResult:
+        """Decode one request with ``accel.speculative_tokens`` drafts per round (see
+        ``accel.speculative.decode``); a ConfigError when speculative decoding is off."""
+        k = self.config.speculative_tokens
+        if k is None:
+            raise ConfigError(
+                "accel.speculative_tokens is not set: set it (>= 1) to decode speculatively"
+            )
+        return run_speculative_decode(target, drafter, prompt_token_ids, k, sampling, eos_token_ids)

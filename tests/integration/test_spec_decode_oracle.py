@@ -237,6 +237,25 @@ def test_run_speculative_decode_equals_the_engine(tiny_checkpoint):
     assert target.num_free_blocks == 32  # released
 
 
+def test_accel_controller_runs_speculative_decode(tiny_checkpoint):
+    """The plan's entry point: ``AccelController.run_speculative_decode`` with the configured
+    ``speculative_tokens`` equals plain greedy decoding; off, it is a ConfigError."""
+    from sagellm.accel import AccelController
+
+    _, folder = tiny_checkpoint("llama")
+    prompt = prompts_of([6], seed=19)[0]
+    sp = SamplingParams(max_tokens=N_NEW, ignore_eos=True)
+    engine = engine_for(folder)
+    plain = engine.generate([prompt], sp)[0]
+    ctl = AccelController()
+    ctl.setup(EngineConfig(accel=AccelConfig(speculative_tokens=K)))
+    res = ctl.run_speculative_decode(PagedLM(engine.model, 32, 4), NgramDrafter(1, 3), prompt, sp)
+    assert res.token_ids == plain
+    ctl.setup(EngineConfig())
+    with pytest.raises(ConfigError, match="speculative_tokens"):
+        ctl.run_speculative_decode(PagedLM(engine.model, 32, 4), NgramDrafter(1, 3), prompt, sp)
+
+
 def test_external_verify_plans_are_rejected(tiny_checkpoint):
     _, folder = tiny_checkpoint("llama")
     engine = engine_for(folder, accel_for("ngram", folder))
