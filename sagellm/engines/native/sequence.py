@@ -38,6 +38,10 @@ class Sequence:
     # chained prefix-index hashes of the first full blocks of token_ids (tenant-salted), grown
     # as blocks complete: each block is hashed once in the sequence's life
     block_hashes: list[int] = field(default_factory=list)
+    # prompt scoring (``NativeEngine.prompt_logits``): the fp32 logits of every position from
+    # this one on are kept by position; the prefix cache may supply only tokens before it
+    score_from_tokens: int | None = None
+    scored_logits: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def request_id(self) -> str:
