@@ -5,7 +5,6 @@ import pytest
 
 from sagellm.accel.cot import CoTAccelController, CoTConfig
 from sagellm.benchmarks.random_model import random_checkpoint
-from sagellm.benchmarks.truncated_model import truncated_checkpoint
 from sagellm.core.errors import ConfigError, InvalidRequestError
 from sagellm.engines.native import NativeEngine
 
@@ -53,5 +52,3 @@ def test_drafter_and_token_ids_must_fit_the_target(tiny_checkpoint, tmp_path):
         CoTAccelController(target, bad, target)
     with pytest.raises(InvalidRequestError, match="prompt_token_ids is empty"):
         CoTAccelController(target, cfg, target).accelerate_cot([])
-    with pytest.raises(ConfigError, match=r"num_layers must be in \[1, 2\]"):
-        truncated_checkpoint(folder, tmp_path, 3)
