@@ -9,7 +9,8 @@ the same engines, each after emptying the prefix caches (no run inherits another
 - ``exit``: early exit alone (the target writes each step; lossy);
 - ``spec_exit``: both.
 
-A step ends after any token whose text holds a newline. Trial prompt: "The answer is".
+A step ends after any token whose text holds a newline (``step_delimiters: newline``) or
+also ends a sentence (``sentence``). Trial prompt: "The answer is".
 Answers are the last number of the decoded output (:func:`~sagellm.accel.cot.final_number`);
 ``agree`` compares with the baseline's answer, ``correct`` with GSM8K's. Files:
 ``config.json``, ``metrics.json`` (flat, unit-suffixed; latency cut = 1 - mode / baseline
@@ -21,6 +22,7 @@ Run: ``python -m sagellm.experiments.accel_cot --preset ci`` (or ``full``).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ PRESETS: dict[str, dict] = {
         max_new_tokens=48,
         max_step_tokens=24,
         drafter_layers=10,
+        step_delimiters="sentence",
         trial_max_tokens=8,
         trial_stable_checks=2,
     ),
@@ -53,6 +56,7 @@ PRESETS: dict[str, dict] = {
         max_new_tokens=256,
         max_step_tokens=32,
         drafter_layers=15,
+        step_delimiters="sentence",
         trial_max_tokens=10,
         trial_stable_checks=2,
     ),
@@ -66,29 +70,37 @@ class ExperimentRun:
     tables: dict  # name -> pandas.DataFrame
 
 
-def newline_token_ids(engine: NativeEngine) -> frozenset[int]:
-    """Every token id whose text holds a newline (the step delimiters)."""
-    tok = engine.tokenizer
-    return frozenset(
-        i for i in range(engine.vocab_size) if "\n" in tok.decode([i], skip_special_tokens=False)
-    )
+def step_delimiter_token_ids(engine: NativeEngine, kind: str) -> frozenset[int]:
+    """Token ids that end a reasoning step: ``newline`` = every token whose text holds a
+    newline; ``sentence`` = those and every token whose text ends with ".", "?" or "!"."""
+    if kind not in ("newline", "sentence"):
+        raise ConfigError(f"step_delimiters must be 'newline' or 'sentence', got {kind!r}")
+    tok, out = engine.tokenizer, set()
+    for i in range(engine.vocab_size):
+        text = tok.decode([i], skip_special_tokens=False)
+        if "\n" in text or (kind == "sentence" and text.rstrip().endswith((".", "?", "!"))):
+            out.add(i)
+    return frozenset(out)
 
 
-def _engines(model: str, drafter_layers: int, cache_dir: Path, num_kv_blocks: int):
+def _engines(model: str, drafter_layers: int | list[int], cache_dir: Path, num_kv_blocks: int):
+    """The target and its drafter: the target's first ``drafter_layers`` layers (an int) or
+    the layers a list names (layer skipping)."""
     kw = dict(num_kv_blocks=num_kv_blocks, enable_prefix_caching=True)
     target = NativeEngine.from_pretrained(model, **kw)
     if target.tokenizer is None:
         raise ConfigError(f"model: {model!r} has no tokenizer (GSM8K prompts are text)")
-    drafter = NativeEngine.from_pretrained(
-        truncated_checkpoint(model, cache_dir, drafter_layers), **kw
-    )
-    return target, drafter
+    if isinstance(drafter_layers, int):
+        folder = truncated_checkpoint(model, cache_dir, num_layers=drafter_layers)
+    else:
+        folder = truncated_checkpoint(model, cache_dir, keep_layers=list(drafter_layers))
+    return target, NativeEngine.from_pretrained(folder, **kw)
 
 
 def _controllers(target, drafter, p: dict) -> dict[str, CoTAccelController]:
     tok = target.tokenizer
     base = dict(
-        delimiter_token_ids=newline_token_ids(target),
+        delimiter_token_ids=step_delimiter_token_ids(target, p["step_delimiters"]),
         max_new_tokens=p["max_new_tokens"],
         max_step_tokens=p["max_step_tokens"],
         trial_prompt_token_ids=tuple(tok.hf.encode(TRIAL_PROMPT, add_special_tokens=False)),
@@ -209,7 +221,7 @@ def run_accel_cot_experiment(
     model = model or str(p.pop("model"))
     p.pop("model", None)
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="sagellm-cot-"))
-    target, drafter = _engines(model, int(p["drafter_layers"]), cache, num_kv_blocks)
+    target, drafter = _engines(model, p["drafter_layers"], cache, num_kv_blocks)
     ctls = _controllers(target, drafter, p)
     warm = target.encode("Hi", chat=True)
     target.generate([warm], SamplingParams(max_tokens=2))
@@ -217,6 +229,8 @@ def run_accel_cot_experiment(
     rows = []
     for problem in gsm8k_problems(int(p["num_problems"])):
         rows.extend(_run_problem(target, drafter, ctls, problem))
+        done = ", ".join(f"{r['mode']} {r['elapsed_s']:.1f}s" for r in rows[-len(MODES) :])
+        print(f"accel_cot: problem {problem.index}: {done}", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
     metrics = _metrics(df)
     params = {"preset": preset, "model": model, "trial_prompt": TRIAL_PROMPT, **p}
