@@ -12,6 +12,7 @@ imports from here (import-linter's ``layers`` contract in ``pyproject.toml``).
 - ``kv_policy_sweep``, ``kv_policy_replay``, ``kv_policy_online``: eviction policies on block
   traces and online in the engine (notebook 03).
 - ``scheduler_ir``: scheduling strategies side by side through IR plans (notebook 04).
+- ``accel_cot``: CoT acceleration (speculative reasoning steps, early exit) on GSM8K prompts.
 
 Submodules are imported by name (``from sagellm.experiments.prefix_reuse import ...``); this
 package imports none of them, so ``import sagellm.experiments`` stays cheap.

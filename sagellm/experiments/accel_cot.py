@@ -38,6 +38,10 @@ from sagellm.engines.native import NativeEngine
 
 MODES = ("baseline", "spec", "exit", "spec_exit")
 TRIAL_PROMPT = "The answer is"
+# SmolLM2's first 5 and last 10 of 30 layers: top-1 agreement with the full model 0.25 when
+# teacher-forced on 3 GSM8K worked answers, against 0.08 for the first 15 layers (a one-off
+# probe; the last layers shape the output distribution)
+SKIP_DRAFTER_LAYERS = [*range(5), *range(20, 30)]
 
 PRESETS: dict[str, dict] = {
     "ci": dict(
@@ -45,7 +49,7 @@ PRESETS: dict[str, dict] = {
         num_problems=2,
         max_new_tokens=48,
         max_step_tokens=24,
-        drafter_layers=10,
+        drafter_layers=SKIP_DRAFTER_LAYERS,
         step_delimiters="sentence",
         trial_max_tokens=8,
         trial_stable_checks=2,
@@ -55,7 +59,7 @@ PRESETS: dict[str, dict] = {
         num_problems=30,
         max_new_tokens=256,
         max_step_tokens=32,
-        drafter_layers=15,
+        drafter_layers=SKIP_DRAFTER_LAYERS,
         step_delimiters="sentence",
         trial_max_tokens=10,
         trial_stable_checks=2,
