@@ -6,7 +6,7 @@ earlier window count (all of the first window but its first token, then the last
 Every token from index 1 on is scored exactly once, with at least ``W - S`` tokens of context
 except in the first window. ``perplexity = exp(mean NLL)`` in nats per token.
 
-The engine only needs ``prompt_logits(token_ids) -> fp32 [T, vocab]`` (the native engine has
+The engine only needs ``teacher_forced_logits(token_ids) -> fp32 [T, vocab]`` (the native engine has
 it); lossy techniques (quantization, sparse attention) change that forward and so show up here.
 """
 
@@ -31,7 +31,7 @@ class PerplexityResult:
 def perplexity(
     engine, token_ids: list[int], window_tokens: int, stride_tokens: int
 ) -> PerplexityResult:
-    """Perplexity of ``token_ids`` under ``engine.prompt_logits``, windows of W with stride S."""
+    """Perplexity of ``token_ids`` under ``engine.teacher_forced_logits``, windows of W with stride S."""
     if window_tokens < 2:
         raise ValueError(f"window_tokens must be >= 2 (got {window_tokens})")
     if not 1 <= stride_tokens < window_tokens:
@@ -45,7 +45,7 @@ def perplexity(
     while scored_until < n:
         end = min(begin + window_tokens, n)
         window = token_ids[begin:end]
-        logits = engine.prompt_logits(window)  # row i predicts window[i + 1]
+        logits = engine.teacher_forced_logits(window)  # row i predicts window[i + 1]
         first = scored_until - begin  # first target index inside the window
         targets = torch.tensor(window[first:], dtype=torch.int64, device=logits.device)
         nll = F.cross_entropy(logits[first - 1 : -1].float(), targets, reduction="sum")

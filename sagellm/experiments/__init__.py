@@ -14,6 +14,7 @@ imports from here (import-linter's ``layers`` contract in ``pyproject.toml``).
 - ``scheduler_ir``: scheduling strategies side by side through IR plans (notebook 04).
 - ``comm_bench``: shm vs gloo collectives, fusion, overlap, KV transfer tcp vs shm.
 - ``accel_speculative``: speculative decoding per drafter vs plain decoding on GSM8K prompts.
+- ``accel_cot``: CoT acceleration (speculative reasoning steps, early exit) on GSM8K prompts.
 
 Submodules are imported by name (``from sagellm.experiments.prefix_reuse import ...``); this
 package imports none of them, so ``import sagellm.experiments`` stays cheap.

@@ -28,6 +28,9 @@ class BatchInputs:
     logits_index: torch.Tensor  # rows of the flat batch whose logits are sampled
     sampled_seqs: list[Sequence]  # the sequences those rows belong to, same order
     num_logits: list[int]  # rows of logits_index per sampled sequence (consecutive), same order
+    # scored prompts (``Sequence.score_from_tokens``): (sequence, first position) of rows
+    # appended to ``logits_index`` after the sampled rows, one per consecutive position
+    scored: list[tuple[Sequence, int, int]]  # (sequence, first position, number of rows)
     num_prefill_tokens: int
     num_decode_tokens: int  # decodes and verify chunks (pending token + drafts)
     attended_tokens: int  # sum over new tokens of the keys each attends to (for FLOPs)
@@ -57,10 +60,12 @@ def build_inputs(
         True: ([], [], [], [], []),
         False: ([], [], [], [], []),
     }
+    scored: list[tuple[Sequence, int, int]] = []
+    starts: dict[int, int] = {}  # id(sequence) -> its first row in the flat batch
     attended = 0
     num_prefill = 0
     for seq, n in items:
-        start = len(ids)
+        start = starts[id(seq)] = len(ids)
         c = seq.num_computed_tokens
         d = list(drafts.get(seq.request_id, ()))
         ids.extend(seq.token_ids[c : c + n - len(d)])
@@ -82,6 +87,12 @@ def build_inputs(
             logits_rows.extend(range(start + n - k, start + n))
             sampled.append(seq)
             num_logits.append(k)
+        if seq.score_from_tokens is not None and c + n > seq.score_from_tokens:
+            first = max(c, seq.score_from_tokens)
+            scored.append((seq, first, c + n - first))
+    for seq, first, k in scored:  # the scored rows follow the sampled ones
+        row0 = starts[id(seq)] + first - seq.num_computed_tokens
+        logits_rows.extend(range(row0, row0 + k))
     positions = torch.tensor(pos, dtype=torch.int64, device=device)
     blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
     heads = torch.arange(num_kv_heads, dtype=torch.int64, device=device)
@@ -106,6 +117,7 @@ def build_inputs(
         logits_index=torch.tensor(logits_rows, dtype=torch.int64, device=device),
         sampled_seqs=sampled,
         num_logits=num_logits,
+        scored=scored,
         num_prefill_tokens=num_prefill,
         num_decode_tokens=len(ids) - num_prefill,
         attended_tokens=attended,

@@ -33,7 +33,7 @@ from sagellm.engines.native.plan_exec import PlanExecution
 from sagellm.engines.native.quant_load import quantize_engine_model
 from sagellm.engines.native.queues import RequestQueues
 from sagellm.engines.native.runtime import tune_malloc
-from sagellm.engines.native.scoring import prompt_logits
+from sagellm.engines.native.scoring import teacher_forced_logits
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
 from sagellm.engines.native.speculative import make_drafter
@@ -392,14 +392,46 @@ class NativeEngine(PlanExecution):
             self.step()
         return [self._seqs[r.request_id].output_token_ids for r in reqs]
 
+    def prompt_logits(self, token_ids: list[int], from_tokens: int) -> torch.Tensor:
+        """Teacher forcing: fp32 logits ``[len(token_ids) - from_tokens, vocab]`` of positions
+        ``from_tokens .. len - 1`` (row i is the distribution of the token at position
+        ``from_tokens + i + 1``; the last row predicts the token after the prompt).
+
+        One request through the engine's path (batched with whatever else runs, chunked under
+        the token budget); the prefix cache supplies at most ``from_tokens`` tokens, so scoring
+        a continuation of a cached prefix computes only the continuation's blocks.
+        """
+        n = len(token_ids)
+        if not 0 <= from_tokens < n:
+            raise InvalidRequestError(
+                f"from_tokens must be in [0, {n}) for a {n}-token prompt, got {from_tokens}"
+            )
+        rid = f"score-{next(self._ids)}"
+        self.add_request(Request(rid, list(token_ids), SamplingParams(max_tokens=1)))
+        seq = self._seqs[rid]
+        seq.score_from_tokens = from_tokens
+        while seq.status is not SeqStatus.FINISHED:
+            self.step()
+        if seq.finish_reason in ("error", "abort"):
+            raise InvalidRequestError(f"scoring request {rid!r} ended with {seq.finish_reason}")
+        rows, seq.scored_logits = seq.scored_logits, {}
+        return torch.stack([rows[p] for p in range(from_tokens, n)])
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's logits (token ids are ``0 .. vocab_size - 1``)."""
+        return self.arch.vocab_size
+
     def encode(self, text: str, chat: bool | None = None) -> list[int]:
         if self.tokenizer is None:
             raise InvalidRequestError("this checkpoint has no tokenizer; pass token ids instead")
         return self.tokenizer.encode_prompt(text, chat)
 
-    def prompt_logits(self, token_ids: list[int]) -> torch.Tensor:
-        """Teacher-forced fp32 logits [len(token_ids), vocab]; see ``scoring.prompt_logits``."""
-        return prompt_logits(self, token_ids)
+    def teacher_forced_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """fp32 logits [len(token_ids), vocab] of one forward over a scratch KV cache (the pool,
+        queues and prefix index untouched; see ``scoring``). ``prompt_logits`` is the same on
+        the serving path, with prefix caching."""
+        return teacher_forced_logits(self, token_ids)
 
     def prefix_hit_tokens(self, request: Request) -> int:
         """Read-only: prompt tokens of ``request`` this engine's prefix cache holds now (whole

@@ -69,15 +69,19 @@ class PrefixAdmission:
         return seq.block_hashes
 
     def _lookup(self, seq: Sequence, touch: bool) -> list[PrefixEntry]:
-        max_blocks = max(0, (len(seq.token_ids) - 1) // self.block_size)
+        tokens = seq.token_ids
+        if seq.score_from_tokens is not None:  # scored positions must be computed, not reused
+            tokens = tokens[: seq.score_from_tokens + 1]
+        max_blocks = max(0, (len(tokens) - 1) // self.block_size)
         hashes = self.hashes(seq, max_blocks)
-        found = self.index.lookup(seq.token_ids, self._salt(seq), False, hashes, touch)
+        found = self.index.lookup(tokens, self._salt(seq), False, hashes, touch)
         return list(found.entries)
 
     def peek_prefix(self, seq: Sequence) -> PrefixPeek:
         """Read-only: what admitting ``seq`` now would reuse (longest verified match, tenant
-        salt, capped at ``len - 1`` tokens; nothing when the tenant's quota cannot hold the
-        hit). Changes no recency, count or metric."""
+        salt, capped at ``len - 1`` tokens, or at ``score_from_tokens`` for a scored prompt;
+        nothing when the tenant's quota cannot hold the hit). Changes no recency, count or
+        metric."""
         if self.index is None or seq.block_ids:
             return PrefixPeek(0, 0, 0)
         entries = self._lookup(seq, touch=False)

@@ -376,6 +376,11 @@ class PlanExecution(SpeculativeSteps):
             else:
                 run.logits[seq.request_id] = (logits, j)
             j += k
+        row = j
+        for seq, first, k in inputs.scored:  # by position: a recompute overwrites, never adds
+            for i in range(k):
+                seq.scored_logits[first + i] = logits[row + i].to("cpu", copy=True)
+            row += k
         schedule_s, run.schedule_s = run.schedule_s + (t1 - t0), 0.0
         kv_load_s, run.kv_load_s = run.kv_load_s, 0.0
         run.step = self._step_metrics(items, inputs, run.t0, schedule_s, t2 - t1, kv_load_s)

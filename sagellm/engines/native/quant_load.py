@@ -13,7 +13,7 @@ from sagellm.accel import AccelController
 from sagellm.accel.eval_data import shakespeare_text
 from sagellm.accel.quantization import CALIBRATION_WINDOW_TOKENS, calibration_text
 from sagellm.core.errors import ConfigError
-from sagellm.engines.native.scoring import prompt_logits
+from sagellm.engines.native.scoring import teacher_forced_logits
 
 
 def calibration_token_ids(engine) -> list[int]:
@@ -39,6 +39,6 @@ def quantize_engine_model(engine, controller: AccelController) -> None:
         for start in range(0, len(ids), window):
             chunk = ids[start : start + window]
             if len(chunk) >= 2:
-                prompt_logits(engine, chunk)
+                teacher_forced_logits(engine, chunk)
 
     controller.get_quantized_model(engine.model, calibrate)

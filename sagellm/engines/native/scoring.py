@@ -1,6 +1,6 @@
 """Teacher-forced logits of a token sequence (perplexity, verification of drafted text).
 
-``prompt_logits`` runs the engine's model over ``token_ids`` in one forward with causal
+``teacher_forced_logits`` runs the engine's model over ``token_ids`` in one forward with causal
 attention over a scratch paged KV cache of the engine's own layout, so it never touches the
 engine's pool, queues or prefix index and can run between steps of a serving engine. Row ``i``
 of the result is the fp32 logit vector predicting token ``i + 1`` from tokens ``0..i``.
@@ -14,7 +14,7 @@ from sagellm.engines.native.attention import AttnMetadata, build_group
 from sagellm.engines.native.kv_cache import PagedKVCache
 
 
-def prompt_logits(engine, token_ids: list[int]) -> torch.Tensor:
+def teacher_forced_logits(engine, token_ids: list[int]) -> torch.Tensor:
     """fp32 logits [len(token_ids), vocab] of ``engine``'s model, teacher-forced."""
     if not token_ids:
         raise ValueError("token_ids is empty")

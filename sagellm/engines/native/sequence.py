@@ -44,6 +44,10 @@ class Sequence:
     # speculative decoding: this step's proposed tokens (not in token_ids, never indexed);
     # set when the plan is made, consumed by the verify sample, cleared after every step
     draft: Draft | None = None
+    # prompt scoring (``NativeEngine.prompt_logits``): the fp32 logits of every position from
+    # this one on are kept by position; the prefix cache may supply only tokens before it
+    score_from_tokens: int | None = None
+    scored_logits: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def request_id(self) -> str:

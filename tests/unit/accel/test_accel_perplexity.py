@@ -16,10 +16,10 @@ def tiny(tiny_checkpoint):
     return model, NativeEngine.from_pretrained(folder, num_kv_blocks=8)
 
 
-def test_prompt_logits_equal_hf(tiny):
+def test_teacher_forced_logits_equal_hf(tiny):
     model, engine = tiny
     ids = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(3)).tolist()
-    ours = engine.prompt_logits(ids)
+    ours = engine.teacher_forced_logits(ids)
     with torch.inference_mode():
         ref = model(torch.tensor([ids])).logits[0]
     assert ours.shape == ref.shape
