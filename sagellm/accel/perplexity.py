@@ -31,7 +31,7 @@ class PerplexityResult:
 def perplexity(
     engine, token_ids: list[int], window_tokens: int, stride_tokens: int
 ) -> PerplexityResult:
-    """Perplexity of ``token_ids`` under ``engine.teacher_forced_logits``, windows of W with stride S."""
+    """Perplexity of ``token_ids`` under ``engine.teacher_forced_logits`` (windows W, stride S)."""
     if window_tokens < 2:
         raise ValueError(f"window_tokens must be >= 2 (got {window_tokens})")
     if not 1 <= stride_tokens < window_tokens:

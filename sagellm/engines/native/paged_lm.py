@@ -45,6 +45,7 @@ class _LMSeq:
     token_ids: list[int] = dataclasses.field(default_factory=list)
     block_ids: list[int] = dataclasses.field(default_factory=list)
     num_computed_tokens: int = 0
+    score_from_tokens: int | None = None  # build_inputs' prompt scoring: never used here
 
 
 class PagedLM:
