@@ -29,7 +29,8 @@ from pathlib import Path
 
 from sagellm.accel.cot import CoTAccelController, CoTConfig, final_number
 from sagellm.accel.eval_data import gsm8k_problems
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.truncated_model import truncated_checkpoint
 from sagellm.core.config import DEFAULT_MODEL
 from sagellm.core.errors import ConfigError

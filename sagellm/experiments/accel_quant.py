@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from sagellm.accel.eval_data import shakespeare_text
 from sagellm.accel.perplexity import perplexity
 from sagellm.accel.quantization import Int4Quantizer, Int8Quantizer, evaluation_text
-from sagellm.benchmarks.results import write_experiment
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine

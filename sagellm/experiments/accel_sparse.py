@@ -27,7 +27,8 @@ import torch
 
 from sagellm.accel.eval_data import shakespeare_text
 from sagellm.accel.sparse import compare_logits
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.core.config import DEFAULT_MODEL, AccelConfig
 
 PRESETS: dict[str, dict] = {

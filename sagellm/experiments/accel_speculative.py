@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from sagellm.accel.eval_data import gsm8k_problems
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.tiny_model import resolve_experiment_model
 from sagellm.core.config import DEFAULT_MODEL, AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.types import Request, SamplingParams

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from sagellm.benchmarks.metrics import percentile
-from sagellm.benchmarks.results import SCHEMA_VERSION, write_experiment
+from sagellm.benchmarks.results import SCHEMA_VERSION
+from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.comm_backend import (
     CommConfig,
     CommFusion,
