@@ -12,6 +12,7 @@ available, reason = eval_data_available()
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not available, reason=reason)
 def test_ci_preset_runs_on_gsm8k(tmp_path):
     from sagellm.experiments.accel_cot import MODES, run_accel_cot_experiment
@@ -35,4 +36,4 @@ def test_ci_preset_runs_on_gsm8k(tmp_path):
     m = json.loads((run.run_dir / "metrics.json").read_text())
     assert m["spec_answer_agreement"] == 1.0 and m["baseline_total_s"] > 0
     assert (run.run_dir / "problems.parquet").is_file()
-    assert (run.run_dir / "config.json").is_file()
+    assert (run.run_dir / "config.yaml").is_file()

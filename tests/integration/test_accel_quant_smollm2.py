@@ -58,6 +58,7 @@ def _quantized_ppl(cfg, engine, ids, method: str):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["int8", "fp8", "int4", "awq", "gptq"])
 def test_quantized_perplexity_within_bound(setup, method):
     cfg, engine, ids, base = setup
@@ -71,6 +72,7 @@ def test_quantized_perplexity_within_bound(setup, method):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_int8_kv_cache_perplexity_within_bound(setup):
     cfg, _, ids, base = setup
     ppl = perplexity(

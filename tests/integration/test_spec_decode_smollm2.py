@@ -12,7 +12,7 @@ from sagellm.engines.native import NativeEngine
 
 NEW_TOKENS = 24
 available, reason = eval_data_available()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not available, reason=reason)]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.skipif(not available, reason=reason)]
 
 
 def _engine(method: str) -> NativeEngine:

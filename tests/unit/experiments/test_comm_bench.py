@@ -9,6 +9,7 @@ from sagellm.experiments.comm_bench import PRESETS, run_comm_bench
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_comm_bench_minimal_run(tmp_path):
     run = run_comm_bench(
         "ci",
