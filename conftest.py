@@ -108,3 +108,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """An engine with ``num_threads`` set changes torch's process-wide thread count; give every
+    test the count the session started with, so one test's engine cannot slow the rest."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
