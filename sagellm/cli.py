@@ -42,6 +42,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.ci:
         params["preset"] = "ci"
     pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3")
+    from sagellm.benchmarks.widgets import drop_widget_state
+
+    drop_widget_state(executed)  # static HTML of it shows the widget's note, not a blank
     runs = sorted((p for p in out_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     if not runs:
         print("the notebook ran but wrote no run folder", file=sys.stderr)

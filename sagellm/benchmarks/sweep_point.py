@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from sagellm.benchmarks.widgets import drop_widget_state
 from sagellm.core.io import atomic_write_json
 
 STAGING = ".staging"
@@ -98,6 +99,7 @@ def run_point(
     status["wall_s"] = time.perf_counter() - t0
     if rc == 0:
         status["status"] = "ok"
+        drop_widget_state(stage / "executed.ipynb")  # static HTML: widget notes, not blanks
     else:
         text = (stage / "papermill.log").read_text(errors="replace")
         status["status"] = "failed"

@@ -12,8 +12,25 @@ JupyterLab prefers the widget view and shows the live controls.
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 
+from sagellm.core.io import atomic_write_text
 from sagellm.core.types import SamplingParams
+
+
+def drop_widget_state(notebook_path: str | Path) -> bool:
+    """Remove the widget state an executor stored in a notebook's metadata (nbclient does by
+    default): static HTML of a notebook carrying it loads a widget manager from a CDN and shows
+    a blank; without it every widget shows its ``text/html`` note. Returns True when state was
+    removed. Written atomically."""
+    path = Path(notebook_path)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    if "widgets" not in nb.get("metadata", {}):
+        return False
+    del nb["metadata"]["widgets"]
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return True
 
 
 def static_note_html(values: dict[str, object]) -> str:
