@@ -40,6 +40,7 @@ from sagellm.engines.lmdeploy.kv_manager import LmdeployKVManager
 from sagellm.engines.lmdeploy.overlay import activate_overlay
 from sagellm.engines.lmdeploy.prefix_hooks import PrefixReuseBridge
 from sagellm.engines.lmdeploy.scheduler import LMDEPLOY_CAPABILITIES, SequenceInfo, StrategyDecider
+from sagellm.engines.token_prompts import token_id_batch
 from sagellm.models import resolve_model_path
 
 _DTYPES = {"bfloat16": "bfloat16"}  # PytorchEngineConfig asserts auto/float16/bfloat16
@@ -227,14 +228,10 @@ class LmdeployEngine:
         sampling: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[list[int]]:
         """Token-id prompts to completion (text is refused: no tokenizer is wired here)."""
-        if sampling is None or isinstance(sampling, SamplingParams):
-            sampling = [sampling or SamplingParams()] * len(prompts)
-        if any(isinstance(p, str) for p in prompts) or len(sampling) != len(prompts):
-            raise InvalidRequestError("prompts: token id lists, one sampling params each")
         rids = []
-        for p, sp in zip(prompts, sampling, strict=True):
+        for p, sp in token_id_batch("lmdeploy", prompts, sampling):
             rids.append(f"gen-{next(self._ids)}")
-            self.add_request(Request(rids[-1], list(p), sp))
+            self.add_request(Request(rids[-1], p, sp))
         while any(r in self._live for r in rids):
             self.step()
         return [list(self._outputs[r]) for r in rids]

@@ -33,6 +33,7 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.ordering import make_state, ranked_ids, ranking_strategy
+from sagellm.engines.token_prompts import token_id_batch
 from sagellm.engines.vllm.client import VllmWorker
 from sagellm.models import resolve_model_path
 from sagellm.scheduler_ir import RequestView
@@ -266,19 +267,10 @@ class VllmEngine:
         sampling: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[list[int]]:
         """Run token-id prompts to completion (texts are refused: no tokenizer in the worker)."""
-        if sampling is None or isinstance(sampling, SamplingParams):
-            sampling = [sampling or SamplingParams()] * len(prompts)
-        if len(sampling) != len(prompts):
-            raise InvalidRequestError(
-                f"got {len(sampling)} sampling params for {len(prompts)} prompts"
-            )
-        if any(isinstance(p, str) for p in prompts):
-            raise InvalidRequestError("prompts: the vllm engine takes token id lists, not text")
         rids = []
-        for p, sp in zip(prompts, sampling, strict=True):
-            rid = f"gen-{next(self._ids)}"
-            self.add_request(Request(rid, list(p), sp))
-            rids.append(rid)
+        for p, sp in token_id_batch("vllm", prompts, sampling):
+            rids.append(f"gen-{next(self._ids)}")
+            self.add_request(Request(rids[-1], p, sp))
         while any(r in self._unfinished for r in rids):
             self.step()
         return [list(self._outputs[r]) for r in rids]
