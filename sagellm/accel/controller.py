@@ -49,7 +49,11 @@ class AccelController:
         self.quantizer: BaseQuantizer | None = None
 
     def setup(self, engine_config: EngineConfig) -> None:
-        self.config = cfg = engine_config.accel
+        self.setup_accel(engine_config.accel)
+
+    def setup_accel(self, cfg: AccelConfig) -> None:
+        """``setup`` from the accel config alone (e.g. a drafter's own quantization)."""
+        self.config = cfg
         self.quantizer = (
             make_quantizer(cfg.method, cfg.group_size) if cfg.enable_quantization else None
         )

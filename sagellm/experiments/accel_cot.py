@@ -5,7 +5,10 @@ Per problem (chat-templated question, SmolLM2-135M-Instruct by default) four tim
 the same engines, each after emptying the prefix caches (no run inherits another's KV):
 
 - ``baseline``: the target's greedy ``generate`` (``max_tokens = max_new_tokens``);
-- ``spec``: speculative steps, a layer-truncated copy of the target drafting (lossless);
+- ``spec``: speculative steps, a cheaper copy of the target drafting (lossless): its layers
+  ``drafter_layers`` names (a layer-truncated copy) and/or its weights quantized with
+  ``drafter_quantization`` (``drafter_layers=None, drafter_quantization="int8"``: the whole
+  target in int8);
 - ``exit``: early exit alone (the target writes each step; lossy);
 - ``spec_exit``: both.
 
@@ -32,7 +35,7 @@ from sagellm.accel.eval_data import gsm8k_problems
 from sagellm.benchmarks.results import SCHEMA_VERSION
 from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.truncated_model import truncated_checkpoint
-from sagellm.core.config import DEFAULT_MODEL
+from sagellm.core.config import DEFAULT_MODEL, AccelConfig
 from sagellm.core.errors import ConfigError
 from sagellm.core.types import SamplingParams
 from sagellm.engines.native import NativeEngine
@@ -51,6 +54,7 @@ PRESETS: dict[str, dict] = {
         max_new_tokens=48,
         max_step_tokens=24,
         drafter_layers=SKIP_DRAFTER_LAYERS,
+        drafter_quantization=None,
         step_delimiters="sentence",
         trial_max_tokens=8,
         trial_stable_checks=2,
@@ -61,6 +65,7 @@ PRESETS: dict[str, dict] = {
         max_new_tokens=256,
         max_step_tokens=32,
         drafter_layers=SKIP_DRAFTER_LAYERS,
+        drafter_quantization=None,
         step_delimiters="sentence",
         trial_max_tokens=10,
         trial_stable_checks=2,
@@ -88,17 +93,32 @@ def step_delimiter_token_ids(engine: NativeEngine, kind: str) -> frozenset[int]:
     return frozenset(out)
 
 
-def _engines(model: str, drafter_layers: int | list[int], cache_dir: Path, num_kv_blocks: int):
-    """The target and its drafter: the target's first ``drafter_layers`` layers (an int) or
-    the layers a list names (layer skipping)."""
+def _engines(
+    model: str,
+    drafter_layers: int | list[int] | None,
+    drafter_quantization: str | None,
+    cache_dir: Path,
+    num_kv_blocks: int,
+):
+    """The target and its drafter: the target's first ``drafter_layers`` layers (an int), the
+    layers a list names (layer skipping) or all of them (None); its weights quantized with
+    ``drafter_quantization`` (an ``accel.method``) when given."""
     kw = dict(num_kv_blocks=num_kv_blocks, enable_prefix_caching=True)
     target = NativeEngine.from_pretrained(model, **kw)
     if target.tokenizer is None:
         raise ConfigError(f"model: {model!r} has no tokenizer (GSM8K prompts are text)")
-    if isinstance(drafter_layers, int):
+    if drafter_layers is None and drafter_quantization is None:
+        raise ConfigError(
+            "drafter_layers: None (the whole target) drafts only with a drafter_quantization"
+        )
+    if drafter_layers is None:
+        folder = model
+    elif isinstance(drafter_layers, int):
         folder = truncated_checkpoint(model, cache_dir, num_layers=drafter_layers)
     else:
         folder = truncated_checkpoint(model, cache_dir, keep_layers=list(drafter_layers))
+    if drafter_quantization is not None:
+        kw["accel"] = AccelConfig(enable_quantization=True, method=drafter_quantization)
     return target, NativeEngine.from_pretrained(folder, **kw)
 
 
@@ -226,7 +246,9 @@ def run_accel_cot_experiment(
     model = model or str(p.pop("model"))
     p.pop("model", None)
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="sagellm-cot-"))
-    target, drafter = _engines(model, p["drafter_layers"], cache, num_kv_blocks)
+    target, drafter = _engines(
+        model, p["drafter_layers"], p["drafter_quantization"], cache, num_kv_blocks
+    )
     ctls = _controllers(target, drafter, p)
     warm = target.encode("Hi", chat=True)
     target.generate([warm], SamplingParams(max_tokens=2))
@@ -250,8 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--cache-dir", default=None, help="where the drafter checkpoint is written")
     ap.add_argument("--num-problems", type=int, default=None)
+    ap.add_argument(
+        "--drafter-quantization",
+        default=None,
+        help="quantize the drafter (an accel.method); with it the drafter is the whole target",
+    )
     args = ap.parse_args(argv)
-    extra = {} if args.num_problems is None else {"num_problems": args.num_problems}
+    extra: dict[str, object] = (
+        {} if args.num_problems is None else {"num_problems": args.num_problems}
+    )
+    if args.drafter_quantization is not None:
+        extra.update(drafter_layers=None, drafter_quantization=args.drafter_quantization)
     run = run_accel_cot_experiment(
         args.preset, args.results_root, args.model, args.cache_dir, **extra
     )

@@ -7,12 +7,13 @@ tokenizer: its prompts are the questions' characters mapped to token ids (``ord(
 — plumbing in seconds, its acceptance numbers mean nothing.
 
 For each batch size (1: one request at a time; ``batch``: that many at once) the plain engine
-and one engine per drafter run the same greedy requests in this process, one after another,
-after one untimed warm-up request each. Per (drafter, batch): output tokens/s (output tokens /
-wall seconds of the run), mean TPOT (per request ``(finished - first token) / (tokens - 1)``),
-drafted / accepted tokens, acceptance rate overall and per draft position, mean accepted
-length (tokens emitted per verification), ``speedup`` (tokens/s over plain's in the same
-run) and ``outputs_equal`` (greedy speculative output == plain, token for token).
+and one engine per drafter (``draft_model+int4``: the target's full-depth int4 copy drafts,
+``accel.speculative_draft_quantization``) run the same greedy requests in this process, one
+after another, after one untimed warm-up request each. Per (drafter, batch): output tokens/s
+(output tokens / wall seconds of the run), mean TPOT (per request ``(finished - first token) /
+(tokens - 1)``), drafted / accepted tokens, acceptance rate overall and per draft position, mean
+accepted length (tokens emitted per verification), ``speedup`` (tokens/s over plain's in the
+same run) and ``outputs_equal`` (greedy speculative output == plain, token for token).
 
 Run: ``python -m sagellm.experiments.accel_speculative --preset ci`` (or ``full``).
 """
@@ -47,7 +48,7 @@ PRESETS: dict[str, dict] = {
         output_tokens=96,
         batch=8,
         speculative_tokens=4,
-        drafters=("ngram", "layer_skip", "draft_model"),
+        drafters=("ngram", "layer_skip", "draft_model", "draft_model+int8", "draft_model+int4"),
         num_kv_blocks=1024,
     ),
 }
@@ -67,8 +68,13 @@ def _engine(model: str, p: dict, drafter: str | None):
     from sagellm.engines.native import NativeEngine
 
     accel = AccelConfig()
-    if drafter is not None:
-        accel = AccelConfig(speculative_tokens=p["speculative_tokens"], speculative_method=drafter)
+    if drafter is not None:  # "method" or "draft_model+<quant>": the target's quantized copy
+        method, _, quant = drafter.partition("+")
+        accel = AccelConfig(
+            speculative_tokens=p["speculative_tokens"],
+            speculative_method=method,
+            speculative_draft_quantization=quant or None,
+        )
     return NativeEngine(
         EngineConfig(
             model=ModelConfig(path=model),

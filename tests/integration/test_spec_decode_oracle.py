@@ -55,6 +55,12 @@ def hf_reference(model, prompt, n_new):
 
 
 def accel_for(kind: str, folder) -> AccelConfig:
+    if kind == "int8_copy":  # the target's own int8 copy, full depth, drafts
+        return AccelConfig(
+            speculative_tokens=K,
+            speculative_method="draft_model",
+            speculative_draft_quantization="int8",
+        )
     if kind == "full_copy":
         return AccelConfig(
             speculative_tokens=K, speculative_method="draft_model", draft_model=str(folder)
@@ -102,7 +108,7 @@ def check_oracle(engine, model, prompts, ids, n_new):
 
 # on these 2-layer checkpoints the truncated copy (draft_model's default: half the layers)
 # and layer skipping both keep layer 0 only: draft_model runs batch 1 on another family below
-@pytest.mark.parametrize("kind", ["ngram", "layer_skip", "full_copy"])
+@pytest.mark.parametrize("kind", ["ngram", "layer_skip", "full_copy", "int8_copy"])
 def test_batched_with_prefix_caching_equals_hf(tiny_checkpoint, kind):
     model, folder = tiny_checkpoint("llama")
     engine = engine_for(folder, accel_for(kind, folder), enable_prefix_caching=True)
@@ -134,6 +140,17 @@ def test_batch_one_equals_hf(tiny_checkpoint, kind):
     prompts = prompts_of([9], seed=5)
     ids = run(engine, prompts, SamplingParams(max_tokens=N_NEW, ignore_eos=True))
     check_oracle(engine, model, prompts, ids, N_NEW)
+
+
+def test_quantized_draft_leaves_the_target_dense(tiny_checkpoint):
+    _, folder = tiny_checkpoint("llama")
+    engine = engine_for(folder, accel_for("int8_copy", folder))
+    target = engine.model.linear_weights()
+    draft = engine.drafter.lm.model.linear_weights()
+    assert set(draft) == set(target)  # full depth
+    assert all(isinstance(w, torch.Tensor) for w in target.values())
+    assert not any(isinstance(w, torch.Tensor) for w in draft.values())
+    assert engine.drafter.lm.model.num_weight_bytes < engine.model.num_weight_bytes / 3
 
 
 def test_stop_and_max_tokens_inside_an_accepted_run(tiny_checkpoint):
@@ -306,6 +323,14 @@ def test_bad_speculative_config(tiny_checkpoint, tmp_path):
         )
     for acc, msg in [
         ({"speculative_method": "medusa"}, "known: draft_model, layer_skip, ngram"),
+        (
+            {"speculative_method": "draft_model", "speculative_draft_quantization": "gptq"},
+            "speculative_draft_quantization 'gptq'; known: fp8, int4, int8",
+        ),
+        (
+            {"speculative_method": "ngram", "speculative_draft_quantization": "int8"},
+            "applies to speculative_method 'draft_model'",
+        ),
         ({"speculative_tokens": 0}, r"speculative_tokens.*greater than or equal to 1"),
         ({"speculative_ngram_min_tokens": 3, "speculative_ngram_max_tokens": 2}, "ngram_min"),
     ]:

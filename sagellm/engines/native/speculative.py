@@ -14,17 +14,21 @@ over this engine's model, and the two places a step uses it (a mixin of ``Native
 
 Drafters: ``ngram`` (no model); ``layer_skip`` (the target's own weights minus
 ``speculative_skip_layers``); ``draft_model`` (a layer-truncated copy of the target by
-default, or the checkpoint ``accel.draft_model`` names; ``draft_transform`` — e.g. a weight
-quantizer — is applied to that model before it drafts). Model drafters keep their own paged
-KV per request (``PagedLM``), fed incrementally.
+default, or the checkpoint ``accel.draft_model`` names; with
+``accel.speculative_draft_quantization`` its linears are quantized — on a copy of the layer
+records, so the target's weights stay as they are — and the default draft becomes the
+full-depth quantized copy of the target). Model drafters keep their own paged KV per request
+(``PagedLM``), fed incrementally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import dataclasses
 
 import torch
 
+from sagellm.accel import AccelController
 from sagellm.accel.speculative import (
     DraftModel,
     DraftRequest,
@@ -33,9 +37,10 @@ from sagellm.accel.speculative import (
     SpecDecodeStats,
     Verifier,
 )
-from sagellm.core.config import EngineConfig
+from sagellm.core.config import AccelConfig, EngineConfig
 from sagellm.core.errors import ConfigError
 from sagellm.core.types import RequestOutput
+from sagellm.engines.native.attention import Workspace
 from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.paged_lm import PagedLM, layer_subset
 from sagellm.engines.native.sequence import SeqStatus, Sequence
@@ -43,8 +48,6 @@ from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
 from sagellm.scheduler_ir.strategies.base import blocks_for
 from sagellm.scheduler_ir.types import SchedulerState, StepDecision
-
-DraftTransform = Callable[[DecoderModel], DecoderModel]
 
 
 def default_skip_layers(num_layers: int) -> tuple[int, ...]:
@@ -72,22 +75,47 @@ def _draft_decoder(cfg: EngineConfig, target: DecoderModel) -> DecoderModel:
             )
         base = DecoderModel(ckpt.arch, ckpt.state_dict, target.dtype, target.device)
     n_layers = len(base.layers)
+    # the target itself, whole, drafts only as a quantized copy
+    whole = acc.draft_model is not None or acc.speculative_draft_quantization is not None
     keep = acc.speculative_draft_layers
     if keep is None:
-        keep = max(1, n_layers // 2) if acc.draft_model is None else n_layers
-    if keep > n_layers or (acc.draft_model is None and keep >= n_layers):
-        top = n_layers - 1 if acc.draft_model is None else n_layers
+        keep = n_layers if whole else max(1, n_layers // 2)
+    if keep > n_layers or (not whole and keep >= n_layers):
+        top = n_layers if whole else n_layers - 1
         raise ConfigError(
             f"accel.speculative_draft_layers: {keep} not in [1, {top}] (the draft's layers)"
         )
-    return layer_subset(base, range(keep)) if keep < n_layers else base
+    draft = layer_subset(base, range(keep)) if keep < n_layers else base
+    if acc.speculative_draft_quantization is not None:
+        draft = _quantized_copy(draft, acc)
+    return draft
+
+
+def _quantized_copy(model: DecoderModel, acc: AccelConfig) -> DecoderModel:
+    """``model`` with its own layer records and lm_head slot, its dense linears quantized with
+    ``acc.speculative_draft_quantization`` (tensors it does not quantize stay shared)."""
+    view = copy.copy(model)
+    view.layers = [dataclasses.replace(layer) for layer in model.layers]
+    view.workspace = Workspace()
+    ctl = AccelController()
+    ctl.setup_accel(
+        AccelConfig(
+            enable_quantization=True,
+            method=acc.speculative_draft_quantization,
+            group_size=acc.group_size,
+            quantize_lm_head=acc.quantize_lm_head,
+        )
+    )
+    try:
+        return ctl.get_quantized_model(view)
+    except ConfigError as err:
+        raise ConfigError(f"accel.speculative_draft_quantization: {err}") from None
 
 
 def make_drafter(
     cfg: EngineConfig,
     target: DecoderModel,
     num_blocks: int,
-    draft_transform: DraftTransform | None = None,
 ) -> DraftModel | None:
     """The drafter ``cfg.accel`` asks for (None when speculative decoding is off)."""
     acc = cfg.accel
@@ -112,8 +140,6 @@ def make_drafter(
         model = layer_subset(target, keep)
     else:  # draft_model (the config validated the name)
         model = _draft_decoder(cfg, target)
-    if draft_transform is not None:
-        model = draft_transform(model)
     blocks = acc.speculative_draft_kv_blocks or num_blocks
     return ModelDrafter(PagedLM(model, blocks, cfg.block_size_tokens), acc.speculative_method)
 
