@@ -2,7 +2,8 @@
 :class:`ShmSegment` with per-rank flags (the scheme of vLLM's CPU shm backend and SGLang's
 sgl-kernel shm all-reduce, written here from the idea, not their code).
 
-All-reduce of one chunk (``seq`` counts chunk operations; equal on every rank)::
+All-reduce of one chunk (``seq`` counts chunk operations; equal on every rank; the whole
+sequence is one native call, ``all_reduce_chunk`` in shm_kernels.cpp)::
 
     1. wait DONE[r] >= seq-1 for all r      (everyone finished reading the previous op)
     2. copy my chunk into slot[me];          READY[me] = seq   (release)
@@ -34,6 +35,7 @@ from sagellm.comm_backend.shm_ext import load_shm_ops
 from sagellm.comm_backend.shm_segment import (
     ALIVE,
     DONE,
+    FLAG_WORDS,
     READY,
     RECEIVED,
     REDUCED,
@@ -87,21 +89,25 @@ class ShmBackend(CommBackendBase):
             behind = self.ops.wait_geq(flags, indices, target, _SLICE_S)
             if behind < 0:
                 return
-            peer = idx[behind]
-            alive_flag = self.seg.rank_flag(peer, ALIVE)
-            pid = self.seg.pid(peer)  # 0 until the peer attached
-            left = self.ops.load_acquire(self.seg.rank_flags, alive_flag) < 0
-            if left or (pid != 0 and not pid_alive(pid)):
-                self._abort()
-                raise CommPeerLostError(
-                    f"shm {op}: rank {peer} (pid {pid}) died or left the group; "
-                    f"rank {self.rank} aborted"
-                )
-            if time.monotonic() > deadline:
-                self._abort()
-                raise CommTimeoutError(
-                    f"shm {op}: rank {self.rank} waited {self.config.timeout_s}s for rank {peer}"
-                )
+            self._check_stalled(idx[behind], deadline, op)
+
+    def _check_stalled(self, peer: int, deadline: float, op: str) -> None:
+        """A wait on ``peer`` ran out of its slice: raise if it died, left or ``deadline``
+        (time.monotonic) passed; return to wait again otherwise."""
+        alive_flag = self.seg.rank_flag(peer, ALIVE)
+        pid = self.seg.pid(peer)  # 0 until the peer attached
+        left = self.ops.load_acquire(self.seg.rank_flags, alive_flag) < 0
+        if left or (pid != 0 and not pid_alive(pid)):
+            self._abort()
+            raise CommPeerLostError(
+                f"shm {op}: rank {peer} (pid {pid}) died or left the group; "
+                f"rank {self.rank} aborted"
+            )
+        if time.monotonic() > deadline:
+            self._abort()
+            raise CommTimeoutError(
+                f"shm {op}: rank {self.rank} waited {self.config.timeout_s}s for rank {peer}"
+            )
 
     def _wait_rank_flags(self, word: int, target: int, op: str) -> None:
         seg = self.seg
@@ -119,25 +125,27 @@ class ShmBackend(CommBackendBase):
             yield flat[start : start + per]
 
     def _all_reduce(self, tensor: torch.Tensor) -> None:
-        w, me, seg = self.world_size, self.rank, self.seg
+        seg = self.seg
         for chunk in self._chunks(tensor):
             self._seq += 1
-            seq, n = self._seq, chunk.numel()
-            self._wait_rank_flags(DONE, seq - 1, "all_reduce")
-            slots = [seg.slot(r)[: chunk.nbytes].view(chunk.dtype) for r in range(w)]
-            self.ops.copy_bytes(slots[me], chunk)
-            self._publish(READY, seq)
-            self._wait_rank_flags(READY, seq, "all_reduce")
-            lo, hi = n * me // w, n * (me + 1) // w
-            if hi > lo:
-                self.ops.reduce_into(slots[me][lo:hi], [s[lo:hi] for s in slots])
-            self._publish(REDUCED, seq)
-            self._wait_rank_flags(REDUCED, seq, "all_reduce")
-            for r in range(w):
-                lo, hi = n * r // w, n * (r + 1) // w
-                if hi > lo:
-                    self.ops.copy_bytes(chunk[lo:hi], slots[r][lo:hi])
-            self._publish(DONE, seq)
+            stage, deadline = 0, time.monotonic() + self.config.timeout_s
+            while True:  # one native call per chunk; it returns early only on a stalled wait
+                status = self.ops.all_reduce_chunk(
+                    seg.raw,
+                    seg.rank_flags,
+                    seg.slots_off,
+                    seg.slot_bytes,
+                    chunk,
+                    self.world_size,
+                    self.rank,
+                    self._seq,
+                    stage,
+                    _SLICE_S,
+                )
+                if status < 0:
+                    break
+                stage, flag = status >> 32, status & 0xFFFF_FFFF
+                self._check_stalled(flag // FLAG_WORDS, deadline, "all_reduce")
 
     def _all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         w, me, seg = self.world_size, self.rank, self.seg

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from sagellm.comm_backend.shm_segment import DONE, FLAG_WORDS, READY, REDUCED
+
 _SRC = Path(__file__).with_name("shm_kernels.cpp")
 _OPS = None
 _KIND: list[str] = []  # "cpp" or "torch" once loaded
@@ -69,6 +71,50 @@ class TorchShmOps:
     @staticmethod
     def copy_bytes(dst: torch.Tensor, src: torch.Tensor) -> None:
         dst.copy_(src)
+
+    @classmethod
+    def all_reduce_chunk(
+        cls,
+        raw: torch.Tensor,
+        rank_flags: torch.Tensor,
+        slots_off: int,
+        slot_bytes: int,
+        chunk: torch.Tensor,
+        world: int,
+        me: int,
+        seq: int,
+        stage: int,
+        slice_s: float,
+    ) -> int:
+        """The stages of ``all_reduce_chunk`` in shm_kernels.cpp, from these primitives."""
+        n, nbytes = chunk.numel(), chunk.nbytes
+        slots = [
+            raw[slots_off + r * slot_bytes : slots_off + r * slot_bytes + nbytes].view(chunk.dtype)
+            for r in range(world)
+        ]
+        others = [r for r in range(world) if r != me]
+        for st, word, target in ((0, DONE, seq - 1), (1, READY, seq), (2, REDUCED, seq)):
+            if stage > st:
+                continue
+            behind = cls.wait_geq(
+                rank_flags, [r * FLAG_WORDS + word for r in others], target, slice_s
+            )
+            if behind >= 0:
+                return (st << 32) | behind
+            if st == 0:
+                cls.copy_bytes(slots[me], chunk)
+                cls.store_release(rank_flags, me * FLAG_WORDS + READY, seq)
+            elif st == 1:
+                lo, hi = n * me // world, n * (me + 1) // world
+                if hi > lo:
+                    cls.reduce_into(slots[me][lo:hi], [s[lo:hi] for s in slots])
+                cls.store_release(rank_flags, me * FLAG_WORDS + REDUCED, seq)
+        for r in range(world):
+            lo, hi = n * r // world, n * (r + 1) // world
+            if hi > lo:
+                cls.copy_bytes(chunk[lo:hi], slots[r][lo:hi])
+        cls.store_release(rank_flags, me * FLAG_WORDS + DONE, seq)
+        return -1
 
 
 def _cpu_flags() -> bytes:

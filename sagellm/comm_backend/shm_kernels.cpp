@@ -29,14 +29,13 @@ static int64_t load_acquire(torch::Tensor flags, int64_t index) {
 
 static const auto kYieldPhase = std::chrono::microseconds(200);
 
-// Spin until flags[i] >= target for every i in indices, at most slice_s seconds. Returns -1 when
-// all arrived, else the first index still behind. Spins ~1k pauses, then yields the core for
-// 200 us (a peer on the same core runs at once), then sleeps 20 us per check: ranks may
-// outnumber cores, and a waiter that keeps spinning takes the core the late rank needs.
-static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64_t target,
-                        double slice_s) {
-  int64_t* base = flags.data_ptr<int64_t>();
-  py::gil_scoped_release nogil;
+// Spin until base[i] >= target for every i in indices, at most slice_s seconds (the caller
+// holds no GIL). Returns -1 when all arrived, else the first index still behind. Spins ~1k
+// pauses, then yields the core for 200 us (a peer on the same core runs at once), then sleeps
+// 20 us per check: ranks may outnumber cores, and a waiter that keeps spinning takes the core
+// the late rank needs.
+static int64_t wait_geq_nogil(const int64_t* base, const std::vector<int64_t>& indices,
+                              int64_t target, double slice_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(slice_s);
   uint64_t spins = 0;
   auto yield_until = deadline;
@@ -60,6 +59,13 @@ static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64
     }
     if ((spins & 15) == 0 && std::chrono::steady_clock::now() > deadline) return behind;
   }
+}
+
+static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64_t target,
+                        double slice_s) {
+  const int64_t* base = flags.data_ptr<int64_t>();
+  py::gil_scoped_release nogil;
+  return wait_geq_nogil(base, indices, target, slice_s);
 }
 
 template <typename T>
@@ -104,10 +110,80 @@ static void copy_bytes(torch::Tensor dst, torch::Tensor src) {
   std::memcpy(d, s, n);
 }
 
+// One all-reduce of `chunk` (contiguous, fp32 or bf16, at most slot_bytes) through the data
+// slots at raw + slots_off (slot r at r * slot_bytes), in three stages separated by waits on the
+// rank flags (word offsets kReady/kReduced/kDone of each rank's 16-word block):
+//   0: wait DONE[r] >= seq-1; copy chunk into slot[me]; READY[me] = seq
+//   1: wait READY[r] >= seq; reduce my 1/W share over all slots into slot[me]; REDUCED[me] = seq
+//   2: wait REDUCED[r] >= seq; copy every share into chunk; DONE[me] = seq
+// Starts at `stage`; returns -1 when done, or stage * 2^32 + (the flag index still behind) when
+// a wait ran out of slice_s, so the caller can check that peer's liveness and resume there.
+constexpr int64_t kFlagWords = 16, kReady = 0, kReduced = 1, kDone = 2;
+
+static int64_t all_reduce_chunk(torch::Tensor raw, torch::Tensor rank_flags, int64_t slots_off,
+                                int64_t slot_bytes, torch::Tensor chunk, int64_t world,
+                                int64_t me, int64_t seq, int64_t stage, double slice_s) {
+  TORCH_CHECK(chunk.is_contiguous() && chunk.nbytes() <= static_cast<size_t>(slot_bytes),
+              "all_reduce_chunk: chunk must be contiguous and fit a slot");
+  const bool bf16 = chunk.scalar_type() == torch::kBFloat16;
+  TORCH_CHECK(bf16 || chunk.scalar_type() == torch::kFloat32,
+              "all_reduce_chunk supports float32 and bfloat16");
+  uint8_t* slots = raw.data_ptr<uint8_t>() + slots_off;
+  int64_t* flags = rank_flags.data_ptr<int64_t>();
+  uint8_t* data = static_cast<uint8_t*>(chunk.data_ptr());
+  const int64_t n = chunk.numel(), esize = chunk.element_size();
+  std::vector<int64_t> idx[3];
+  for (int64_t r = 0; r < world; ++r) {
+    if (r == me) continue;
+    idx[0].push_back(r * kFlagWords + kDone);
+    idx[1].push_back(r * kFlagWords + kReady);
+    idx[2].push_back(r * kFlagWords + kReduced);
+  }
+  auto publish = [&](int64_t word) {
+    __atomic_store_n(flags + me * kFlagWords + word, seq, __ATOMIC_RELEASE);
+  };
+  py::gil_scoped_release nogil;
+  if (stage <= 0) {
+    int64_t behind = wait_geq_nogil(flags, idx[0], seq - 1, slice_s);
+    if (behind >= 0) return (int64_t(0) << 32) | behind;
+    std::memcpy(slots + me * slot_bytes, data, n * esize);
+    publish(kReady);
+  }
+  if (stage <= 1) {
+    int64_t behind = wait_geq_nogil(flags, idx[1], seq, slice_s);
+    if (behind >= 0) return (int64_t(1) << 32) | behind;
+    const int64_t lo = n * me / world, hi = n * (me + 1) / world;
+    if (hi > lo) {
+      if (bf16) {
+        std::vector<const c10::BFloat16*> p;
+        for (int64_t r = 0; r < world; ++r)
+          p.push_back(reinterpret_cast<const c10::BFloat16*>(slots + r * slot_bytes) + lo);
+        reduce_impl<c10::BFloat16>(
+            reinterpret_cast<c10::BFloat16*>(slots + me * slot_bytes) + lo, p, hi - lo);
+      } else {
+        std::vector<const float*> p;
+        for (int64_t r = 0; r < world; ++r)
+          p.push_back(reinterpret_cast<const float*>(slots + r * slot_bytes) + lo);
+        reduce_impl<float>(reinterpret_cast<float*>(slots + me * slot_bytes) + lo, p, hi - lo);
+      }
+    }
+    publish(kReduced);
+  }
+  int64_t behind = wait_geq_nogil(flags, idx[2], seq, slice_s);
+  if (behind >= 0) return (int64_t(2) << 32) | behind;
+  for (int64_t r = 0; r < world; ++r) {
+    const int64_t lo = n * r / world, hi = n * (r + 1) / world;
+    if (hi > lo) std::memcpy(data + lo * esize, slots + r * slot_bytes + lo * esize, (hi - lo) * esize);
+  }
+  publish(kDone);
+  return -1;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("store_release", &store_release);
   m.def("load_acquire", &load_acquire);
   m.def("wait_geq", &wait_geq);
   m.def("reduce_into", &reduce_into);
   m.def("copy_bytes", &copy_bytes);
+  m.def("all_reduce_chunk", &all_reduce_chunk);
 }
