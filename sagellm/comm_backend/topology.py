@@ -42,18 +42,25 @@ def parse_meminfo_total_bytes(text: str) -> int:
 
 
 def parse_nvidia_smi_topo(text: str) -> TopologyInfo:
-    """The GPU part of :class:`TopologyInfo` from ``nvidia-smi topo -m`` output."""
+    """The GPU part of :class:`TopologyInfo` from ``nvidia-smi topo -m`` output: as the tool
+    prints it (tab-separated cells) or space-aligned, as logs and terminal copies keep it
+    (cells then split at runs of two or more spaces; no cell holds two spaces)."""
     lines = [ln.rstrip("\n") for ln in text.splitlines()]
-    header_i = next((i for i, ln in enumerate(lines) if re.search(r"\tGPU0\b", ln)), None)
+    header_i = next((i for i, ln in enumerate(lines) if re.match(r"\s+GPU0\b", ln)), None)
     if header_i is None:
         return TopologyInfo()
-    header = [c.strip() for c in lines[header_i].split("\t")]
+    sep = "\t" if "\t" in lines[header_i] else " {2,}"
+
+    def split(ln: str) -> list[str]:
+        return [c.strip() for c in re.split(sep, ln)]
+
+    header = split(lines[header_i])
     gpu_cols = [i for i, c in enumerate(header) if _GPU_ROW.match(c)]
     numa_col = next((i for i, c in enumerate(header) if c == "NUMA Affinity"), None)
     links: list[tuple[str, ...]] = []
     numa_ids: list[int | None] = []
     for ln in lines[header_i + 1 :]:
-        cells = [c.strip() for c in ln.split("\t")]
+        cells = split(ln)
         if not cells or not _GPU_ROW.match(cells[0]):
             if links:
                 break

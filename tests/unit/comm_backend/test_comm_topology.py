@@ -4,6 +4,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from sagellm.comm_backend import TopologyManager, parse_cpulist, parse_nvidia_smi_topo
 
 FIX = Path(__file__).parent / "fixtures"
@@ -27,6 +29,15 @@ def test_pcie_box():
     assert info.num_gpus == 4 and not info.nvlink
     assert info.gpu_links[0] == ("X", "PIX", "SYS", "SYS")
     assert info.nvlink_count(0, 1) == 0 and info.gpu_numa_ids == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["nvidia_smi_topo_8gpu_nvlink", "nvidia_smi_topo_4gpu_pcie"])
+def test_space_aligned_copy_parses_the_same(name):
+    """Logs and terminal copies keep the table space-aligned, not tab-separated."""
+    text = (FIX / f"{name}.txt").read_text()
+    aligned = text.expandtabs(8)
+    assert "\t" not in aligned
+    assert parse_nvidia_smi_topo(aligned) == parse_nvidia_smi_topo(text)
 
 
 def test_no_gpus_text():
