@@ -1,7 +1,8 @@
 """C++ CPU kernels of the native engine (``csrc/``), compiled on first use and cached.
 
-``paged_attention_op()`` returns ``torch.ops.sagellm.paged_attention`` once the extension is
-built and loaded (g++ and ninja; a few tens of seconds the first time, then a cached .so under
+``paged_attention_op()`` returns ``torch.ops.sagellm.paged_attention`` and ``gemv_op()``
+``torch.ops.sagellm.gemv`` (skinny linears of decode) once the extension is built and loaded
+(g++ and ninja; a few tens of seconds the first time, then a cached .so under
 ``$SAGELLM_KERNEL_DIR`` or ``~/.cache/sagellm/kernels``), or None when kernels are switched off
 (``SAGELLM_KERNELS=0``, for A/B runs) or the build failed; the reason is in ``kernel_status()``
 and the engine then runs the pure-torch path, which computes the same attention.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-_SRC = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+_SRCS = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "gemv.cpp")]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
@@ -37,7 +38,7 @@ def _load() -> None:
 
         load(
             name="sagellm_kernels",
-            sources=[str(_SRC)],
+            sources=[str(p) for p in _SRCS],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             build_directory=str(_build_dir()),
@@ -45,6 +46,7 @@ def _load() -> None:
             verbose=False,
         )
         _state["op"] = torch.ops.sagellm.paged_attention
+        _state["gemv"] = torch.ops.sagellm.gemv
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -58,6 +60,13 @@ def paged_attention_op():
             if "status" not in _state:
                 _load()
     return _state.get("op")
+
+
+def gemv_op():
+    """``torch.ops.sagellm.gemv`` (x [M <= 8, I], w [O, I], out [M, O]), or None like
+    ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("gemv")
 
 
 def kernel_status() -> str:

@@ -16,6 +16,7 @@ from sagellm.accel.quantization import QuantLinear
 from sagellm.core.errors import ModelLoadError
 from sagellm.engines.native.arch import ModelArch
 from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
+from sagellm.engines.native.kernels import gemv_op
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
@@ -42,15 +43,27 @@ class LayerWeights:
 # 16-64). From 256 rows both reach the GEMM peak and the transposed output only slows the
 # elementwise ops after it, so plain F.linear is used there.
 _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)}
+# Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
+# beats both: decode steps of a few sequences, where the weights' bytes set the time.
+GEMV_MAX_ROWS = 4
 
 
 def _linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel
         y = w.linear(x)
         return y + b if b is not None else y
-    if x.device.type == "cpu" and x.shape[0] in _TRANSPOSED_ROWS.get(x.dtype, ()):
-        y = torch.matmul(w, x.t()).t()
-        return y + b if b is not None else y
+    if x.device.type == "cpu":
+        rows = x.shape[0]
+        dense = x.dtype in _TRANSPOSED_ROWS and x.dtype == w.dtype and w.is_contiguous()
+        if 0 < rows <= GEMV_MAX_ROWS and dense:
+            op = gemv_op()
+            if op is not None:
+                y = torch.empty((rows, w.shape[0]), dtype=x.dtype)
+                op(x.contiguous(), w, y)
+                return y + b if b is not None else y
+        if rows in _TRANSPOSED_ROWS.get(x.dtype, ()):
+            y = torch.matmul(w, x.t()).t()
+            return y + b if b is not None else y
     return F.linear(x, w, b)
 
 

@@ -1,0 +1,50 @@
+"""The C++ skinny-linear kernel (``torch.ops.sagellm.gemv``) equals an fp64 reference to the
+dtype's rounding for every row count it serves, odd widths included (the AVX512-BF16 loop's
+tail), and is what the model's linear layers use for decode-sized inputs."""
+
+import pytest
+import torch
+
+from sagellm.engines.native import model as model_mod
+from sagellm.engines.native.kernels import gemv_op, kernel_status
+
+pytestmark = pytest.mark.skipif(gemv_op() is None, reason=f"C++ kernels: {kernel_status()}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize(("out_dim", "in_dim"), [(200, 576), (67, 99), (130, 32)])
+def test_gemv_matches_fp64(dtype, rows, out_dim, in_dim):
+    g = torch.Generator().manual_seed(rows * 1000 + in_dim)
+    x = torch.randn(rows, in_dim, generator=g).to(dtype)
+    w = torch.randn(out_dim, in_dim, generator=g).to(dtype)
+    out = torch.full((rows, out_dim), float("nan"), dtype=dtype)
+    gemv_op()(x, w, out)
+    ref = x.double() @ w.double().t()
+    # fp32: summation-order error only; bf16: one rounding of the fp32 sum to bf16
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.02, rtol=8e-3)
+    torch.testing.assert_close(out.double(), ref, **tol)
+
+
+def test_gemv_rejects_bad_input():
+    op = gemv_op()
+    w = torch.randn(8, 16)
+    with pytest.raises(RuntimeError, match="1..8 rows"):
+        op(torch.randn(9, 16), w, torch.empty(9, 8))
+    with pytest.raises(RuntimeError, match="one dtype"):
+        op(torch.randn(1, 16, dtype=torch.bfloat16), w, torch.empty(1, 8))
+    with pytest.raises(RuntimeError, match="shapes"):
+        op(torch.randn(1, 15), w, torch.empty(1, 8))
+
+
+def test_model_linear_routes_decode_rows_to_gemv(monkeypatch):
+    calls = []
+    real = gemv_op()
+    monkeypatch.setattr(
+        model_mod, "gemv_op", lambda: lambda x, w, y: (calls.append(x.shape[0]), real(x, w, y))
+    )
+    w, b = torch.randn(32, 16), torch.randn(32)
+    for rows in (1, model_mod.GEMV_MAX_ROWS, model_mod.GEMV_MAX_ROWS + 1, 0):
+        x = torch.randn(rows, 16)
+        torch.testing.assert_close(model_mod._linear(x, w, b), torch.nn.functional.linear(x, w, b))
+    assert calls == [1, model_mod.GEMV_MAX_ROWS]
