@@ -24,6 +24,9 @@ def test_notebook_is_thin_and_stripped(nb):
         assert not c.get("outputs"), "outputs must be stripped in git"
         for line in c.source.splitlines():
             assert not line.lstrip().startswith(("def ", "class ")), line
+    code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
+    if "import altair" in code:  # charts must draw offline (no CDN) in every renderer
+        assert "enable_offline_charts()" in code, "call enable_offline_charts() in the imports"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
