@@ -148,23 +148,33 @@ class ShmBackend(CommBackendBase):
                 self._check_stalled(flag // FLAG_WORDS, deadline, "all_reduce")
 
     def _all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        w, me, seg = self.world_size, self.rank, self.seg
+        w, seg = self.world_size, self.seg
         out = torch.empty((w, *tensor.shape), dtype=tensor.dtype)
         flat_in, flat_out = tensor.view(-1), out.view(w, -1)
         per = max(1, seg.slot_bytes // tensor.element_size())
         for start in range(0, max(flat_in.numel(), 1), per):
             chunk = flat_in[start : start + per]
             self._seq += 1
-            seq = self._seq
-            self._wait_rank_flags(DONE, seq - 1, "all_gather")
-            self.ops.copy_bytes(seg.slot(me)[: chunk.nbytes].view(chunk.dtype), chunk)
-            self._publish(READY, seq)
-            self._wait_rank_flags(READY, seq, "all_gather")
-            for r in range(w):
-                src = seg.slot(r)[: chunk.nbytes].view(chunk.dtype)
-                self.ops.copy_bytes(flat_out[r, start : start + chunk.numel()], src)
-            self._publish(REDUCED, seq)
-            self._publish(DONE, seq)
+            stage, deadline = 0, time.monotonic() + self.config.timeout_s
+            while True:  # one native call per chunk, as in _all_reduce
+                status = self.ops.all_gather_chunk(
+                    seg.raw,
+                    seg.rank_flags,
+                    seg.slots_off,
+                    seg.slot_bytes,
+                    chunk,
+                    flat_out,
+                    start,
+                    w,
+                    self.rank,
+                    self._seq,
+                    stage,
+                    _SLICE_S,
+                )
+                if status < 0:
+                    break
+                stage, flag = status >> 32, status & 0xFFFF_FFFF
+                self._check_stalled(flag // FLAG_WORDS, deadline, "all_gather")
         return out
 
     def _barrier(self) -> None:

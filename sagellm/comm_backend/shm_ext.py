@@ -116,6 +116,45 @@ class TorchShmOps:
         cls.store_release(rank_flags, me * FLAG_WORDS + DONE, seq)
         return -1
 
+    @classmethod
+    def all_gather_chunk(
+        cls,
+        raw: torch.Tensor,
+        rank_flags: torch.Tensor,
+        slots_off: int,
+        slot_bytes: int,
+        chunk: torch.Tensor,
+        out: torch.Tensor,
+        start: int,
+        world: int,
+        me: int,
+        seq: int,
+        stage: int,
+        slice_s: float,
+    ) -> int:
+        """The stages of ``all_gather_chunk`` in shm_kernels.cpp, from these primitives."""
+        n, nbytes = chunk.numel(), chunk.nbytes
+        slots = [
+            raw[slots_off + r * slot_bytes : slots_off + r * slot_bytes + nbytes].view(chunk.dtype)
+            for r in range(world)
+        ]
+        others = [r for r in range(world) if r != me]
+        if stage <= 0:
+            flags = [r * FLAG_WORDS + DONE for r in others]
+            behind = cls.wait_geq(rank_flags, flags, seq - 1, slice_s)
+            if behind >= 0:
+                return behind
+            cls.copy_bytes(slots[me], chunk)
+            cls.store_release(rank_flags, me * FLAG_WORDS + READY, seq)
+        behind = cls.wait_geq(rank_flags, [r * FLAG_WORDS + READY for r in others], seq, slice_s)
+        if behind >= 0:
+            return (1 << 32) | behind
+        for r in range(world):
+            cls.copy_bytes(out[r, start : start + n], slots[r])
+        cls.store_release(rank_flags, me * FLAG_WORDS + REDUCED, seq)
+        cls.store_release(rank_flags, me * FLAG_WORDS + DONE, seq)
+        return -1
+
 
 def _cpu_flags() -> bytes:
     """This CPU's feature flags: the build uses -march=native, so a cached .so must not be

@@ -179,6 +179,50 @@ static int64_t all_reduce_chunk(torch::Tensor raw, torch::Tensor rank_flags, int
   return -1;
 }
 
+// One all-gather step: `chunk` (at most slot_bytes) goes to out[r] for every rank r, where
+// `out` is [world, n] and this step fills columns start .. start + chunk.numel(). Stages:
+//   0: wait DONE[r] >= seq-1; copy chunk into slot[me]; READY[me] = seq
+//   1: wait READY[r] >= seq; copy every slot into its row of out; REDUCED[me] = DONE[me] = seq
+// Returns like all_reduce_chunk.
+static int64_t all_gather_chunk(torch::Tensor raw, torch::Tensor rank_flags, int64_t slots_off,
+                                int64_t slot_bytes, torch::Tensor chunk, torch::Tensor out,
+                                int64_t start, int64_t world, int64_t me, int64_t seq,
+                                int64_t stage, double slice_s) {
+  TORCH_CHECK(chunk.is_contiguous() && out.is_contiguous() &&
+                  chunk.nbytes() <= static_cast<size_t>(slot_bytes) &&
+                  out.scalar_type() == chunk.scalar_type() && out.dim() == 2 &&
+                  out.size(0) == world && start + chunk.numel() <= out.size(1),
+              "all_gather_chunk: chunk must fit a slot and out [world, n] its columns");
+  uint8_t* slots = raw.data_ptr<uint8_t>() + slots_off;
+  int64_t* flags = rank_flags.data_ptr<int64_t>();
+  const int64_t esize = chunk.element_size(), nbytes = chunk.numel() * esize;
+  const int64_t row_bytes = out.size(1) * esize;
+  uint8_t* dst = static_cast<uint8_t*>(out.data_ptr()) + start * esize;
+  const uint8_t* src = static_cast<const uint8_t*>(chunk.data_ptr());
+  std::vector<int64_t> idx[2];
+  for (int64_t r = 0; r < world; ++r) {
+    if (r == me) continue;
+    idx[0].push_back(r * kFlagWords + kDone);
+    idx[1].push_back(r * kFlagWords + kReady);
+  }
+  auto publish = [&](int64_t word) {
+    __atomic_store_n(flags + me * kFlagWords + word, seq, __ATOMIC_RELEASE);
+  };
+  py::gil_scoped_release nogil;
+  if (stage <= 0) {
+    int64_t behind = wait_geq_nogil(flags, idx[0], seq - 1, slice_s);
+    if (behind >= 0) return (int64_t(0) << 32) | behind;
+    std::memcpy(slots + me * slot_bytes, src, nbytes);
+    publish(kReady);
+  }
+  int64_t behind = wait_geq_nogil(flags, idx[1], seq, slice_s);
+  if (behind >= 0) return (int64_t(1) << 32) | behind;
+  for (int64_t r = 0; r < world; ++r) std::memcpy(dst + r * row_bytes, slots + r * slot_bytes, nbytes);
+  publish(kReduced);
+  publish(kDone);
+  return -1;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("store_release", &store_release);
   m.def("load_acquire", &load_acquire);
@@ -186,4 +230,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("reduce_into", &reduce_into);
   m.def("copy_bytes", &copy_bytes);
   m.def("all_reduce_chunk", &all_reduce_chunk);
+  m.def("all_gather_chunk", &all_gather_chunk);
 }
