@@ -390,8 +390,8 @@ def _add_bench_parser(sub) -> None:
     b.add_argument(
         "--peers",
         default=None,
-        help="comma list of peers (hf, vllm): W1-W3 on native and each peer, one table; "
-        "--preset full or ci (default ci), --dtype picks the dtypes",
+        help="comma list of peers (hf, vllm): W1-W3 on native and each peer, one table "
+        "(--preset full or ci, --dtype picks the dtypes); default: off",
     )
     b.add_argument(
         "--model",
