@@ -281,5 +281,6 @@ def _write(root, preset, model, peers, dtypes, chosen, threads, machine, rows, m
     run_dir = write_experiment(
         root, f"peers_{preset}", params, {**machine, **flat, "notes": notes}, {"peers": df}
     )
-    atomic_write_text(run_dir / "peers.md", md)
+    head = f"# peers ({preset}): {model.name}, {threads} threads, {BLOCK_TOKENS}-token blocks\n\n"
+    atomic_write_text(run_dir / "peers.md", head + md)
     return run_dir
