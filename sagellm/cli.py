@@ -61,6 +61,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.peers is not None:
+        return _peers_bench(args)
     if args.offline:
         return _offline_bench(args)
     from sagellm.benchmarks.config import load_benchmark_config
@@ -87,6 +89,17 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"results written to {res.run_dir}")
     if m.get("num_failed"):
         print(f"{m['num_failed']:.0f} requests failed (see requests.parquet, column error)")
+    return 0
+
+
+def _peers_bench(args: argparse.Namespace) -> int:
+    """``bench --peers hf,vllm``: W1-W3 on native and the peers (sagellm/benchmarks/peers.py)."""
+    from sagellm.benchmarks.peers import run_peers
+
+    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    run_dir = run_peers(args.preset, peers, tuple(args.dtype), args.results)
+    print((run_dir / "peers.md").read_text())
+    print(f"results written to {run_dir}")
     return 0
 
 
@@ -374,6 +387,12 @@ def _add_bench_parser(sub) -> None:
         "server whose model has a smaller vocabulary",
     )
     b.add_argument("--offline", action="store_true", help="offline throughput (W1 shape)")
+    b.add_argument(
+        "--peers",
+        default=None,
+        help="comma list of peers (hf, vllm): W1-W3 on native and each peer, one table "
+        "(--preset full or ci, --dtype picks the dtypes); default: off",
+    )
     b.add_argument(
         "--model",
         default=None,

@@ -59,6 +59,29 @@ def measure_peak_flops(
     return 2.0 * n**3 / best
 
 
+def measure_read_bandwidth(
+    device: str = "cpu", num_bytes: int = 512 * 1024**2, min_time_s: float = 0.0
+) -> float:
+    """Best bytes/s of reading a ``num_bytes`` fp32 tensor once (a ``sum``: one read per
+    element, nothing written back), over at least 5 runs and ``min_time_s`` seconds. The
+    buffer should be far larger than the last-level cache (the default 512 MiB is), so the
+    rate is DRAM's, the roofline of batch-1 decode (which streams every weight once)."""
+    dev = torch.device(device)
+    x = torch.ones(max(1, num_bytes // 4), dtype=torch.float32, device=dev)
+    x.sum()
+    _sync(dev)
+    best = float("inf")
+    start = time.perf_counter()
+    runs = 0
+    while runs < 5 or time.perf_counter() - start < min_time_s:
+        t = time.perf_counter()
+        x.sum()
+        _sync(dev)
+        best = min(best, time.perf_counter() - t)
+        runs += 1
+    return x.numel() * 4 / best
+
+
 def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
     """Cached :func:`measure_peak_flops` (measured once per device/dtype/threads)."""
     path = cache_dir() / "peak_flops.json"

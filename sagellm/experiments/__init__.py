@@ -10,7 +10,8 @@ imports from here (import-linter's ``layers`` contract in ``pyproject.toml``).
   vs shared share, index lookup latency (notebook 01).
 - ``kv_runtime``, ``kv_migration_bench``: tiers, quotas, migration bandwidth, defrag (notebook 02).
 - ``kv_policy_sweep``, ``kv_policy_replay``, ``kv_policy_online``: eviction policies on block
-  traces and online in the engine (notebook 03).
+  traces and online in the engine (notebook 03); ``eviction_bench``: choosing and freeing one
+  victim in the engine's KV manager as the cached blocks grow to 1e6.
 - ``scheduler_ir``: scheduling strategies side by side through IR plans (notebook 04).
 - ``comm_bench``: shm vs gloo collectives, fusion, overlap, KV transfer tcp vs shm.
 - ``accel_speculative``: speculative decoding per drafter vs plain decoding on GSM8K prompts.

@@ -6,18 +6,14 @@ from collections import OrderedDict
 
 from sagellm.core.types import BlockId
 from sagellm.kv_policy.base import EVICTION_POLICIES, PolicyBase, check_num_blocks
+from sagellm.kv_policy.parking import ParkingQueue
 from sagellm.kv_policy.types import EvictionDecision, PolicyContext
 
 
-def _pop_lru(lst: OrderedDict[BlockId, None], ok) -> BlockId | None:
+def _pop_lru(lst: ParkingQueue, ok, park: bool) -> BlockId | None:
     """Remove and return the least recent evictable id of ``lst`` (None if there is none)."""
-    if ok is None:
-        return lst.popitem(last=False)[0] if lst else None
-    for b in lst:
-        if ok(b):
-            del lst[b]
-            return b
-    return None
+    got = lst.pop_oldest(ok, 1, park)
+    return got[0] if got else None
 
 
 @EVICTION_POLICIES.register("arc")
@@ -30,20 +26,23 @@ class ARCPolicy(PolicyBase):
     T2 is empty), else T2's LRU into B2.
     Invariants: |T1| + |B1| <= C, |T1| + |T2| + |B1| + |B2| <= 2C.
 
-    Ghost-hit adaptation happens in ``on_miss`` (it must precede the victim choice).
+    Ghost-hit adaptation happens in ``on_miss`` (it must precede the victim choice). T1 and T2
+    are :class:`ParkingQueue` s: under ``evictable_hints`` a search sets unevictable blocks
+    aside instead of passing over them each time (they still count in |T1| and |T2|).
     """
 
     name = "arc"
 
     def __init__(self, capacity_blocks: int) -> None:
         super().__init__(capacity_blocks)
-        self._t1: OrderedDict[BlockId, None] = OrderedDict()  # first = LRU
-        self._t2: OrderedDict[BlockId, None] = OrderedDict()
+        self._t1 = ParkingQueue()  # oldest first
+        self._t2 = ParkingQueue()
         self._b1: OrderedDict[BlockId, None] = OrderedDict()
         self._b2: OrderedDict[BlockId, None] = OrderedDict()
         self.p_blocks = 0.0  # target size of T1 (real-valued)
         self._hit_b1 = False
         self._hit_b2 = False
+        self._park = False  # the current search's evictable_hints
 
     def on_miss(self, block_id: BlockId) -> None:
         b1, b2 = self._b1, self._b2
@@ -59,9 +58,9 @@ class ARCPolicy(PolicyBase):
 
     def on_insert(self, block_id: BlockId, prefix_tokens: int | None = None) -> None:
         if self._hit_b1 or self._hit_b2:
-            self._t2[block_id] = None
+            self._t2.push(block_id)
         else:
-            self._t1[block_id] = None
+            self._t1.push(block_id)
         self._hit_b1 = self._hit_b2 = False
         c = self.capacity_blocks
         # Only external removals (on_remove) can leave room here; keep the ghost bound anyway.
@@ -73,16 +72,19 @@ class ARCPolicy(PolicyBase):
     def on_access(self, block_id: BlockId) -> None:
         t1 = self._t1
         if block_id in t1:
-            del t1[block_id]
-            self._t2[block_id] = None
+            t1.remove(block_id)
+            self._t2.push(block_id)
         else:
-            self._t2.move_to_end(block_id)
+            self._t2.touch(block_id)
 
     def on_remove(self, block_id: BlockId) -> None:
         if block_id in self._t1:
-            del self._t1[block_id]
+            self._t1.remove(block_id)
         else:
-            del self._t2[block_id]
+            self._t2.remove(block_id)
+
+    def on_evictable(self, block_id: BlockId) -> None:
+        (self._t1 if block_id in self._t1 else self._t2).on_evictable(block_id)
 
     def _replace(self, ok) -> BlockId | None:
         t1 = self._t1
@@ -93,7 +95,7 @@ class ARCPolicy(PolicyBase):
         else:
             order = ((self._t2, self._b2), (t1, self._b1))
         for data, ghost in order:
-            v = _pop_lru(data, ok)
+            v = _pop_lru(data, ok, self._park)
             if v is not None:
                 ghost[v] = None
                 return v
@@ -108,13 +110,14 @@ class ARCPolicy(PolicyBase):
             if len(t1) < c:
                 b1.popitem(last=False)
                 return self._replace(ok)
-            return _pop_lru(t1, ok)  # T1 fills the cache: evict without a ghost
+            return _pop_lru(t1, ok, self._park)  # T1 fills the cache: evict without a ghost
         if len(t1) + len(self._t2) + len(b1) + len(self._b2) >= 2 * c and self._b2:
             self._b2.popitem(last=False)
         return self._replace(ok)
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
         check_num_blocks(num_blocks)
+        self._park = ctx.evictable_hints and ctx.is_evictable is not None
         victims: list[BlockId] = []
         while len(victims) < num_blocks and (self._t1 or self._t2):
             v = self._evict_one(ctx.is_evictable)

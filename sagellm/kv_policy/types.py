@@ -61,6 +61,11 @@ class PolicyContext:
     tenant_stats: Mapping[TenantId, TenantStats] = field(default_factory=dict)
     access_history: Mapping[BlockId, Sequence[float]] = field(default_factory=dict)  # times, s
     is_evictable: Callable[[BlockId], bool] | None = None
+    # True when the runtime calls ``on_evictable`` for every block whose ``is_evictable``
+    # turns from False to True (reference count fell to 0, unpinned, became a leaf) and the
+    # predicate is the same rule at every call: a policy may then set a block it found
+    # unevictable aside until that hint (or an access) instead of passing over it each search
+    evictable_hints: bool = False
     now_s: float = 0.0  # runtime clock at the decision
     blocks: tuple[BlockStats, ...] = ()  # candidates for migration (MigrationPolicy.plan)
 

@@ -33,6 +33,7 @@ from sagellm.prefix_reuse.types import PrefixEntry, PrefixHit, PrefixLookup, Tie
 
 class _Node:
     __slots__ = (
+        "_entry",
         "children",
         "entry_id",
         "kv_block_ids",
@@ -60,10 +61,20 @@ class _Node:
         self.metadata: MappingProxyType = MappingProxyType({})
         self.last_access = 0
         self.num_hits = 0
+        self._entry: PrefixEntry | None = None
+
+    def place(self, kv_block_ids: tuple[BlockId, ...], tier: TierName) -> None:
+        """Set where the block's KV lives (the cached entry is rebuilt on the next read)."""
+        self.kv_block_ids = kv_block_ids
+        self.tier = tier
+        self._entry = None
 
     def entry(self) -> PrefixEntry:
+        """The node as a frozen entry, built once per placement (a lookup returns many)."""
+        if self._entry is not None:
+            return self._entry
         parent = self.parent
-        return PrefixEntry(
+        self._entry = PrefixEntry(
             entry_id=self.entry_id,
             token_hash=self.token_hash,
             token_length=self.token_length,
@@ -72,6 +83,7 @@ class _Node:
             tier=self.tier,
             parent_entry_id=parent.entry_id if parent and parent.parent is not None else None,
         )
+        return self._entry
 
     def record(self) -> AccessRecord:
         return AccessRecord(self.last_access, self.num_hits, self.token_length)
@@ -112,7 +124,10 @@ class PrefixReuseIndex:
             yield tuple(token_ids[i * bs : (i + 1) * bs])
 
     def _child(self, node: _Node, h: int, block: tuple[int, ...], salt: str | None):
-        for cand in node.children.get(h, ()):
+        bucket = node.children.get(h)
+        if bucket is None:
+            return None
+        for cand in bucket:
             if self.matcher.verify(cand.token_ids, block, cand.salt, salt):
                 return cand
             self.metrics.record_collision()
@@ -149,27 +164,40 @@ class PrefixReuseIndex:
         prompt's chained block hashes when the caller has them (see :meth:`block_hashes`)."""
         t0 = time.perf_counter()
         n = len(token_ids)
-        max_blocks = max(0, (n - 1) // self.block_size_tokens)
+        bs = self.block_size_tokens
+        max_blocks = max(0, (n - 1) // bs)
+        known = 0 if hashes is None else min(len(hashes), max_blocks)
         with self._lock:
             if touch:
                 self._clock += 1
+            clock = self._clock
+            # the default matcher's test inlined (token ids and salt equal): a hit costs one
+            # dict probe and one tuple compare per block
+            plain = type(self.matcher) is PrefixMatcher
             node, matched = self._root, []
-            for i, block in enumerate(self._blocks(token_ids, max_blocks)):
-                if hashes is not None and i < len(hashes):
-                    h = hashes[i]
+            toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # tuple slices
+            for i in range(max_blocks):
+                block = toks[i * bs : (i + 1) * bs]
+                if i < known:
+                    h = hashes[i]  # type: ignore[index]
                 else:
                     h = self.hash_fn(
                         node.token_hash if node is not self._root else None, block, salt
                     )
-                child = self._child(node, h, block, salt)
-                if child is None:
+                bucket = node.children.get(h)
+                if bucket is None:
                     break
+                child = bucket[0]
+                if not (plain and child.token_ids == block and child.salt == salt):
+                    child = self._child(node, h, block, salt)
+                    if child is None:
+                        break
                 if touch:
-                    child.last_access = self._clock
+                    child.last_access = clock
                     child.num_hits += 1
-                matched.append(child)
+                matched.append(child._entry or child.entry())
                 node = child
-            entries = tuple(c.entry() for c in matched)
+            entries = tuple(matched)
         length = len(entries) * self.block_size_tokens
         hit = PrefixHit(length, 1.0 if entries else 0.0, n - length)
         if touch:
@@ -223,9 +251,8 @@ class PrefixReuseIndex:
                     child = _Node(
                         next(self._ids), h, block, salt, node, (i + 1) * self.block_size_tokens
                     )
-                    child.kv_block_ids = (kv_block_ids[i],)
-                    child.tier = tier
                     child.metadata = meta
+                    child.place((kv_block_ids[i],), tier)
                     node.children.setdefault(h, []).append(child)
                     self._nodes[child.entry_id] = child
                 child.last_access = self._clock
@@ -274,9 +301,7 @@ class PrefixReuseIndex:
     def relocate(self, entry_id: int, kv_block_ids: Sequence[BlockId], tier: TierName) -> None:
         """Record that the entry's KV now lives at ``kv_block_ids`` in ``tier``."""
         with self._lock:
-            node = self._nodes[entry_id]
-            node.kv_block_ids = tuple(kv_block_ids)
-            node.tier = tier
+            self._nodes[entry_id].place(tuple(kv_block_ids), tier)
 
     def remap_blocks(self, mapping: Mapping[BlockId, BlockId], tier: TierName = "device") -> int:
         """Rewrite block ids of entries in ``tier`` (after defragmentation); returns how many
@@ -285,7 +310,7 @@ class PrefixReuseIndex:
         with self._lock:
             for node in self._nodes.values():
                 if node.tier == tier and any(b in mapping for b in node.kv_block_ids):
-                    node.kv_block_ids = tuple(mapping.get(b, b) for b in node.kv_block_ids)
+                    node.place(tuple(mapping.get(b, b) for b in node.kv_block_ids), tier)
                     changed += 1
         return changed
 

@@ -113,12 +113,14 @@ class PrefixAdmission:
         return ids
 
     def unpin(self, entry_ids: list[int]) -> None:
+        """Undo :meth:`pin`; an entry whose last pin goes may be a victim again."""
         for i in entry_ids:
             left = self._pinned[i] - 1
             if left:
                 self._pinned[i] = left
             else:
                 del self._pinned[i]
+                self.tracker.evictable(i)
 
     def acquire_prefix(self, seq: Sequence, num_tokens: int, overlap: bool = False) -> PendingLoad:
         """Admission's first half: reuse exactly ``num_tokens`` (whole blocks) of ``seq``'s

@@ -19,6 +19,11 @@ Two live entries with equal hashes (a collision the index tolerates) cannot shar
 the later one gets ``-(entry_id + 1)`` (hashes are >= 0), losing only ghost history.
 
 Invariant: ``len(policy) == len(tracker)`` == device entries of the index.
+
+Without host/disk tiers and tenant quotas the manager's rule is one predicate and it reports
+every transition to evictable (ref count 0 in ``_unref`` and after copy-on-write, unpin, a
+child leaving the index), so victim searches run with ``evictable_hints``: a policy that uses
+them (LRU) sets unevictable entries aside instead of passing over them at every search.
 """
 
 from __future__ import annotations
@@ -76,12 +81,22 @@ class PolicyTracker:
             self.policy.on_remove(key)
 
     def select(
-        self, num_blocks: int, can_evict: Callable[[int], bool], pool_stats: PoolStats
+        self,
+        num_blocks: int,
+        can_evict: Callable[[int], bool],
+        pool_stats: PoolStats,
+        hints: bool = False,
     ) -> list[int]:
         """Up to ``num_blocks`` entry ids chosen by the policy among those ``can_evict``
-        accepts; they are no longer tracked when returned."""
+        accepts; they are no longer tracked when returned. ``hints``: the caller calls
+        :meth:`evictable` on every transition of ``can_evict`` to True and ``can_evict`` is the
+        same rule at every call (``PolicyContext.evictable_hints``)."""
         entry_of_key = self._entry_of_key
-        ctx = PolicyContext(pool_stats, is_evictable=lambda k: can_evict(entry_of_key[k]))
+        ctx = PolicyContext(
+            pool_stats,
+            is_evictable=lambda k: can_evict(entry_of_key[k]),
+            evictable_hints=hints,
+        )
         out = []
         for key in self.policy.select_victims(ctx, num_blocks).victims:
             entry_id = entry_of_key.pop(key)

@@ -100,6 +100,9 @@ class NativeKVManager(PrefixAdmission, TierEviction):
         self.num_dropped_entries = 0
         self.num_load_failures = 0
         self.num_cow_copies = 0
+        # every turn of a device entry to evictable is reported to the tracker (see
+        # kv_eviction); False makes victim searches pass over unevictable entries each time
+        self.evictable_hints = True
         self.migration = migration or MigrationDecider()  # default: always one tier down
         self.migration.bind(self.hierarchy, self.migrator, block_size_tokens)
 
@@ -250,6 +253,9 @@ class NativeKVManager(PrefixAdmission, TierEviction):
             return False
         self.num_cow_copies += new != b
         seq.block_ids[i] = new
+        entry_id = self._entry_of_block.get(b)
+        if new != b and entry_id is not None and self.pool.is_cached(b):
+            self.tracker.evictable(entry_id)  # our reference was the last one
         return True
 
     # ------------------------------------------------------------------ defragmentation

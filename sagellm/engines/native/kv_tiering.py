@@ -45,6 +45,7 @@ class TierEviction:
     _pinned: set[int]
     num_demoted_blocks: int
     num_dropped_entries: int
+    evictable_hints: bool
 
     @property
     def migration_log(self) -> list[MigrationRecord]:
@@ -94,9 +95,11 @@ class TierEviction:
         stats = PoolStats(self.pool.num_blocks, self.pool.num_used_blocks)
         if not remove:
             return [index.get(i) for i in self.tracker.select(k, can_evict, stats)]
+        # one rule (leaves, no tenant filter) whose every turn to True the manager reports
+        hints = self.evictable_hints and not self.quota.quotas
         out: list[PrefixEntry] = []
         while len(out) < k:
-            picked = self.tracker.select(1, can_evict, stats)
+            picked = self.tracker.select(1, can_evict, stats, hints)
             if not picked:
                 break
             parent = index.get(picked[0]).parent_entry_id
@@ -177,6 +180,8 @@ class TierEviction:
         for r in self.index.invalidate(entry.entry_id):
             self.migration.dropped(r, reason if r.entry_id == entry.entry_id else "subtree")
             self._release(r)
+        if entry.parent_entry_id is not None:  # it may be a leaf now
+            self.tracker.evictable(entry.parent_entry_id)
 
     def _release(self, r: PrefixEntry) -> None:
         """Free the storage of an entry already removed from the index."""

@@ -42,6 +42,11 @@ class VllmWorker:
                 text=True,
             )
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (its /proc entry gives its memory)."""
+        return self._proc.pid
+
     def call(self, op: str, timeout_s: float = 600.0, **fields: Any) -> dict[str, Any]:
         proc = self._proc
         if proc.poll() is not None:

@@ -133,6 +133,11 @@ class VllmEngine:
         self._ids = itertools.count()
         self.kv_events: dict[str, int] = {}  # vLLM's KV cache events so far, by kind
 
+    @property
+    def worker_pid(self) -> int:
+        """Process id of the vLLM worker (where the model and KV pool live)."""
+        return self._worker.pid
+
     def _now(self) -> float:
         return time.perf_counter() - self._t0
 

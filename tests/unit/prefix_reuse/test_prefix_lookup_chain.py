@@ -1,0 +1,33 @@
+"""Lookups that take the prompt's hash chain (kept on the sequence) match exactly what a
+lookup that hashes the prompt matches, and the entries they return follow every move."""
+
+from sagellm.prefix_reuse import PrefixReuseIndex
+
+
+def weak_hash(parent, tokens, salt):
+    return 7  # every block collides: only the token compare tells them apart
+
+
+def test_chain_lookup_equals_hashing_lookup_and_a_collision_still_misses():
+    for hash_fn in (None, weak_hash):
+        ix = PrefixReuseIndex(2, **({"hash_fn": hash_fn} if hash_fn else {}))
+        ix.insert([1, 2, 3, 4, 5, 6], [10, 11, 12], salt="a")
+        ix.insert([1, 2, 9, 9], [20, 21], salt="a")
+        for q, salt in (([1, 2, 3, 4, 5, 6, 0], "a"), ([1, 2, 9, 9, 0], "a"), ([1, 2, 3], "b")):
+            chain = ix.block_hashes(q, salt, (len(q) - 1) // 2)
+            want = ix.lookup(q, salt, touch=False)
+            assert ix.lookup(q, salt, hashes=chain, touch=False) == want
+        assert ix.lookup([1, 2, 9, 9, 0], "a").block_ids == (10, 21)
+        assert ix.lookup([1, 2, 3], "b").hit.matched_length == 0
+
+
+def test_returned_entries_follow_relocation_and_remap():
+    ix = PrefixReuseIndex(2)
+    first = ix.insert([1, 2, 3, 4], [5, 6])
+    assert ix.lookup([1, 2, 3, 4, 0]).block_ids == (5, 6)
+    ix.relocate(first[1].entry_id, (0,), "host")
+    e = ix.lookup([1, 2, 3, 4, 0]).entries[1]
+    assert (e.kv_block_ids, e.tier) == ((0,), "host")
+    assert ix.remap_blocks({5: 8}) == 1
+    assert ix.lookup([1, 2, 3, 4, 0]).block_ids == (8, 0)
+    assert ix.get(first[0].entry_id).kv_block_ids == (8,)
