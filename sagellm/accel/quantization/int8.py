@@ -4,6 +4,8 @@
 ``torch.ops.aten._weight_int8pack_mm`` (CPU and CUDA): int8 weights are read as such and
 converted inside the kernel, so a decode step streams 1 byte per weight plus the scales. Calls
 with more than ``KERNEL_MAX_ROWS`` rows (prefill) convert the weight once and use the dense GEMM.
+On CPU the native engine sends decode-sized calls to its own int8 GEMV instead
+(``torch.ops.sagellm.gemv_int8``; torch's kernel runs far below memory bandwidth there).
 """
 
 from __future__ import annotations

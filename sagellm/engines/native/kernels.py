@@ -47,6 +47,7 @@ def _load() -> None:
         )
         _state["op"] = torch.ops.sagellm.paged_attention
         _state["gemv"] = torch.ops.sagellm.gemv
+        _state["gemv_int8"] = torch.ops.sagellm.gemv_int8
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -67,6 +68,13 @@ def gemv_op():
     ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("gemv")
+
+
+def gemv_int8_op():
+    """``torch.ops.sagellm.gemv_int8`` (x [M <= 8, I], int8 w [O, I], scale [O], out [M, O]),
+    or None like ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("gemv_int8")
 
 
 def kernel_status() -> str:

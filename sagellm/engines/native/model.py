@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sagellm.accel.quantization import QuantLinear
+from sagellm.accel.quantization import Int8Linear, QuantLinear
 from sagellm.core.errors import ModelLoadError
 from sagellm.engines.native.arch import ModelArch
 from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
-from sagellm.engines.native.kernels import gemv_op
+from sagellm.engines.native.kernels import gemv_int8_op, gemv_op
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
@@ -49,8 +49,14 @@ GEMV_MAX_ROWS = 4
 
 
 def _linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
-    if not isinstance(w, torch.Tensor):  # quantized: its own kernel
-        y = w.linear(x)
+    if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
+        rows = x.shape[0]
+        op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None
+        if op is not None and 0 < rows <= GEMV_MAX_ROWS and w.scale.dtype == x.dtype:
+            y = torch.empty((rows, w.out_features), dtype=x.dtype)
+            op(x.contiguous(), w.q, w.scale, y)
+        else:
+            y = w.linear(x)
         return y + b if b is not None else y
     if x.device.type == "cpu":
         rows = x.shape[0]

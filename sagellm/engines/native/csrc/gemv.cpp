@@ -8,9 +8,16 @@
 // each output is rounded once to the dtype, as torch's CPU GEMM does; the summation order
 // differs from it, so results agree to fp32 rounding, not bitwise. bf16 uses AVX512-BF16 dot
 // products (vdpbf16ps) when the compiler targets them, else a converted fp32 loop.
+//
+// torch.ops.sagellm.gemv_int8(x, w, scale, out): the same for a weight-only int8 matrix
+// w [O, I] with one scale per output row (out[m, o] = scale[o] * sum_i x[m, i] * w[o, i]); x,
+// scale and out share a dtype (float32 or bfloat16). Rows of x are widened to fp32 once; each
+// int8 row is read once (1 byte per weight) and widened in registers.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -69,6 +76,62 @@ void run(const T* x, const T* w, T* out, int64_t M, int64_t O, int64_t I) {
   });
 }
 
+inline float dot_i8(const float* x, const int8_t* w, int64_t n) {
+  int64_t j = 0;
+  float s = 0.f;
+#if defined(__AVX512F__)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (; j + 32 <= n; j += 32) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j));
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j + 16));
+    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(a)), _mm512_loadu_ps(x + j), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)),
+                           _mm512_loadu_ps(x + j + 16), acc1);
+  }
+  s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#endif
+  for (; j < n; ++j) s += x[j] * static_cast<float>(w[j]);
+  return s;
+}
+
+template <typename T>
+void run_int8(const T* x, const int8_t* w, const T* scale, T* out, int64_t M, int64_t O,
+              int64_t I) {
+  std::vector<float> xf(M * I);
+  for (int64_t k = 0; k < M * I; ++k) xf[k] = static_cast<float>(x[k]);
+  at::parallel_for(0, O, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const int8_t* row = w + o * I;
+      if (o + 8 < end) __builtin_prefetch(w + (o + 8) * I);
+      const float sc = static_cast<float>(scale[o]);
+      for (int64_t m = 0; m < M; ++m) out[m * O + o] = static_cast<T>(sc * dot_i8(&xf[m * I], row, I));
+    }
+  });
+}
+
+void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, at::Tensor& out) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2 && scale.dim() == 1,
+              "gemv_int8: x, w, out 2-D and scale 1-D");
+  TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && out.is_contiguous() && scale.is_contiguous(),
+              "gemv_int8: contiguous tensors");
+  const int64_t M = x.size(0), I = x.size(1), O = w.size(0);
+  TORCH_CHECK(M >= 1 && M <= kMaxRows, "gemv_int8: 1..8 rows of x, got ", M);
+  TORCH_CHECK(w.size(1) == I && out.size(0) == M && out.size(1) == O && scale.size(0) == O,
+              "gemv_int8: shapes");
+  TORCH_CHECK(w.scalar_type() == at::kChar, "gemv_int8: int8 weights");
+  TORCH_CHECK(x.scalar_type() == out.scalar_type() && scale.scalar_type() == out.scalar_type(),
+              "gemv_int8: x, scale and out share one dtype");
+  if (x.scalar_type() == at::kFloat) {
+    run_int8<float>(x.data_ptr<float>(), w.data_ptr<int8_t>(), scale.data_ptr<float>(),
+                    out.data_ptr<float>(), M, O, I);
+  } else if (x.scalar_type() == at::kBFloat16) {
+    run_int8<at::BFloat16>(x.data_ptr<at::BFloat16>(), w.data_ptr<int8_t>(),
+                           scale.data_ptr<at::BFloat16>(), out.data_ptr<at::BFloat16>(), M, O, I);
+  } else {
+    TORCH_CHECK(false, "gemv_int8: float32 or bfloat16 activations only");
+  }
+}
+
 void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2, "gemv: 2-D tensors");
   TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && out.is_contiguous(),
@@ -90,6 +153,12 @@ void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(sagellm, m) { m.def("gemv(Tensor x, Tensor w, Tensor(a!) out) -> ()"); }
+TORCH_LIBRARY_FRAGMENT(sagellm, m) {
+  m.def("gemv(Tensor x, Tensor w, Tensor(a!) out) -> ()");
+  m.def("gemv_int8(Tensor x, Tensor w, Tensor scale, Tensor(a!) out) -> ()");
+}
 
-TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("gemv", &gemv); }
+TORCH_LIBRARY_IMPL(sagellm, CPU, m) {
+  m.impl("gemv", &gemv);
+  m.impl("gemv_int8", &gemv_int8);
+}

@@ -5,8 +5,9 @@ tail), and is what the model's linear layers use for decode-sized inputs."""
 import pytest
 import torch
 
+from sagellm.accel.quantization import Int8Quantizer
 from sagellm.engines.native import model as model_mod
-from sagellm.engines.native.kernels import gemv_op, kernel_status
+from sagellm.engines.native.kernels import gemv_int8_op, gemv_op, kernel_status
 
 pytestmark = pytest.mark.skipif(gemv_op() is None, reason=f"C++ kernels: {kernel_status()}")
 
@@ -24,6 +25,22 @@ def test_gemv_matches_fp64(dtype, rows, out_dim, in_dim):
     # fp32: summation-order error only; bf16: one rounding of the fp32 sum to bf16
     tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.02, rtol=8e-3)
     torch.testing.assert_close(out.double(), ref, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize(("out_dim", "in_dim"), [(96, 576), (33, 70)])
+def test_gemv_int8_matches_the_dequantized_weight(dtype, rows, out_dim, in_dim):
+    g = torch.Generator().manual_seed(rows + in_dim)
+    w = Int8Quantizer().quantize(torch.randn(out_dim, in_dim, generator=g).to(dtype))
+    x = torch.randn(rows, in_dim, generator=g).to(dtype)
+    out = torch.empty(rows, out_dim, dtype=dtype)
+    gemv_int8_op()(x, w.q, w.scale, out)
+    ref = x.double() @ w.dequantize().double().t()
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.05, rtol=8e-3)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    if in_dim % 64 == 0:  # torch's own int8 kernel (bf16, K = 70 here) returns inf
+        torch.testing.assert_close(out.double(), w.linear(x).double(), **tol)
 
 
 def test_gemv_rejects_bad_input():
@@ -48,3 +65,19 @@ def test_model_linear_routes_decode_rows_to_gemv(monkeypatch):
         x = torch.randn(rows, 16)
         torch.testing.assert_close(model_mod._linear(x, w, b), torch.nn.functional.linear(x, w, b))
     assert calls == [1, model_mod.GEMV_MAX_ROWS]
+
+
+def test_model_linear_routes_int8_decode_rows(monkeypatch):
+    calls = []
+    real = gemv_int8_op()
+
+    def spy(x, q, s, y):
+        calls.append(x.shape[0])
+        real(x, q, s, y)
+
+    monkeypatch.setattr(model_mod, "gemv_int8_op", lambda: spy)
+    w, b = Int8Quantizer().quantize(torch.randn(32, 64)), torch.randn(32)
+    for rows in (2, model_mod.GEMV_MAX_ROWS + 1):
+        x = torch.randn(rows, 64)
+        torch.testing.assert_close(model_mod._linear(x, w, b), w.linear(x) + b)
+    assert calls == [2]
