@@ -5,6 +5,7 @@ The tiny checkpoint has 6 query heads and 3 KV heads: tp=3 splits evenly (1 KV h
 tp=2 unevenly (2 + 1 KV heads, 4 + 2 query heads). Each rank runs one torch thread.
 """
 
+import gc
 import os
 import signal
 import time
@@ -67,19 +68,24 @@ def test_tp_greedy_equals_hf_with_prefix_cache_lpm_and_defrag(tp_tiny, tp):
         scheduling_strategy="lpm",
         defrag_fragmentation_threshold=0.05,
     )
-    try:
-        check(e, model, shared_prefix_prompts(), n_new=10, stagger=2)
-        assert sum(m.num_cached_tokens for m in e.request_metrics()) >= 12
-        comm = [s.comm_s for s in e.step_metrics()]
-        if tp == 1:
-            assert e.tp is None and comm == [0.0] * len(comm)
-        else:
-            assert all(c > 0 for c in comm)
-            assert e.tp.num_block_copies > 0  # defrag moves were mirrored
-            # the fused plan: one collective per layer and part per forward
-            assert e.tp.stats.num_calls == 2 * TP_TINY["num_hidden_layers"] * len(comm)
-    finally:
-        e.close()
+    check(e, model, shared_prefix_prompts(), n_new=10, stagger=2)
+    assert sum(m.num_cached_tokens for m in e.request_metrics()) >= 12
+    comm = [s.comm_s for s in e.step_metrics()]
+    if tp == 1:
+        assert e.tp is None and comm == [0.0] * len(comm)
+        return
+    assert all(c > 0 for c in comm)
+    assert e.tp.num_block_copies > 0  # defrag moves were mirrored
+    # the fused plan: one collective per layer and part per forward
+    assert e.tp.stats.num_calls == 2 * TP_TINY["num_hidden_layers"] * len(comm)
+    procs = list(e.tp.procs)
+    assert all(p.is_alive() for p in procs)
+    del e  # no close(): garbage collection stops the workers (weakref.finalize)
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in procs)
 
 
 def test_tp_unfused_overlapped_then_a_killed_rank_gives_a_bounded_error(tp_tiny):
@@ -107,21 +113,6 @@ def test_tp_unfused_overlapped_then_a_killed_rank_gives_a_bounded_error(tp_tiny)
         e.close()
     assert not any(p.is_alive() for p in e.tp.procs)
     assert not list(Path("/dev/shm").glob(f"sagellm_{e.tp.backend.config.group_name}*"))
-
-
-def test_tp_close_stops_workers_and_gc_does_too(tp_tiny):
-    _, folder = tp_tiny
-    e = engine(folder, 3)
-    procs = list(e.tp.procs)
-    assert all(p.is_alive() for p in procs)
-    del e  # no close(): the finalizer stops them
-    import gc
-
-    gc.collect()
-    deadline = time.monotonic() + 10
-    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(p.is_alive() for p in procs)
 
 
 def test_bad_tp_configs_are_config_errors(tp_tiny):
