@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
@@ -39,7 +38,7 @@ from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
 from sagellm.engines.native.speculative import make_drafter
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
-from sagellm.engines.native.tp_group import TPGroup, TPUnsupportedError
+from sagellm.engines.native.tp_group import TPGroup, rank_threads
 from sagellm.engines.native.tp_shard import plan_shards
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
@@ -97,10 +96,7 @@ class NativeEngine(PlanExecution):
         # interleaving two engines gives each a clock that stops while the other one runs
         self.clock_fn: Callable[[], float] = time.perf_counter
         tune_malloc()
-        # TP ranks share the host's cores: one rank's threads per share, as run_ranks does
-        threads = cfg.num_threads
-        if threads is None and cfg.tp_size > 1:
-            threads = max(1, len(os.sched_getaffinity(0)) // cfg.tp_size)
+        threads = rank_threads(cfg.num_threads, cfg.tp_size)
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = _device(cfg.device)
@@ -146,10 +142,8 @@ class NativeEngine(PlanExecution):
         self.kv = NativeKVManager.from_config(
             self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
         )
-        self.tp_block_copies: list[tuple[int, int]] = []  # made since the last TP forward
-        if self.tp is not None:  # mirrored to the workers with the next forward (no self: cycle)
-            copies = self.tp_block_copies
-            self.kv.pool.copy_listeners.append(lambda src, dst: copies.append((src, dst)))
+        if self.tp is not None:
+            self.tp.mirror_block_copies(self.kv.pool)
         self.queues = RequestQueues(self.kv)
         # the one scheduling path: strategy -> IRBuilder -> IROptimizer -> plan -> execution
         self.strategy: Strategy = make_engine_strategy(cfg.scheduling_strategy)
@@ -452,11 +446,6 @@ class NativeEngine(PlanExecution):
         """fp32 logits [len(token_ids), vocab] of one forward over a scratch KV cache (the pool,
         queues and prefix index untouched; see ``scoring``). ``prompt_logits`` is the same on
         the serving path, with prefix caching."""
-        if self.tp is not None:
-            raise TPUnsupportedError(
-                "teacher_forced_logits runs a scratch forward on rank 0 alone; with tp_size > 1 "
-                "use prompt_logits (the serving path)"
-            )
         return teacher_forced_logits(self, token_ids)
 
     def prefix_hit_tokens(self, request: Request) -> int:

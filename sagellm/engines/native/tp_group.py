@@ -74,7 +74,8 @@ class RowParallel:
     Issues the collectives of ``schedule[i]`` for the i-th call since ``start(schedule)``
     (None: one all_reduce over all rows). With ``overlap`` and more than one collective, each
     collective's rows get their own GEMM and the collective runs async while the next GEMM
-    computes (``OverlapWindow``); ``exposed_s`` sums the time blocked waiting for them.
+    computes (``OverlapWindow``); ``exposed_s`` sums the time blocked waiting for them and
+    ``hidden_s`` their latency that compute covered (latency - exposed, summed per window).
     """
 
     def __init__(self, backend, overlap: bool = False) -> None:
@@ -83,6 +84,7 @@ class RowParallel:
         self.schedule: Schedule | None = None
         self._call = 0
         self.exposed_s = 0.0
+        self.hidden_s = 0.0
 
     def start(self, schedule: Schedule | None) -> None:
         self.schedule, self._call = schedule, 0
@@ -100,6 +102,7 @@ class RowParallel:
                 window.submit(parts[-1])
             window.wait_all()
             self.exposed_s += window.exposed_s
+            self.hidden_s += max(0.0, window.comm_s - window.exposed_s)
             return torch.cat(parts)
         y = linear(x, w).contiguous()
         for ranges in colls:
@@ -184,6 +187,15 @@ def _worker_main(spec: WorkerSpec, conn) -> None:  # runs in the spawned process
     finally:
         if backend is not None:
             backend.close()
+
+
+def rank_threads(num_threads: int | None, tp_size: int) -> int | None:
+    """torch threads per rank: ``num_threads`` when set; else, with TP, the host's cores split
+    evenly over the ranks (as ``run_ranks`` does: more threads than cores makes spinning
+    waiters and OpenMP workers fight); else None (torch's default)."""
+    if num_threads is None and tp_size > 1:
+        return max(1, len(os.sched_getaffinity(0)) // tp_size)
+    return num_threads
 
 
 def _free_port() -> int:
@@ -273,6 +285,13 @@ class TPGroup:
         self.broken: str | None = None
         self.timeout_s = timeout_s
         self.num_block_copies = 0  # KV block copies mirrored to the workers
+        self.pending_copies: list[tuple[int, int]] = []  # made since the last forward
+
+    def mirror_block_copies(self, pool) -> None:
+        """Replay every block copy inside rank 0's KV pool (copy-on-write, defrag moves) on the
+        workers' caches, with the next forward: the next time any cache is read."""
+        pending = self.pending_copies  # the listener holds the list, not self (no cycle)
+        pool.copy_listeners.append(lambda src, dst: pending.append((src, dst)))
 
     @classmethod
     def start(cls, cfg, path, device: torch.device, num_blocks: int, shards, threads: int):
@@ -326,12 +345,14 @@ class TPGroup:
         )
         return TPWorkerLostError(self.broken)
 
-    def forward(self, model, inputs, cache, copies: list[tuple[int, int]], schedule: Schedule):
-        """Rank 0's forward with every worker running its shard of the same batch; returns
-        rank 0's logits. Raises TPWorkerLostError when a rank is gone (within the backend's
-        liveness checks, or ``tp_timeout_s`` for a silent one)."""
+    def forward(self, model, inputs, cache, schedule: Schedule):
+        """Rank 0's forward with every worker running its shard of the same batch (after the
+        pending block copies); returns rank 0's logits. Raises TPWorkerLostError when a rank
+        is gone (within the backend's liveness checks, or ``tp_timeout_s`` for a silent one)."""
         if self.broken is not None:
             raise TPWorkerLostError(self.broken)
+        copies = list(self.pending_copies)
+        self.pending_copies.clear()
         msg = ("step", inputs.wire, copies, schedule)
         self.num_block_copies += len(copies)
         for r, (p, c) in enumerate(zip(self.procs, self.conns, strict=True), start=1):
