@@ -5,9 +5,11 @@ The tiny checkpoint has 6 query heads and 3 KV heads: tp=3 splits evenly (1 KV h
 tp=2 unevenly (2 + 1 KV heads, 4 + 2 query heads). Each rank runs one torch thread.
 """
 
+import dataclasses
 import gc
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from test_oracle_tiny import check, prompts_of
 from sagellm.core import ConfigError, Request, SamplingParams, parse_config
 from sagellm.engines.native import NativeEngine
 from sagellm.engines.native.tp_group import TPUnsupportedError, TPWorkerLostError
+from sagellm.scheduler_ir import ExecutionPlan, IRBuilder, IROptimizer, StepDecision
 
 TP_TINY = dict(
     vocab_size=256,
@@ -51,6 +54,17 @@ def shared_prefix_prompts():
     return [base + t if i % 3 != 2 else t for i, t in enumerate(tails)]
 
 
+def foreign_plan_reason(e, tp_size):
+    """check_plan's reason for a plan built as if the engine had ``tp_size`` ranks."""
+    e.add_request(Request("x", [1, 2, 3], SamplingParams(max_tokens=1)))
+    st = dataclasses.replace(e.snapshot(), tp_size=tp_size)
+    g = IROptimizer(64).optimize(IRBuilder().build(StepDecision((("x", 3),)), st))
+    reason = e.check_plan(ExecutionPlan.of("p", g, e.instance_id))
+    e.abort("x")
+    e.step()
+    return reason
+
+
 def engine(folder, tp, **kw):
     kw = {"block_size_tokens": 4, "num_kv_blocks": 64, "num_threads": 1, **kw}
     return NativeEngine.from_pretrained(folder, tp_size=tp, **kw)
@@ -73,7 +87,9 @@ def test_tp_greedy_equals_hf_with_prefix_cache_lpm_and_defrag(tp_tiny, tp):
     comm = [s.comm_s for s in e.step_metrics()]
     if tp == 1:
         assert e.tp is None and comm == [0.0] * len(comm)
+        assert "all_reduce nodes with tp_size 1" in foreign_plan_reason(e, 2)
         return
+    assert "lacks partial sums" in foreign_plan_reason(e, 1)
     assert all(c > 0 for c in comm)
     assert e.tp.num_block_copies > 0  # defrag moves were mirrored
     # the fused plan: one collective per layer and part per forward
@@ -99,14 +115,17 @@ def test_tp_unfused_overlapped_then_a_killed_rank_gives_a_bounded_error(tp_tiny)
         assert e.tp.stats.num_calls == sum(per_step) > 2 * 2 * len(steps)
         with pytest.raises(TPUnsupportedError, match="prompt_logits"):
             e.teacher_forced_logits([1, 2, 3])
+        # the worker dies mid-step: stopped before the step, so rank 0 is inside a collective
+        # waiting for it when the kill lands
         worker = e.tp.procs[0]
-        os.kill(worker.pid, signal.SIGKILL)
+        os.kill(worker.pid, signal.SIGSTOP)
+        threading.Timer(1.0, os.kill, (worker.pid, signal.SIGKILL)).start()
         e.add_request(Request("after", prompts_of([4])[0], SamplingParams(max_tokens=4)))
         t0 = time.monotonic()
-        with pytest.raises(TPWorkerLostError, match="rank 1"):
+        with pytest.raises(TPWorkerLostError, match="rank 1 .*died"):
             while e.has_unfinished():
                 e.step()
-        assert time.monotonic() - t0 < 20  # the liveness check, not the timeout
+        assert time.monotonic() - t0 < 20  # the liveness check, not the 20 s timeout
         with pytest.raises(TPWorkerLostError):  # the group stays broken
             e.step()
     finally:
