@@ -43,7 +43,7 @@ from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sampler import sample
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.speculative import SpeculativeSteps
-from sagellm.engines.native.tp_plan import TPPlanSteps, check_reductions
+from sagellm.engines.native.tp_plan import ModelForward, check_reductions
 from sagellm.scheduler_ir.graph import IRGraph
 from sagellm.scheduler_ir.plan import ExecutionPlan
 from sagellm.scheduler_ir.strategies.base import blocks_for
@@ -89,7 +89,7 @@ def _request_ids(node: IRNode) -> list[str]:
     return [str(r) for r in rids] if rids is not None else [str(node.get("request_id"))]
 
 
-class PlanExecution(SpeculativeSteps, TPPlanSteps):
+class PlanExecution(SpeculativeSteps, ModelForward):
     """The plan path of :class:`~sagellm.engines.native.engine.NativeEngine` (a mixin: it
     works on the engine's queues, KV manager, model, strategy, builder and optimizer)."""
 
@@ -366,12 +366,7 @@ class PlanExecution(SpeculativeSteps, TPPlanSteps):
         )
         t1 = self.clock()
         try:
-            if self.tp is None:
-                logits = self.model.forward(
-                    inputs.input_ids, inputs.positions, inputs.meta, self.cache, inputs.logits_index
-                )
-            else:
-                logits, comm_s = self._tp_forward(node, items, inputs, run)
+            logits, comm_s = self._model_forward(node, items, inputs, run)
         except RuntimeError as err:  # e.g. out of memory: fail these requests, keep serving
             run.outputs.extend(self._fail([s for s, _ in items], err))
             run.dropped.update(s.request_id for s, _ in items)
@@ -398,10 +393,7 @@ class PlanExecution(SpeculativeSteps, TPPlanSteps):
         run.step = self._step_metrics(items, inputs, run.t0, schedule_s, t2 - t1, kv_load_s)
         n_drafts = sum(len(d) for d in drafts.values())
         run.step = replace(
-            run.step,
-            num_preempted=run.num_preempted,
-            num_draft_tokens=n_drafts,
-            comm_s=comm_s if self.tp is not None else 0.0,
+            run.step, num_preempted=run.num_preempted, num_draft_tokens=n_drafts, comm_s=comm_s
         )
         run.num_preempted = 0
         self._steps.append(run.step)

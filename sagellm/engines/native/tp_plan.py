@@ -124,14 +124,18 @@ def reduction_schedule(
     return out
 
 
-class TPPlanSteps:
-    """The TP half of the engine's forward node (a mixin of PlanExecution)."""
+class ModelForward:
+    """The model call of the engine's forward node (a mixin of PlanExecution)."""
 
-    def _tp_forward(self, node: IRNode, items, inputs, run):
-        """Rank 0's forward with the workers, the collectives from the plan; returns (logits,
-        comm seconds): the collectives' seconds on rank 0 during it, less what overlap hid
-        behind compute (an async collective counts only the time rank 0 waited for it), so
-        ``comm_s <= compute_s``."""
+    def _model_forward(self, node: IRNode, items, inputs, run):
+        """(logits, comm seconds) of one batched forward: the plain call at tp_size 1; with
+        TP, rank 0's forward with the workers, the collectives from the plan, and the
+        collectives' seconds on rank 0 during it less what overlap hid behind compute (an
+        async collective counts only the time rank 0 waited for it), so ``comm_s <=
+        compute_s``."""
+        if self.tp is None:
+            args = (inputs.input_ids, inputs.positions, inputs.meta, self.cache)
+            return self.model.forward(*args, inputs.logits_index), 0.0
         item_rows, at = {}, 0
         for seq, n in items:
             item_rows[seq.request_id] = (at, at + n)
