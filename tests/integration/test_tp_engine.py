@@ -96,6 +96,17 @@ def test_tp_greedy_equals_hf_with_prefix_cache_lpm_and_defrag(tp_tiny, tp):
     assert e.tp.stats.num_calls == 2 * TP_TINY["num_hidden_layers"] * len(comm)
     procs = list(e.tp.procs)
     assert all(p.is_alive() for p in procs)
+    if tp == 2:  # rank 0 failing inside a forward breaks the group, not just one request
+        shard_forward = e.model.row_parallel
+
+        def fail(x, w):
+            raise RuntimeError("injected")
+
+        e.model.row_parallel = fail
+        e.add_request(Request("y", [1, 2], SamplingParams(max_tokens=1)))
+        with pytest.raises(TPWorkerLostError, match="rank 0: RuntimeError: injected"):
+            e.step()
+        e.model.row_parallel = shard_forward
     del e  # no close(): garbage collection stops the workers (weakref.finalize)
     gc.collect()
     deadline = time.monotonic() + 10

@@ -24,8 +24,10 @@ default), whose ``CommStats`` gives the step's ``comm_s``.
 
 Faults: a worker that dies makes rank 0's next collective raise (the shm backend checks peers'
 pids every 50 ms; ``tp_timeout_s`` bounds a silent one); rank 0 raises :class:`TPWorkerLostError`
-from ``step`` and the group stays broken. ``close()`` (and garbage collection or interpreter
-exit, through ``weakref.finalize``) stops the workers: a close message, then kill after 5 s.
+from ``step`` and the group stays broken (so it does when rank 0 itself fails inside a
+forward, e.g. out of memory: the workers' collectives are then out of step; rank 0 leaves the
+group so they stop waiting). ``close()`` (and garbage collection or interpreter exit, through
+``weakref.finalize``) stops the workers: a close message, then kill after 5 s.
 A worker whose engine process dies sees its pipe close and exits.
 """
 
@@ -60,8 +62,9 @@ _ids = itertools.count()
 
 
 class TPWorkerLostError(SageLLMError):
-    """A tensor-parallel rank died or stopped answering; the engine cannot step any more
-    (close it and build a new one). Not a RuntimeError: it is no single request's failure."""
+    """A tensor-parallel rank died or stopped answering, or rank 0 failed inside a forward
+    (the ranks' collectives are then out of step); the engine cannot step any more (close it
+    and build a new one). Not a RuntimeError: it is no single request's failure."""
 
 
 class TPUnsupportedError(SageLLMError, ValueError):
@@ -340,9 +343,10 @@ class TPGroup:
                 pass
             if not p.is_alive():
                 notes.append(f"rank {r} exited with code {p.exitcode}")
-        self.broken = f"tensor-parallel group lost a rank: {why}" + (
+        self.broken = f"tensor-parallel group is broken: {why}" + (
             f" ({'; '.join(notes)})" if notes else ""
         )
+        self.backend.close()  # rank 0 leaves: workers waiting on it stop now, not at timeout
         return TPWorkerLostError(self.broken)
 
     def forward(self, model, inputs, cache, schedule: Schedule):
@@ -369,6 +373,8 @@ class TPGroup:
             )
         except CommError as err:
             raise self._lost(str(err)) from err
+        except Exception as err:  # rank 0 left mid-forward: the workers' collectives are now
+            raise self._lost(f"rank 0: {type(err).__name__}: {err}") from err  # out of step
 
     def close(self) -> None:
         """Stop the workers and leave the group (idempotent)."""
