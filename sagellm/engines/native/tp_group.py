@@ -28,7 +28,8 @@ from ``step`` and the group stays broken (so it does when rank 0 itself fails in
 forward, e.g. out of memory: the workers' collectives are then out of step; rank 0 leaves the
 group so they stop waiting). ``close()`` (and garbage collection or interpreter exit, through
 ``weakref.finalize``) stops the workers: a close message, then kill after 5 s.
-A worker whose engine process dies sees its pipe close and exits.
+A worker whose engine process dies sees its pipe close and exits. Workers are spawned, so a
+script that builds a TP engine at import time needs the ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
