@@ -18,7 +18,8 @@ import torch
 from test_oracle_tiny import check, prompts_of
 
 from sagellm.core import ConfigError, Request, SamplingParams, parse_config
-from sagellm.engines.native import NativeEngine
+from sagellm.core.config import EngineConfig
+from sagellm.engines.native import MultiModelEngine, NativeEngine
 from sagellm.engines.native.tp_group import TPUnsupportedError, TPWorkerLostError
 from sagellm.scheduler_ir import ExecutionPlan, IRBuilder, IROptimizer, StepDecision
 
@@ -159,3 +160,5 @@ def test_bad_tp_configs_are_config_errors(tp_tiny):
         parse_config({"engine": {"tp_size": 2, "accel": {"speculative_tokens": 2}}})
     with pytest.raises(ConfigError, match="nccl"):
         parse_config({"engine": {"tp_size": 2, "tp_comm_backend": "nccl"}})
+    with pytest.raises(ConfigError, match="tp_size must be 1 in a MultiModelEngine"):
+        MultiModelEngine({"a": EngineConfig(tp_size=2)})
