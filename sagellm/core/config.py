@@ -214,6 +214,17 @@ class EngineConfig(_Frozen):
     max_empty_steps: int = Field(default=64, ge=1)  # empty decisions with work waiting -> raise
     # --- acceleration (issue 13): quantization, sparse attention, speculative decoding ---
     accel: AccelConfig = Field(default_factory=AccelConfig)
+    # --- tensor parallelism (issue 12): ranks as processes, see engines/native/tp_group ---
+    tp_size: int = Field(default=1, ge=1)  # 1 = one process, the plain path
+    # collectives between the ranks: "auto" = shm on CPU, nccl on CUDA (sagellm.comm_backend)
+    tp_comm_backend: Literal["auto", "shm", "gloo", "nccl"] = "auto"
+    tp_timeout_s: float = Field(default=30.0, gt=0.0)  # a silent rank -> error after this long
+    # one collective per layer-part over the whole batch (the plan's all_reduce buckets); False
+    # = one per request (the unbucketed plan), for measuring what fusion buys
+    tp_fuse_all_reduce: bool = True
+    # overlap each request's all_reduce with the next request's GEMM (when a layer-part has
+    # more than one collective, i.e. tp_fuse_all_reduce False or a bucket split)
+    tp_overlap_all_reduce: bool = False
 
     @field_validator("name")
     @classmethod
@@ -264,6 +275,30 @@ class EngineConfig(_Frozen):
                 f"max_model_len_tokens ({self.max_model_len_tokens}) needs ({need} blocks of "
                 f"{self.block_size_tokens} tokens)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_tp(self) -> EngineConfig:
+        """What the ranks cannot mirror is refused when ``tp_size > 1`` (the KV each rank holds
+        is its own heads; see engines/native/tp_group for what is mirrored)."""
+        if self.tp_size == 1:
+            return self
+        refused = {
+            "host_tier_blocks/host_tier_bytes": self.host_tier_blocks or self.host_tier_bytes,
+            "disk_tier_blocks/disk_tier_bytes": self.disk_tier_blocks or self.disk_tier_bytes,
+            "accel.enable_quantization": self.accel.enable_quantization,
+            "accel.kv_cache_dtype int8": self.accel.kv_cache_dtype == "int8",
+            "accel.enable_sparsity": self.accel.enable_sparsity,
+            "accel.speculative_tokens": self.accel.speculative_tokens is not None,
+        }
+        on = [k for k, v in refused.items() if v]
+        if on:
+            raise ValueError(
+                f"tp_size {self.tp_size} > 1 does not support {', '.join(on)} yet "
+                "(set tp_size 1, or turn them off)"
+            )
+        if self.tp_comm_backend == "nccl" and self.device == "cpu":
+            raise ValueError("tp_comm_backend 'nccl' needs device 'cuda'; on CPU use shm or gloo")
         return self
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ cached is never written in place: ``copy_on_write`` gives the writer a private c
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -56,6 +56,9 @@ class KVPool:
         self._owner: dict[BlockId, TenantId | None] = {}
         self._last_access = [0] * self.num_blocks
         self._clock = 0
+        # called as fn(src, dst) after each block copy inside ``tensor`` (copy-on-write, move):
+        # a tensor-parallel engine replays them on the other ranks' caches
+        self.copy_listeners: list[Callable[[BlockId, BlockId], None]] = []
 
     # ------------------------------------------------------------------ counts
 
@@ -225,6 +228,8 @@ class KVPool:
             return None
         new = got.block_ids[0]
         self.tensor.select(self.block_dim, new).copy_(self.tensor.select(self.block_dim, block_id))
+        for fn in self.copy_listeners:
+            fn(block_id, new)
         self.free([block_id])
         return new
 
@@ -233,6 +238,8 @@ class KVPool:
         if self._ref[dst] != 0 or dst in self._cached or dst not in self._free:
             raise ValueError(f"move target {dst} is not free")
         self.tensor.select(self.block_dim, dst).copy_(self.tensor.select(self.block_dim, src))
+        for fn in self.copy_listeners:
+            fn(src, dst)
         self._free.remove(dst)
         self._ref[dst], self._ref[src] = self._ref[src], 0
         for s in (self._cached, self._cacheable):

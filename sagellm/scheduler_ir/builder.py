@@ -14,7 +14,9 @@ blocks back (config ``num_tokens`` = c, ``lower_tier_tokens``). With ``overlap_t
 waiting request whose hit has host/disk blocks gets only its ``kv_load`` this step (config
 ``overlap``: the engine reads the tiers while this step's forward runs; the request computes
 from the next step on). With ``tp_size > 1`` every forward also outputs two partial sums per
-layer, each reduced by an ``all_reduce`` node (``bytes`` = tokens x hidden bytes). A request
+layer, each reduced by an ``all_reduce`` node (``bytes`` = tokens x hidden bytes; ``layer``,
+``part`` = attn | mlp). The native engine issues these collectives inside the forward, at their
+layer (``engines/native/tp_plan.py``). A request
 listed twice gets two chained chunks (the second reads the first's KV).
 """
 
@@ -131,7 +133,7 @@ class IRBuilder:
                             "all_reduce",
                             (f"partial:{p}",),
                             (f"reduced:{p}",),
-                            node_config(request_id=rid, bytes=nbytes),
+                            node_config(request_id=rid, bytes=nbytes, layer=layer, part=part),
                             dev,
                         )
                     )

@@ -11,7 +11,10 @@ Passes, in order (each keeps the graph acyclic and its external inputs/outputs i
                     ``kv_store`` nodes fuse likewise. A chain that does not fit one wave (a
                     request's chunks beyond the budget) gives further waves, run in order.
 4. ``bucket``       ``all_reduce`` nodes under ``small_all_reduce_bytes`` with the same
-                    producers merge into buckets of at most ``bucket_bytes``.
+                    producers, layer and part merge into buckets of at most ``bucket_bytes``
+                    (never across layers: a layer's reduction is needed before the next
+                    layer runs, so only the per-request reductions of one layer can share
+                    a collective).
 5. ``hoist``        ``kv_load`` nodes that read only pre-existing KV go first, flagged
                     ``hoisted`` so an executor may overlap them with the previous forward.
 """
@@ -187,10 +190,11 @@ class IROptimizer:
 
     def bucket(self, graph: IRGraph) -> IRGraph:
         deps = graph.deps()
-        groups: dict[tuple[str, ...], list[IRNode]] = {}
+        groups: dict[tuple, list[IRNode]] = {}
         for n in graph.nodes:
             if n.node_type == "all_reduce" and int(n.get("bytes", 0)) < self.small_bytes:
-                groups.setdefault(tuple(deps[n.node_id]), []).append(n)
+                key = (*deps[n.node_id], n.get("layer"), n.get("part"))
+                groups.setdefault(key, []).append(n)
         replace: dict[str, IRNode | None] = {}
         k = 0
         for members in groups.values():
@@ -204,7 +208,12 @@ class IROptimizer:
                             bucket,
                             f"all_reduce_bucket/{k}",
                             "all_reduce",
-                            node_config(bytes=size, num_fused=len(bucket)),
+                            node_config(
+                                bytes=size,
+                                num_fused=len(bucket),
+                                layer=bucket[0].get("layer"),
+                                part=bucket[0].get("part"),
+                            ),
                         )
                         k += 1
                         replace[bucket[0].node_id] = node

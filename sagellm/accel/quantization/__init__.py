@@ -1,5 +1,5 @@
 """Weight quantization: one quantizer per method (int8, int4, awq, gptq, fp8), each producing a
-:class:`QuantLinear` that the native model's ``_linear`` dispatches to."""
+:class:`QuantLinear` that the native model's ``linear`` dispatches to."""
 
 from sagellm.accel.quantization.awq import AWQQuantizer
 from sagellm.accel.quantization.base import BaseQuantizer, CalibrationStats

@@ -1,6 +1,6 @@
 """Calibration: record what each linear layer sees while the model reads calibration text.
 
-``RecordingLinear`` stands in for a dense weight (the model's ``_linear`` calls its ``linear``),
+``RecordingLinear`` stands in for a dense weight (the model's ``linear`` calls its ``linear``),
 computes the exact dense product and accumulates :class:`CalibrationStats` of its inputs:
 ``sum |x|`` always, ``sum x x^T`` when ``hessian=True`` (GPTQ), and up to ``max_rows`` input rows
 (every ``row_stride``-th row of each call) when ``rows=True`` (AWQ).

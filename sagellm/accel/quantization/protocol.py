@@ -1,4 +1,4 @@
-"""The contract a quantized weight meets: the model's ``_linear`` calls ``linear(x)`` instead of
+"""The contract a quantized weight meets: the model's ``linear`` calls ``linear(x)`` instead of
 a dense matmul whenever a layer's weight is one of these.
 
 Shapes: ``x`` is ``[T, in_features]`` in the model dtype; ``linear(x)`` returns

@@ -34,6 +34,32 @@ class BatchInputs:
     num_prefill_tokens: int
     num_decode_tokens: int  # decodes and verify chunks (pending token + drafts)
     attended_tokens: int  # sum over new tokens of the keys each attends to (for FLOPs)
+    # the batch as plain lists, what a TP worker rank needs to rebuild input_ids, positions and
+    # meta for its own KV heads (``wire_tensors``): (ids, positions, slot blocks, groups)
+    wire: tuple[list[int], list[int], list[int], list[tuple[list, list, list, list]]] | None = None
+
+
+def kv_rows_of(
+    positions: torch.Tensor, blocks: torch.Tensor, num_kv_heads: int, block_size: int
+) -> torch.Tensor:
+    """Cache row of (token t, head h) in a [blocks, kvH, bs, D] cache viewed as [-1, D],
+    flattened token-major: ``[T * kvH]``."""
+    heads = torch.arange(num_kv_heads, dtype=torch.int64, device=positions.device)
+    rows = (blocks[:, None] * num_kv_heads + heads) * block_size + (positions % block_size)[:, None]
+    return rows.flatten()
+
+
+def wire_tensors(wire, num_kv_heads: int, block_size: int, device: torch.device):
+    """``(input_ids, positions, meta)`` of a batch's ``wire`` form for a rank holding
+    ``num_kv_heads`` KV heads (dense attention; sparse attention is refused with TP)."""
+    ids, pos, slot_block, groups = wire
+    positions = torch.tensor(pos, dtype=torch.int64, device=device)
+    blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
+    meta = AttnMetadata(
+        kv_rows=kv_rows_of(positions, blocks, num_kv_heads, block_size),
+        groups=tuple(build_group(*g, block_size=block_size, device=device) for g in groups),
+    )
+    return torch.tensor(ids, dtype=torch.int64, device=device), positions, meta
 
 
 def build_inputs(
@@ -44,11 +70,12 @@ def build_inputs(
     drafts: Mapping[str, Seq[int]] | None = None,
     all_logits: bool = False,
     sparse=None,
+    wire: bool = False,
 ) -> BatchInputs:
     """``items``: ``(sequence, new tokens)`` in flat-token order; each sequence's chunk starts
     at its ``num_computed_tokens`` and its blocks are allocated (for a verify chunk ``n``
     counts its drafts too). ``sparse``: the engine's sparse-attention hook (``sparse_hook``),
-    which builds the attention groups when set."""
+    which builds the attention groups when set. ``wire``: also keep the plain-list form (TP)."""
     drafts = drafts or {}
     ids: list[int] = []
     pos: list[int] = []
@@ -95,13 +122,8 @@ def build_inputs(
         logits_rows.extend(range(row0, row0 + k))
     positions = torch.tensor(pos, dtype=torch.int64, device=device)
     blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
-    heads = torch.arange(num_kv_heads, dtype=torch.int64, device=device)
-    # cache row of (token t, head h) in a [blocks, kvH, bs, D] cache viewed as [-1, D]
-    kv_rows = (blocks[:, None] * num_kv_heads + heads) * block_size + (positions % block_size)[
-        :, None
-    ]
     meta = AttnMetadata(
-        kv_rows=kv_rows.flatten(),
+        kv_rows=kv_rows_of(positions, blocks, num_kv_heads, block_size),
         groups=tuple(
             build_group(*g[:4], block_size=block_size, device=device)
             if sparse is None
@@ -121,4 +143,5 @@ def build_inputs(
         num_prefill_tokens=num_prefill,
         num_decode_tokens=len(ids) - num_prefill,
         attended_tokens=attended,
+        wire=(ids, pos, slot_block, [g[:4] for g in groups.values() if g[0]]) if wire else None,
     )

@@ -38,6 +38,8 @@ from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.sparse_hook import SparseHook, make_sparse_hook
 from sagellm.engines.native.speculative import make_drafter
 from sagellm.engines.native.tokenizer import Tokenizer, load_tokenizer
+from sagellm.engines.native.tp_group import TPGroup, rank_threads
+from sagellm.engines.native.tp_shard import plan_shards
 from sagellm.engines.native.weights import load_checkpoint
 from sagellm.models import resolve_model_path
 from sagellm.scheduler_ir import IRBuilder, IROptimizer, PlanLog, Strategy, make_strategy
@@ -94,14 +96,18 @@ class NativeEngine(PlanExecution):
         # interleaving two engines gives each a clock that stops while the other one runs
         self.clock_fn: Callable[[], float] = time.perf_counter
         tune_malloc()
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
+        threads = rank_threads(cfg.num_threads, cfg.tp_size)
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.device = _device(cfg.device)
         self.dtype = _DTYPES[cfg.model.dtype]
         path = resolve_model_path(cfg.model.path)
         ckpt = load_checkpoint(path, self.dtype)
         self.arch = ckpt.arch
-        self.model = DecoderModel(ckpt.arch, ckpt.state_dict, self.dtype, self.device)
+        shards = plan_shards(self.arch, cfg.tp_size) if cfg.tp_size > 1 else None
+        self.model = DecoderModel(
+            ckpt.arch, ckpt.state_dict, self.dtype, self.device, shards[0] if shards else None
+        )
         del ckpt
         self.tokenizer: Tokenizer | None = self._tokenizer(path, cfg.model)
         self.max_model_len = cfg.max_model_len_tokens or self.arch.max_position_embeddings
@@ -120,22 +126,31 @@ class NativeEngine(PlanExecution):
             self.arch.num_layers,
             num_blocks,
             bs,
-            self.arch.num_kv_heads,
+            self.model.num_kv_heads,  # rank 0's own KV heads with tensor parallelism
             self.arch.head_dim,
             self.kv_dtype,
             self.device,
         )
+        # tensor parallelism: None at tp_size 1 (the plain path, untouched)
+        self.tp: TPGroup | None = None
+        if shards is not None:
+            self.tp = TPGroup.start(cfg, path, self.device, num_blocks, shards, threads or 1)
+            self.model.row_parallel = self.tp.row_parallel
         # sparse attention (None = dense); replace only while no request runs
         self.sparse: SparseHook | None = make_sparse_hook(cfg, self.cache)
         self._steps: list[StepMetrics] = []  # before the KV manager: its migration reads it
         self.kv = NativeKVManager.from_config(
             self.cache.kv, cfg, self._policy_kwargs(cfg), self._migration(cfg)
         )
+        if self.tp is not None:
+            self.tp.mirror_block_copies(self.kv.pool)
         self.queues = RequestQueues(self.kv)
         # the one scheduling path: strategy -> IRBuilder -> IROptimizer -> plan -> execution
         self.strategy: Strategy = make_engine_strategy(cfg.scheduling_strategy)
         self.builder = IRBuilder(overlap_tier_loads=cfg.overlap_kv_loads)
-        self.optimizer = IROptimizer(cfg.max_num_batched_tokens)
+        # tp_fuse_all_reduce False: no bucketing, one collective per request and layer-part
+        fuse = {} if cfg.tp_fuse_all_reduce else {"small_all_reduce_bytes": 0}
+        self.optimizer = IROptimizer(cfg.max_num_batched_tokens, **fuse)
         self.instance_id = "native-0"  # the name plans target (ExecutorAPI, routers)
         # speculative decoding (accel.speculative_tokens): drafter None = off
         self.drafter: DraftModel | None = make_drafter(cfg, self.model, num_blocks)
@@ -488,5 +503,7 @@ class NativeEngine(PlanExecution):
         return forced_decode_logits(self, prompt_ids, target_ids)
 
     def close(self) -> None:
-        """Release files of the disk KV tier (if any)."""
+        """Release files of the disk KV tier (if any) and stop the TP worker ranks."""
         self.kv.close()
+        if self.tp is not None:
+            self.tp.close()

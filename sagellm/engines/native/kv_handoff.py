@@ -16,10 +16,16 @@ from sagellm.engines.native.engine import NativeEngine
 from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sequence import SeqStatus
 from sagellm.engines.native.sparse_hook import StreamingHook
+from sagellm.engines.native.tp_group import TPUnsupportedError
 
 
 def _check_whole_tables(src: NativeEngine, dst: NativeEngine) -> None:
     for name, eng in (("src", src), ("dst", dst)):
+        if eng.config.tp_size > 1:  # the other ranks' KV heads would stay behind
+            raise TPUnsupportedError(
+                f"{name} engine has tp_size {eng.config.tp_size}; PD handoff copies one "
+                "process's KV cache and needs tp_size 1 on both engines"
+            )
         if isinstance(eng.sparse, StreamingHook):  # its tables hold freed (None) blocks
             raise ValueError(
                 f"{name} engine uses accel.sparsity_method 'streaming'; PD handoff copies whole "

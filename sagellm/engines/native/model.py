@@ -3,6 +3,12 @@
 Weights are fused per layer (q|k|v into one matrix, gate|up into one) so a layer is four GEMMs
 over all of the step's tokens at once. Numerics follow HF transformers: RMSNorm in fp32 then
 cast, RoPE cos/sin computed in fp32 and cast to the model dtype, logits in fp32.
+
+Tensor parallelism: given a :class:`~sagellm.engines.native.tp_shard.TPShard` the model keeps
+only that rank's heads and intermediate columns (see ``tp_shard``), its KV cache holds only its
+KV heads, and ``o`` / ``down`` go through ``row_parallel`` (a partial GEMM plus the all-reduce
+that sums the ranks' partials, ``tp_group.RowParallel``); their biases are added once, after
+the sum. Without a shard the forward is exactly the single-process one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from sagellm.engines.native.arch import ModelArch
 from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
 from sagellm.engines.native.kernels import gemv_int8_op, gemv_op
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
+from sagellm.engines.native.tp_shard import TPShard
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
 Weight = torch.Tensor | QuantLinear
@@ -48,7 +55,7 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 GEMV_MAX_ROWS = 4
 
 
-def _linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
         rows = x.shape[0]
         op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None
@@ -104,9 +111,30 @@ class DecoderModel:
         state_dict: dict[str, torch.Tensor],
         dtype: torch.dtype,
         device: torch.device,
+        shard: TPShard | None = None,
     ) -> None:
         self.arch, self.dtype, self.device = arch, dtype, device
+        self.shard = shard
+        # heads this process computes (all of them without a shard)
+        self.num_heads = shard.num_heads if shard else arch.num_heads
+        self.num_kv_heads = shard.num_kv_heads if shard else arch.num_kv_heads
+        # set by the TP group: ``row_parallel(x, w) -> sum over ranks of x @ w.T`` [T, hidden]
+        self.row_parallel = None
         sd = state_dict
+        D = arch.head_dim
+        # rows (dim 0) or columns (dim 1) of each sharded tensor this rank keeps
+        cuts: dict[str, tuple[int, int, int]] = {}
+        if shard is not None:
+            (h0, h1), (k0, k1), (f0, f1) = shard.heads, shard.kv_heads, shard.ffn
+            cuts = {
+                "q_proj": (0, h0 * D, h1 * D),
+                "k_proj": (0, k0 * D, k1 * D),
+                "v_proj": (0, k0 * D, k1 * D),
+                "o_proj.weight": (1, h0 * D, h1 * D),
+                "gate_proj": (0, f0, f1),
+                "up_proj": (0, f0, f1),
+                "down_proj": (1, f0, f1),
+            }
 
         def take(name: str, required: bool = True) -> torch.Tensor | None:
             t = sd.get(name)
@@ -114,6 +142,9 @@ class DecoderModel:
                 if required:
                     raise ModelLoadError(f"checkpoint lacks tensor {name!r}")
                 return None
+            for key, (dim, lo, hi) in cuts.items():
+                if key in name and name.startswith("model.layers."):
+                    t = t.narrow(dim, lo, hi - lo)
             return t.to(device=device, dtype=dtype).contiguous()
 
         def cat(names: list[str], required: bool = True) -> torch.Tensor | None:
@@ -196,20 +227,21 @@ class DecoderModel:
         positions: torch.Tensor,
         meta: AttnMetadata,
         cache: PagedKVCache,
-        logits_index: torch.Tensor,
-    ) -> torch.Tensor:
+        logits_index: torch.Tensor | None,
+    ) -> torch.Tensor | None:
         """Run all new tokens [T] through the model, writing their K/V into ``cache``.
 
-        Returns fp32 logits [len(logits_index), vocab] for the rows in ``logits_index``.
+        Returns fp32 logits [len(logits_index), vocab] for the rows in ``logits_index`` (None
+        when ``logits_index`` is None: a TP worker rank, which never samples).
         """
-        arch = self.arch
-        H, kvH, D, eps = arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.rms_norm_eps
+        arch, tp = self.arch, self.row_parallel
+        H, kvH, D, eps = self.num_heads, self.num_kv_heads, arch.head_dim, arch.rms_norm_eps
         T = input_ids.shape[0]
         cos, sin = self._rope(positions)
         x = F.embedding(input_ids, self.embed)
         for i, lw in enumerate(self.layers):
             h = _rms_norm(x, lw.input_norm, eps)
-            qkv = _linear(h, lw.qkv, lw.qkv_bias)
+            qkv = linear(h, lw.qkv, lw.qkv_bias)
             q = qkv[:, : H * D].view(T, H, D)
             k = qkv[:, H * D : (H + kvH) * D].view(T, kvH, D)
             v = qkv[:, (H + kvH) * D :].view(T, kvH, D)
@@ -222,10 +254,16 @@ class DecoderModel:
             _write_kv(k_cache, meta, k)
             _write_kv(v_cache, meta, v)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace, i)
-            x = x + _linear(attn.view(T, H * D), lw.o, lw.o_bias)
+            if tp is None:
+                x = x + linear(attn.view(T, H * D), lw.o, lw.o_bias)
+            else:
+                y = tp(attn.view(T, H * D), lw.o)
+                x = x + (y if lw.o_bias is None else y + lw.o_bias)
             h = _rms_norm(x, lw.post_norm, eps)
-            gu = _linear(h, lw.gate_up)
+            gu = linear(h, lw.gate_up)
             g, u = gu.chunk(2, dim=-1)
-            x = x + _linear(F.silu(g) * u, lw.down)
+            x = x + (linear(F.silu(g) * u, lw.down) if tp is None else tp(F.silu(g) * u, lw.down))
+        if logits_index is None:
+            return None
         h = _rms_norm(x[logits_index], self.norm, eps)
-        return _linear(h, self.lm_head).float()
+        return linear(h, self.lm_head).float()

@@ -37,6 +37,7 @@ import torch
 
 from sagellm.core.config import EngineConfig
 from sagellm.core.errors import (
+    ConfigError,
     InvalidRequestError,
     ModelLoadError,
     SageLLMError,
@@ -118,6 +119,9 @@ class MultiModelEngine:
     ) -> None:
         if not models:
             raise ValueError("models must name at least one model")
+        tp = {m: cfg.tp_size for m, cfg in models.items() if cfg.tp_size > 1}
+        if tp:  # swapping reloads one process's weights; the worker ranks would keep theirs
+            raise ConfigError(f"models {tp}: tp_size must be 1 in a MultiModelEngine")
         self.clock_fn: Callable[[], float] = time.perf_counter
         self.strategy = strategy if strategy is not None else AegaeonStrategy()
         self.engines: dict[str, NativeEngine] = {}

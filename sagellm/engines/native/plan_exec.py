@@ -43,14 +43,16 @@ from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.sampler import sample
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.speculative import SpeculativeSteps
+from sagellm.engines.native.tp_plan import ModelForward, check_reductions
 from sagellm.scheduler_ir.graph import IRGraph
 from sagellm.scheduler_ir.plan import ExecutionPlan
 from sagellm.scheduler_ir.strategies.base import blocks_for
 from sagellm.scheduler_ir.types import FORWARD_TYPES, IRNode, RequestView, SchedulerState
 
-# node kinds the engine cannot run yet, and why (check_plan rejects them with the reason)
+# node kinds the engine cannot run yet, and why (check_plan rejects them with the reason);
+# all_reduce nodes run only with tp_size > 1
 UNSUPPORTED = {
-    "all_reduce": "tensor parallelism (all_reduce nodes; tp_size is 1)",
+    "all_reduce": "all_reduce nodes with tp_size 1 (there is nothing to reduce)",
     "kv_transfer": "kv_transfer nodes (run them through PDRuntime)",
 }
 
@@ -68,6 +70,7 @@ class _StepRun:
     dropped: set[RequestId] = field(default_factory=set)  # admission failed: not this step
     kv_load_s: float = 0.0  # synchronous load time not yet put in a step's metrics
     pins: list[int] = field(default_factory=list)
+    graph: IRGraph | None = None  # the plan's graph (TP: its all_reduce nodes)
     step: StepMetrics | None = None  # the metrics of this plan's last forward
     num_preempted: int = 0  # not yet put in a step's metrics
 
@@ -86,7 +89,7 @@ def _request_ids(node: IRNode) -> list[str]:
     return [str(r) for r in rids] if rids is not None else [str(node.get("request_id"))]
 
 
-class PlanExecution(SpeculativeSteps):
+class PlanExecution(SpeculativeSteps, ModelForward):
     """The plan path of :class:`~sagellm.engines.native.engine.NativeEngine` (a mixin: it
     works on the engine's queues, KV manager, model, strategy, builder and optimizer)."""
 
@@ -141,6 +144,9 @@ class PlanExecution(SpeculativeSteps):
             step_index=self._num_plans,
             tenant_free_blocks=tuple(rooms),
             chunked_prefill=cfg.enable_chunked_prefill,
+            tp_size=cfg.tp_size,
+            hidden_bytes_per_token=self.arch.hidden_size * self.dtype.itemsize,
+            num_layers=self.arch.num_layers,
         )
 
     def make_plan(self) -> tuple[ExecutionPlan, SchedulerState]:
@@ -211,7 +217,7 @@ class PlanExecution(SpeculativeSteps):
         return self._run(plan, self.clock())
 
     def _run(self, plan: ExecutionPlan, t0: float) -> list[RequestOutput]:
-        run = _StepRun(t0=t0, schedule_s=self.clock() - t0)
+        run = _StepRun(t0=t0, schedule_s=self.clock() - t0, graph=plan.ir_graph)
         self._execute(plan, run)
         if self.plan_log is not None:
             self.plan_log.plan(plan)
@@ -239,6 +245,8 @@ class PlanExecution(SpeculativeSteps):
                             self.kv.commit(seqs[rid])
                 elif kind == "sample":
                     self._sample(node, seqs, run)
+                elif kind == "all_reduce" and self.tp is not None:
+                    continue  # issued inside the forward producing its partials (tp_plan)
                 else:
                     raise PlanRejectedError(f"node {node.node_id!r}: {UNSUPPORTED[kind]}")
         finally:
@@ -350,16 +358,15 @@ class PlanExecution(SpeculativeSteps):
         inputs = build_inputs(
             items,
             self.config.block_size_tokens,
-            self.arch.num_kv_heads,
+            self.model.num_kv_heads,
             self.device,
             drafts,
             sparse=self.sparse,
+            wire=self.tp is not None,
         )
         t1 = self.clock()
         try:
-            logits = self.model.forward(
-                inputs.input_ids, inputs.positions, inputs.meta, self.cache, inputs.logits_index
-            )
+            logits, comm_s = self._model_forward(node, items, inputs, run)
         except RuntimeError as err:  # e.g. out of memory: fail these requests, keep serving
             run.outputs.extend(self._fail([s for s, _ in items], err))
             run.dropped.update(s.request_id for s, _ in items)
@@ -385,7 +392,9 @@ class PlanExecution(SpeculativeSteps):
         kv_load_s, run.kv_load_s = run.kv_load_s, 0.0
         run.step = self._step_metrics(items, inputs, run.t0, schedule_s, t2 - t1, kv_load_s)
         n_drafts = sum(len(d) for d in drafts.values())
-        run.step = replace(run.step, num_preempted=run.num_preempted, num_draft_tokens=n_drafts)
+        run.step = replace(
+            run.step, num_preempted=run.num_preempted, num_draft_tokens=n_drafts, comm_s=comm_s
+        )
         run.num_preempted = 0
         self._steps.append(run.step)
         run.t0 = t2
@@ -452,6 +461,8 @@ class PlanExecution(SpeculativeSteps):
                     f"node {n.node_id!r}: verify nodes run only on the engine's own plans "
                     "(their drafts are proposed when the engine makes the plan)"
                 )
+            if n.node_type == "all_reduce" and self.tp is not None:
+                continue
             if n.node_type in UNSUPPORTED:
                 return (
                     f"node {n.node_id!r}: the native engine does not run {UNSUPPORTED[n.node_type]}"
@@ -460,6 +471,10 @@ class PlanExecution(SpeculativeSteps):
             order = graph.topological_order()
         except ValueError as err:  # a cycle
             return str(err)
+        if self.tp is not None:
+            reason = check_reductions(graph, self.arch.num_layers)
+            if reason is not None:
+                return reason
         seqs = self._seq_map()
         missing = [r for r in plan.request_ids if r not in seqs]
         if missing:

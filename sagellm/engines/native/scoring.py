@@ -12,10 +12,16 @@ import torch
 
 from sagellm.engines.native.attention import AttnMetadata, build_group
 from sagellm.engines.native.kv_cache import PagedKVCache
+from sagellm.engines.native.tp_group import TPUnsupportedError
 
 
 def teacher_forced_logits(engine, token_ids: list[int]) -> torch.Tensor:
     """fp32 logits [len(token_ids), vocab] of ``engine``'s model, teacher-forced."""
+    if engine.tp is not None:
+        raise TPUnsupportedError(
+            "teacher_forced_logits runs a scratch forward on rank 0 alone; with tp_size > 1 "
+            "use prompt_logits (the serving path)"
+        )
     if not token_ids:
         raise ValueError("token_ids is empty")
     n = len(token_ids)

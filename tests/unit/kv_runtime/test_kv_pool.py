@@ -98,3 +98,16 @@ def test_pool_accounting_invariants(ops):
         for b in set(held):
             assert p.ref_count(b) == held.count(b)
         assert p.num_referenced_blocks == len(set(held))
+
+
+def test_copy_listeners_see_every_in_tensor_block_copy():
+    """A tensor-parallel engine replays these copies on the other ranks' caches."""
+    p = pool(4)
+    seen = []
+    p.copy_listeners.append(lambda src, dst: seen.append((src, dst)))
+    (a,) = p.allocate(1).block_ids
+    assert p.copy_on_write(a) == a and seen == []  # in place: nothing copied
+    p.incref([a])
+    new = p.copy_on_write(a)
+    p.move_block(new, 3)
+    assert seen == [(a, new), (new, 3)]

@@ -48,16 +48,21 @@ def test_chunked_prefills_merge_while_the_sum_fits_the_budget():
     assert lower(unlimited)[0][0].num_tokens == 10
 
 
-def test_small_all_reduces_bucket_and_large_ones_stay():
-    s = state([view("a", prompt=4), view("b", prompt=2)], tp_size=2, num_layers=2,
-              hidden_bytes_per_token=100)  # fmt: skip
-    g = IRBuilder().build(StepDecision((("a", 4), ("b", 2))), s)
-    assert len(g.of_type("all_reduce")) == 8  # 2 requests x 2 layers x 2
+def test_small_all_reduces_bucket_per_layer_part_and_large_ones_stay():
+    s = state([view("a", prompt=4), view("b", prompt=2), view("c", prompt=1)], tp_size=2,
+              num_layers=2, hidden_bytes_per_token=100)  # fmt: skip
+    g = IRBuilder().build(StepDecision((("a", 4), ("b", 2), ("c", 1))), s)
+    assert len(g.of_type("all_reduce")) == 12  # 3 requests x 2 layers x 2
     opt = IROptimizer(64, small_all_reduce_bytes=300, bucket_bytes=800).optimize(g)
     ars = opt.of_type("all_reduce")
-    # a's are 400 B (not small), b's 200 B: four of b bucket into 800 B
+    # a's are 400 B (not small); b (200 B) and c (100 B) share one bucket per layer and part,
+    # never across layers (layer 1 needs layer 0's sum first)
     assert sorted((n.get("bytes"), n.get("num_fused")) for n in ars) == [
-        (400, None), (400, None), (400, None), (400, None), (800, 4)
+        (300, 2), (300, 2), (300, 2), (300, 2), (400, None), (400, None), (400, None), (400, None)
+    ]  # fmt: skip
+    buckets = [n for n in ars if n.get("num_fused")]
+    assert sorted((n.get("layer"), n.get("part")) for n in buckets) == [
+        (0, "attn"), (0, "mlp"), (1, "attn"), (1, "mlp")
     ]  # fmt: skip
     opt.topological_order()  # still acyclic
 
