@@ -48,7 +48,7 @@ def _run(cluster, prompts, max_tokens):
 
 
 @pytest.mark.parametrize("transport", ["shm", pytest.param("tcp", marks=pytest.mark.heavy)])
-def test_pd_cluster_equals_colocated_and_hf(tiny_checkpoint, transport):
+def test_pd_cluster_equals_colocated_and_hf_then_survives_decode_death(tiny_checkpoint, transport):
     model, folder = tiny_checkpoint("llama")
     base = prompts_of([1, 4, 11, 7, 18], seed=7)
     # r5 shares r4's first 16 tokens (4 whole blocks): a prefix hit on the prefill side
@@ -58,12 +58,23 @@ def test_pd_cluster_equals_colocated_and_hf(tiny_checkpoint, transport):
     colocated = NativeEngine(cfg)
     want = colocated.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True)
                                         for n in max_tokens])  # fmt: skip
-    with PDCluster(PDClusterConfig(cfg, transport=transport)) as cluster:
-        finished = _run(cluster, prompts, max_tokens)
-        got = [cluster.output_token_ids(f"r{i}") for i in range(len(prompts))]
-        metrics = {m.request_id: m for m in cluster.request_metrics()}
-        decode_steps = cluster.role_step_metrics("decode")
-        prefill_steps = cluster.role_step_metrics("prefill")
+    segments_before = _shm_segments()
+    cluster = PDCluster(PDClusterConfig(cfg, transport=transport, timeout_s=30.0))
+    finished = _run(cluster, prompts, max_tokens)
+    got = [cluster.output_token_ids(f"r{i}") for i in range(len(prompts))]
+    metrics = {m.request_id: m for m in cluster.request_metrics()}
+    decode_steps = cluster.role_step_metrics("decode")
+    prefill_steps = cluster.role_step_metrics("prefill")
+    _check_outputs(model, prompts, max_tokens, want, finished, got, metrics)
+    # the split held: prefill computed only (uncached) prompt tokens, decode only decode tokens
+    cached = sum(m.num_cached_tokens for m in metrics.values())
+    assert sum(s.num_batched_tokens for s in prefill_steps) == sum(map(len, prompts)) - cached
+    assert all(s.num_prefill_tokens == 0 for s in decode_steps)
+    assert sum(s.num_batched_tokens for s in decode_steps) == sum(n - 1 for n in max_tokens)
+    _kill_decode_mid_run(cluster, segments_before)
+
+
+def _check_outputs(model, prompts, max_tokens, want, finished, got, metrics):
     assert finished == {f"r{i}": "length" for i in range(len(prompts))}
     assert got == want
     for i, (p, n) in enumerate(zip(prompts, max_tokens, strict=True)):
@@ -74,17 +85,11 @@ def test_pd_cluster_equals_colocated_and_hf(tiny_checkpoint, transport):
         assert m.num_output_tokens == n == len(m.token_times_s)
         assert m.arrival_s <= m.scheduled_s <= m.first_token_s <= m.finished_s  # one clock
         assert m.token_times_s == sorted(m.token_times_s)
-    # the split held: prefill computed only prompts, decode only decode tokens
-    cached = sum(m.num_cached_tokens for m in metrics.values())
-    assert sum(s.num_batched_tokens for s in prefill_steps) == sum(map(len, prompts)) - cached
-    assert all(s.num_prefill_tokens == 0 for s in decode_steps)
-    assert sum(s.num_batched_tokens for s in decode_steps) == sum(n - 1 for n in max_tokens)
 
 
-def test_killed_decode_process_fails_fast_and_cleans_up(tiny_checkpoint):
-    _, folder = tiny_checkpoint("llama")
-    before = _shm_segments()
-    cluster = PDCluster(PDClusterConfig(_engine_cfg(folder), timeout_s=30.0))
+def _kill_decode_mid_run(cluster, segments_before):
+    """SIGKILL the decode process while requests decode: the front raises at once naming it;
+    both workers are reaped and no shm segment is left."""
     pids = cluster.pids()
     for i, p in enumerate(prompts_of([9, 5, 13], seed=3)):
         cluster.add_request(Request(f"k{i}", p, SamplingParams(max_tokens=40, ignore_eos=True)))
@@ -102,4 +107,4 @@ def test_killed_decode_process_fails_fast_and_cleans_up(tiny_checkpoint):
     for pid in pids.values():  # both workers are gone (reaped by close)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert _shm_segments() <= before
+    assert _shm_segments() <= segments_before

@@ -44,6 +44,7 @@ from sagellm.engines.pd.worker import worker_main
 
 ROLES = ("prefill", "decode")
 STOP_GRACE_S = 10.0  # a stopped worker gets this long to exit before terminate, then kill
+EXIT_GRACE_S = 2.0  # after a worker's pipe closed, wait this long for its exit code
 
 
 class PDWorkerError(CommPeerLostError):
@@ -260,6 +261,8 @@ class PDCluster:
         try:
             return self._ctrl[role].recv()
         except (EOFError, OSError):
+            # its pipe closes just before it can be reaped: give the exit code a moment
+            self._procs[role].join(EXIT_GRACE_S)
             self._check_alive()
             self._fail(f"{role} worker closed its pipe")
             raise  # unreachable: _fail raises
