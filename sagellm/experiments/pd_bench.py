@@ -30,10 +30,11 @@ import numpy as np
 from sagellm.benchmarks.config import BenchmarkConfig
 from sagellm.benchmarks.device import peak_flops
 from sagellm.benchmarks.metrics import percentile, request_latencies
+from sagellm.benchmarks.random_model import random_checkpoint
 from sagellm.benchmarks.results import SCHEMA_VERSION
 from sagellm.benchmarks.run_folder import write_experiment
 from sagellm.benchmarks.runner import BenchmarkRunner
-from sagellm.benchmarks.tiny_model import resolve_experiment_model
+from sagellm.benchmarks.tiny_model import TINY_RANDOM
 from sagellm.benchmarks.workloads import WorkloadConfig, WorkloadRequest
 from sagellm.core.config import EngineConfig, ModelConfig
 from sagellm.engines.native import NativeEngine
@@ -135,6 +136,17 @@ def _summary(rows: list[dict]) -> tuple[list[dict], dict[str, float | None]]:
     return out, metrics
 
 
+def _model_path(model: str) -> str:
+    """``tiny-random``: the tiny random checkpoint, written once under the cache; else as is."""
+    if model != TINY_RANDOM:
+        return model
+    from sagellm.engines.native.tokenizer import cache_dir
+
+    root = cache_dir() / "random_models"
+    return str(random_checkpoint(root, hidden_size=64, num_layers=2, vocab_size=512,
+                                 intermediate_size=128))  # fmt: skip
+
+
 def run_pd_bench(
     preset: str = "ci", results_root: str | Path = "results", **overrides
 ) -> ExperimentRun:
@@ -145,7 +157,7 @@ def run_pd_bench(
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     p = {**PRESETS[preset], **overrides}
     engine_cfg = EngineConfig(
-        model=ModelConfig(path=resolve_experiment_model(p["model"]), dtype=p["dtype"]),
+        model=ModelConfig(path=_model_path(p["model"]), dtype=p["dtype"]),
         block_size_tokens=p["block_size_tokens"],
         num_kv_blocks=p["num_kv_blocks"],
         enable_prefix_caching=True,
