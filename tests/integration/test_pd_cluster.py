@@ -91,6 +91,12 @@ def _kill_decode_mid_run(cluster, segments_before):
     """SIGKILL the decode process while requests decode: the front raises at once naming it;
     both workers are reaped and no shm segment is left."""
     pids = cluster.pids()
+    cluster.add_request(Request("a0", [5, 6, 7], SamplingParams(max_tokens=30, ignore_eos=True)))
+    while not cluster.output_token_ids("a0"):
+        cluster.step()
+    assert cluster.abort("a0") and not cluster.abort("a0")
+    assert [(o.request_id, o.finish_reason) for o in cluster.step()] == [("a0", "abort")]
+    assert not cluster.has_unfinished()
     for i, p in enumerate(prompts_of([9, 5, 13], seed=3)):
         cluster.add_request(Request(f"k{i}", p, SamplingParams(max_tokens=40, ignore_eos=True)))
     seen = 0

@@ -196,6 +196,7 @@ class PDCluster:
     def _handle(self, role: str, msg: tuple) -> list[RequestOutput]:
         self._last_heard_s = self.clock()
         if msg[0] == "error":
+            self._check_alive()  # a dead peer is the cause: name it first
             self._fail(msg[1])
         _, _, outs, steps, metrics = msg
         self._steps[role].extend(steps)

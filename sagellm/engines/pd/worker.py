@@ -220,12 +220,14 @@ class _DecodeLoop(_Loop):
         rid = request.request_id
         if rid in self.aborted:
             self.aborted.discard(rid)
+            self.conn.request_finished(rid, [])  # drop what of its KV is staged
         else:
             self.pending[rid] = (request, token_ids, metrics)
         return True
 
     def abort(self, request_id: str) -> None:
         if self.pending.pop(request_id, None) is not None:
+            self.conn.request_finished(request_id, [])  # drop what of its KV is staged
             return
         if not self.engine.abort(request_id):
             self.aborted.add(request_id)
