@@ -7,9 +7,11 @@ over the KV connector (``shm``; ``transport="tcp"`` selectable).
 
 Fairness: the same cores both ways. PD runs a prefill process and a decode process with
 ``threads_per_side`` torch threads each (1 + 1 = 2 cores by default); colocated runs one
-engine with ``2 * threads_per_side`` threads. Same checkpoint, engine config, workload (same
-seed, so the same prompts and arrival times) and ``BenchmarkRunner`` in ``arrival`` mode. The
-PD front's own process only waits on pipes.
+engine with ``2 * threads_per_side`` threads (``colocated_num_threads`` overrides: on a
+machine other processes share, a 2-thread OpenMP team can stall at every barrier while one of
+its threads waits for a core, which is not prefill interference; check with 1 thread). Same
+checkpoint, engine config, workload (same seed, so the same prompts and arrival times) and
+``BenchmarkRunner`` in ``arrival`` mode. The PD front's own process only waits on pipes.
 
 Timestamps: ``time.perf_counter()`` in every process (CLOCK_MONOTONIC on Linux, system-wide).
 TTFT = first token - scheduled arrival; TPOT = (finished - first token) / (tokens - 1).
@@ -55,6 +57,7 @@ PRESETS: dict[str, dict] = {
         "block_size_tokens": 16,
         "num_kv_blocks": 256,
         "threads_per_side": 1,
+        "colocated_num_threads": None,  # None = 2 * threads_per_side (the same cores)
         "transport": "shm",
         "warmup_requests": 1,
         "seed": 0,
@@ -72,6 +75,7 @@ PRESETS: dict[str, dict] = {
         "block_size_tokens": 16,
         "num_kv_blocks": 1024,
         "threads_per_side": 1,
+        "colocated_num_threads": None,  # None = 2 * threads_per_side (the same cores)
         "transport": "shm",
         "warmup_requests": 2,
         "seed": 0,
@@ -168,7 +172,8 @@ def run_pd_bench(
     )  # fmt: skip
     threads = p["threads_per_side"]
     peak = peak_flops("cpu", p["dtype"])  # cached; one value for both modes (MFU columns)
-    colocated = NativeEngine(engine_cfg.model_copy(update={"num_threads": 2 * threads}))
+    co_threads = p["colocated_num_threads"] or 2 * threads
+    colocated = NativeEngine(engine_cfg.model_copy(update={"num_threads": co_threads}))
     rows = _serve(colocated, p, "colocated", bench, peak)
     colocated.close()
     del colocated
@@ -189,9 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="ci")
     ap.add_argument("--transport", choices=["shm", "tcp"], default=None)
+    ap.add_argument(
+        "--colocated-threads",
+        type=int,
+        default=None,
+        help="threads of the colocated engine (default: 2 x threads per PD side)",
+    )
     ap.add_argument("--results-root", default="results")
     args = ap.parse_args(argv)
     extra = {"transport": args.transport} if args.transport else {}
+    if args.colocated_threads:
+        extra["colocated_num_threads"] = args.colocated_threads
     run = run_pd_bench(args.preset, args.results_root, **extra)
     import pandas as pd
 
