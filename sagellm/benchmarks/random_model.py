@@ -25,14 +25,14 @@ def random_checkpoint(
 ) -> Path:
     """Write (once) and return a random Llama checkpoint folder under ``folder``
     (``intermediate_size`` defaults to 4 x ``hidden_size``)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     ffn = intermediate_size or hidden_size * 4
     name = f"llama-h{hidden_size}-l{num_layers}-v{vocab_size}-f{ffn}-s{seed}"
     out = Path(folder) / name
     if (out / "config.json").exists():
-        return out
+        return out  # without importing transformers (seconds of CPU)
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size,

@@ -224,6 +224,16 @@ class ChannelKVConnector(KVConnectorBase):
             n = min(st.num_tokens, num_prompt_tokens - 1) - num_computed_tokens
             return max(0, n), True
 
+    def num_arrived_layers(self, request_id: str) -> int:
+        """Consumer: layers of ``request_id`` staged in host memory so far (all arrived when
+        it equals ``num_layers``; 0 for an unknown request or a producer). A scheduler admits
+        a request once all arrived, so its loads never wait on the wire."""
+        if self.role == "producer":
+            return 0
+        with self._cv:
+            st = self._staged.get(request_id)
+            return 0 if st is None else len(st.layers)
+
     def update_state_after_alloc(
         self,
         request_id: str,
