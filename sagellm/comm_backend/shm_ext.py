@@ -156,7 +156,7 @@ class TorchShmOps:
         return -1
 
 
-def _cpu_flags() -> bytes:
+def cpu_flags() -> bytes:
     """This CPU's feature flags: the build uses -march=native, so a cached .so must not be
     loaded on a CPU with fewer features (a home directory can move between machines)."""
     try:
@@ -169,7 +169,7 @@ def _cpu_flags() -> bytes:
 def _build_dir() -> Path:
     root = os.environ.get("SAGELLM_EXT_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "sagellm" / "torch_ext"
-    digest = hashlib.sha256(_SRC.read_bytes() + _cpu_flags()).hexdigest()[:12]
+    digest = hashlib.sha256(_SRC.read_bytes() + cpu_flags()).hexdigest()[:12]
     d = base / f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{digest}"
     d.mkdir(parents=True, exist_ok=True)
     return d

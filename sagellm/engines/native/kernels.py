@@ -10,6 +10,7 @@ and the engine then runs the pure-torch path, which computes the same attention.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
@@ -17,14 +18,22 @@ from pathlib import Path
 
 import torch
 
+from sagellm.comm_backend.shm_ext import cpu_flags
+
 _SRCS = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "gemv.cpp")]
 _lock = threading.Lock()
+
+
 _state: dict[str, object] = {}
 
 
 def _build_dir() -> Path:
+    """One folder per torch version and hash of the sources and CPU flags (``-march=native``),
+    so checkouts of different versions (a gate's baseline worktree) never rebuild each other's
+    kernels and a home directory moved to another CPU builds afresh."""
     root = os.environ.get("SAGELLM_KERNEL_DIR") or Path.home() / ".cache" / "sagellm" / "kernels"
-    d = Path(root) / f"torch-{torch.__version__.replace('+', '-')}"
+    h = hashlib.sha256(b"".join(p.read_bytes() for p in _SRCS) + cpu_flags()).hexdigest()[:12]
+    d = Path(root) / f"torch-{torch.__version__.replace('+', '-')}-{h}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -18,7 +18,8 @@ class PDClusterConfig:
 
     Invariants (checked here, ``ConfigError`` naming the field and the allowed values):
     ``transport`` in :data:`PD_TRANSPORTS`; ``engine.name == "native"``; thread counts >= 1;
-    timeouts > 0; no speculative decoding and no ``streaming`` sparse attention (the decode
+    timeouts > 0; ``engine.tp_size == 1``; no speculative decoding and no ``streaming`` sparse
+    attention (the decode
     side would lack the drafter's KV / the prefill side frees blocks a whole-table copy needs).
     """
 
@@ -52,6 +53,11 @@ class PDClusterConfig:
         for name in ("timeout_s", "startup_timeout_s", "poll_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"pd.{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if self.engine.tp_size != 1:
+            raise ConfigError(
+                f"pd.engine.tp_size must be 1, got {self.engine.tp_size}: the KV transfer moves "
+                "one process's cache, and a TP rank holds only its own KV heads"
+            )
         accel = self.engine.accel
         if accel.speculative_tokens is not None:
             raise ConfigError(

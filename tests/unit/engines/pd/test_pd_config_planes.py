@@ -29,6 +29,8 @@ def test_bad_config_names_field_and_allowed_values():
         PDClusterConfig(e.model_copy(update={"name": "vllm"}))
     with pytest.raises(ConfigError, match="pd.engine.accel.speculative_tokens must be None"):
         PDClusterConfig(e.model_copy(update={"accel": AccelConfig(speculative_tokens=2)}))
+    with pytest.raises(ConfigError, match="pd.engine.tp_size must be 1, got 2"):
+        PDClusterConfig(e.model_copy(update={"tp_size": 2}))
     side = PDClusterConfig(e, prefill_num_threads=3, decode_num_kv_blocks=7).side("decode")
     assert side.num_threads == 1 and side.num_kv_blocks == 7
 
