@@ -197,7 +197,7 @@ def load_shm_ops():
             name="sagellm_shm_ops",
             sources=[str(_SRC)],
             build_directory=str(_build_dir()),
-            extra_cflags=["-O3", "-march=native"],
+            extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
             verbose=False,
         )
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:

@@ -70,7 +70,28 @@ static int64_t wait_geq(torch::Tensor flags, std::vector<int64_t> indices, int64
 
 template <typename T>
 static void reduce_impl(T* out, const std::vector<const T*>& srcs, int64_t n) {
+  // Sums in rank order (((s0 + s1) + s2) + ...) in fp32, whichever branch runs, so every rank
+  // gets the same bits. out may be one of the sources: element i is read before it is written,
+  // and no element depends on another (omp simd: no loop-carried dependence).
   const size_t k = srcs.size();
+  if (k == 2) {
+    const T* a = srcs[0];
+    const T* b = srcs[1];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<T>(static_cast<float>(a[i]) + static_cast<float>(b[i]));
+    return;
+  }
+  if (k == 3) {
+    const T* a = srcs[0];
+    const T* b = srcs[1];
+    const T* c = srcs[2];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<T>(static_cast<float>(a[i]) + static_cast<float>(b[i]) +
+                              static_cast<float>(c[i]));
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     float acc = static_cast<float>(srcs[0][i]);
     for (size_t j = 1; j < k; ++j) acc += static_cast<float>(srcs[j][i]);

@@ -116,6 +116,9 @@ class NativeEngine(PlanExecution):
         self.kv_bytes_per_token = kv_bytes_per_token(
             self.arch.num_layers, self.arch.num_kv_heads, self.arch.head_dim, self.kv_dtype
         )
+        # tensor parallelism: None at tp_size 1 (the plain path, untouched); set before the
+        # calibration forward of awq/gptq below, which asks for it
+        self.tp: TPGroup | None = None
         self.accel = AccelController()
         self.accel.setup(cfg)
         quantize_engine_model(self, self.accel)  # once, at load (no-op when off)
@@ -131,8 +134,6 @@ class NativeEngine(PlanExecution):
             self.kv_dtype,
             self.device,
         )
-        # tensor parallelism: None at tp_size 1 (the plain path, untouched)
-        self.tp: TPGroup | None = None
         if shards is not None:
             self.tp = TPGroup.start(cfg, path, self.device, num_blocks, shards, threads or 1)
             self.model.row_parallel = self.tp.row_parallel
