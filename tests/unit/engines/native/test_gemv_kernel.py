@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(gemv_op() is None, reason=f"C++ kernels: {kernel
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("rows", [1, 3, 16])
 @pytest.mark.parametrize(("out_dim", "in_dim"), [(200, 576), (67, 99), (130, 32)])
 def test_gemv_matches_fp64(dtype, rows, out_dim, in_dim):
     g = torch.Generator().manual_seed(rows * 1000 + in_dim)
@@ -28,7 +28,7 @@ def test_gemv_matches_fp64(dtype, rows, out_dim, in_dim):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("rows", [1, 5, 16])
 @pytest.mark.parametrize(("out_dim", "in_dim"), [(96, 576), (33, 70)])
 def test_gemv_int8_matches_the_dequantized_weight(dtype, rows, out_dim, in_dim):
     g = torch.Generator().manual_seed(rows + in_dim)
@@ -46,8 +46,8 @@ def test_gemv_int8_matches_the_dequantized_weight(dtype, rows, out_dim, in_dim):
 def test_gemv_rejects_bad_input():
     op = gemv_op()
     w = torch.randn(8, 16)
-    with pytest.raises(RuntimeError, match="1..8 rows"):
-        op(torch.randn(9, 16), w, torch.empty(9, 8))
+    with pytest.raises(RuntimeError, match="1..16 rows"):
+        op(torch.randn(17, 16), w, torch.empty(17, 8))
     with pytest.raises(RuntimeError, match="one dtype"):
         op(torch.randn(1, 16, dtype=torch.bfloat16), w, torch.empty(1, 8))
     with pytest.raises(RuntimeError, match="shapes"):
@@ -77,7 +77,7 @@ def test_model_linear_routes_int8_decode_rows(monkeypatch):
 
     monkeypatch.setattr(model_mod, "gemv_int8_op", lambda: spy)
     w, b = Int8Quantizer().quantize(torch.randn(32, 64)), torch.randn(32)
-    for rows in (2, model_mod.GEMV_MAX_ROWS + 1):
+    for rows in (2, max(model_mod.INT8_GEMV_ROWS[torch.float32]) + 1):
         x = torch.randn(rows, 64)
         torch.testing.assert_close(model_mod.linear(x, w, b), w.linear(x) + b)
     assert calls == [2]
