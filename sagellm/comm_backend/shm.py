@@ -124,57 +124,32 @@ class ShmBackend(CommBackendBase):
         for start in range(0, flat.numel(), per):
             yield flat[start : start + per]
 
-    def _all_reduce(self, tensor: torch.Tensor) -> None:
+    def _staged(self, op: str, native, *args) -> None:
+        """One chunk operation: ``native(segment..., *args, seq, stage, slice)`` runs it to the
+        end, or returns early with the stage and flag of a stalled wait; resume there while the
+        stalled peer lives and ``timeout_s`` has not passed."""
         seg = self.seg
+        self._seq += 1
+        stage, deadline = 0, time.monotonic() + self.config.timeout_s
+        head = (seg.raw, seg.rank_flags, seg.slots_off, seg.slot_bytes)
+        while (status := native(*head, *args, self._seq, stage, _SLICE_S)) >= 0:
+            stage = status >> 32
+            self._check_stalled((status & 0xFFFF_FFFF) // FLAG_WORDS, deadline, op)
+
+    def _all_reduce(self, tensor: torch.Tensor) -> None:
         for chunk in self._chunks(tensor):
-            self._seq += 1
-            stage, deadline = 0, time.monotonic() + self.config.timeout_s
-            while True:  # one native call per chunk; it returns early only on a stalled wait
-                status = self.ops.all_reduce_chunk(
-                    seg.raw,
-                    seg.rank_flags,
-                    seg.slots_off,
-                    seg.slot_bytes,
-                    chunk,
-                    self.world_size,
-                    self.rank,
-                    self._seq,
-                    stage,
-                    _SLICE_S,
-                )
-                if status < 0:
-                    break
-                stage, flag = status >> 32, status & 0xFFFF_FFFF
-                self._check_stalled(flag // FLAG_WORDS, deadline, "all_reduce")
+            self._staged("all_reduce", self.ops.all_reduce_chunk, chunk, self.world_size, self.rank)
 
     def _all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        w, seg = self.world_size, self.seg
+        w = self.world_size
         out = torch.empty((w, *tensor.shape), dtype=tensor.dtype)
         flat_in, flat_out = tensor.view(-1), out.view(w, -1)
-        per = max(1, seg.slot_bytes // tensor.element_size())
+        per = max(1, self.seg.slot_bytes // tensor.element_size())
         for start in range(0, max(flat_in.numel(), 1), per):
             chunk = flat_in[start : start + per]
-            self._seq += 1
-            stage, deadline = 0, time.monotonic() + self.config.timeout_s
-            while True:  # one native call per chunk, as in _all_reduce
-                status = self.ops.all_gather_chunk(
-                    seg.raw,
-                    seg.rank_flags,
-                    seg.slots_off,
-                    seg.slot_bytes,
-                    chunk,
-                    flat_out,
-                    start,
-                    w,
-                    self.rank,
-                    self._seq,
-                    stage,
-                    _SLICE_S,
-                )
-                if status < 0:
-                    break
-                stage, flag = status >> 32, status & 0xFFFF_FFFF
-                self._check_stalled(flag // FLAG_WORDS, deadline, "all_gather")
+            self._staged(
+                "all_gather", self.ops.all_gather_chunk, chunk, flat_out, start, w, self.rank
+            )
         return out
 
     def _barrier(self) -> None:

@@ -32,6 +32,18 @@ _OPS = None
 _KIND: list[str] = []  # "cpp" or "torch" once loaded
 
 
+def _slot_views(
+    raw: torch.Tensor, slots_off: int, slot_bytes: int, chunk: torch.Tensor, world: int, me: int
+) -> tuple[list[torch.Tensor], list[int]]:
+    """Every rank's data slot viewed as ``chunk``'s dtype and size, and the other ranks."""
+    nbytes = chunk.nbytes
+    slots = [
+        raw[slots_off + r * slot_bytes : slots_off + r * slot_bytes + nbytes].view(chunk.dtype)
+        for r in range(world)
+    ]
+    return slots, [r for r in range(world) if r != me]
+
+
 class TorchShmOps:
     """Pure-torch stand-in for the C++ primitives (see the module docstring)."""
 
@@ -87,12 +99,8 @@ class TorchShmOps:
         slice_s: float,
     ) -> int:
         """The stages of ``all_reduce_chunk`` in shm_kernels.cpp, from these primitives."""
-        n, nbytes = chunk.numel(), chunk.nbytes
-        slots = [
-            raw[slots_off + r * slot_bytes : slots_off + r * slot_bytes + nbytes].view(chunk.dtype)
-            for r in range(world)
-        ]
-        others = [r for r in range(world) if r != me]
+        n = chunk.numel()
+        slots, others = _slot_views(raw, slots_off, slot_bytes, chunk, world, me)
         for st, word, target in ((0, DONE, seq - 1), (1, READY, seq), (2, REDUCED, seq)):
             if stage > st:
                 continue
@@ -133,12 +141,8 @@ class TorchShmOps:
         slice_s: float,
     ) -> int:
         """The stages of ``all_gather_chunk`` in shm_kernels.cpp, from these primitives."""
-        n, nbytes = chunk.numel(), chunk.nbytes
-        slots = [
-            raw[slots_off + r * slot_bytes : slots_off + r * slot_bytes + nbytes].view(chunk.dtype)
-            for r in range(world)
-        ]
-        others = [r for r in range(world) if r != me]
+        n = chunk.numel()
+        slots, others = _slot_views(raw, slots_off, slot_bytes, chunk, world, me)
         if stage <= 0:
             flags = [r * FLAG_WORDS + DONE for r in others]
             behind = cls.wait_geq(rank_flags, flags, seq - 1, slice_s)

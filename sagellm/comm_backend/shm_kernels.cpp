@@ -141,6 +141,18 @@ static void copy_bytes(torch::Tensor dst, torch::Tensor src) {
 // a wait ran out of slice_s, so the caller can check that peer's liveness and resume there.
 constexpr int64_t kFlagWords = 16, kReady = 0, kReduced = 1, kDone = 2;
 
+// Flag index of `word` for every rank but `me`.
+static std::vector<int64_t> peer_flags(int64_t world, int64_t me, int64_t word) {
+  std::vector<int64_t> idx;
+  for (int64_t r = 0; r < world; ++r)
+    if (r != me) idx.push_back(r * kFlagWords + word);
+  return idx;
+}
+
+static void publish_flag(int64_t* flags, int64_t me, int64_t word, int64_t seq) {
+  __atomic_store_n(flags + me * kFlagWords + word, seq, __ATOMIC_RELEASE);
+}
+
 static int64_t all_reduce_chunk(torch::Tensor raw, torch::Tensor rank_flags, int64_t slots_off,
                                 int64_t slot_bytes, torch::Tensor chunk, int64_t world,
                                 int64_t me, int64_t seq, int64_t stage, double slice_s) {
@@ -153,16 +165,9 @@ static int64_t all_reduce_chunk(torch::Tensor raw, torch::Tensor rank_flags, int
   int64_t* flags = rank_flags.data_ptr<int64_t>();
   uint8_t* data = static_cast<uint8_t*>(chunk.data_ptr());
   const int64_t n = chunk.numel(), esize = chunk.element_size();
-  std::vector<int64_t> idx[3];
-  for (int64_t r = 0; r < world; ++r) {
-    if (r == me) continue;
-    idx[0].push_back(r * kFlagWords + kDone);
-    idx[1].push_back(r * kFlagWords + kReady);
-    idx[2].push_back(r * kFlagWords + kReduced);
-  }
-  auto publish = [&](int64_t word) {
-    __atomic_store_n(flags + me * kFlagWords + word, seq, __ATOMIC_RELEASE);
-  };
+  const std::vector<int64_t> idx[3] = {peer_flags(world, me, kDone), peer_flags(world, me, kReady),
+                                       peer_flags(world, me, kReduced)};
+  auto publish = [&](int64_t word) { publish_flag(flags, me, word, seq); };
   py::gil_scoped_release nogil;
   if (stage <= 0) {
     int64_t behind = wait_geq_nogil(flags, idx[0], seq - 1, slice_s);
@@ -220,15 +225,8 @@ static int64_t all_gather_chunk(torch::Tensor raw, torch::Tensor rank_flags, int
   const int64_t row_bytes = out.size(1) * esize;
   uint8_t* dst = static_cast<uint8_t*>(out.data_ptr()) + start * esize;
   const uint8_t* src = static_cast<const uint8_t*>(chunk.data_ptr());
-  std::vector<int64_t> idx[2];
-  for (int64_t r = 0; r < world; ++r) {
-    if (r == me) continue;
-    idx[0].push_back(r * kFlagWords + kDone);
-    idx[1].push_back(r * kFlagWords + kReady);
-  }
-  auto publish = [&](int64_t word) {
-    __atomic_store_n(flags + me * kFlagWords + word, seq, __ATOMIC_RELEASE);
-  };
+  const std::vector<int64_t> idx[2] = {peer_flags(world, me, kDone), peer_flags(world, me, kReady)};
+  auto publish = [&](int64_t word) { publish_flag(flags, me, word, seq); };
   py::gil_scoped_release nogil;
   if (stage <= 0) {
     int64_t behind = wait_geq_nogil(flags, idx[0], seq - 1, slice_s);
