@@ -44,19 +44,7 @@ def measure_peak_flops(
     dev = torch.device(device)
     a = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
     b = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
-    for _ in range(2):
-        a @ b
-    _sync(dev)
-    best = float("inf")
-    start = time.perf_counter()
-    runs = 0
-    while runs < 5 or time.perf_counter() - start < min_time_s:
-        t = time.perf_counter()
-        a @ b
-        _sync(dev)
-        best = min(best, time.perf_counter() - t)
-        runs += 1
-    return 2.0 * n**3 / best
+    return 2.0 * n**3 / _best_s(lambda: a @ b, dev, min_time_s, warmup=2)
 
 
 def measure_read_bandwidth(
@@ -68,18 +56,25 @@ def measure_read_bandwidth(
     rate is DRAM's, the roofline of batch-1 decode (which streams every weight once)."""
     dev = torch.device(device)
     x = torch.ones(max(1, num_bytes // 4), dtype=torch.float32, device=dev)
-    x.sum()
+    return x.numel() * 4 / _best_s(x.sum, dev, min_time_s, warmup=1)
+
+
+def _best_s(fn, dev: torch.device, min_time_s: float, warmup: int) -> float:
+    """Fastest seconds of ``fn()`` (synchronised) over at least 5 runs and ``min_time_s``
+    seconds of them, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
     _sync(dev)
     best = float("inf")
     start = time.perf_counter()
     runs = 0
     while runs < 5 or time.perf_counter() - start < min_time_s:
         t = time.perf_counter()
-        x.sum()
+        fn()
         _sync(dev)
         best = min(best, time.perf_counter() - t)
         runs += 1
-    return x.numel() * 4 / best
+    return best
 
 
 def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
