@@ -1,7 +1,9 @@
 """C++ CPU kernels of the native engine (``csrc/``), compiled on first use and cached.
 
-``paged_attention_op()`` returns ``torch.ops.sagellm.paged_attention`` and ``gemv_op()``
-``torch.ops.sagellm.gemv`` (skinny linears of decode) once the extension is built and loaded
+``paged_attention_op()`` returns ``torch.ops.sagellm.paged_attention``, ``gemv_op()``
+``torch.ops.sagellm.gemv`` (skinny linears of decode) and ``decoder_layers_op()``
+``torch.ops.sagellm.decoder_layers`` (all layers of a decode-shaped step in one call) once the
+extension is built and loaded
 (g++ and ninja; a few tens of seconds the first time, then a cached .so under
 ``$SAGELLM_KERNEL_DIR`` or ``~/.cache/sagellm/kernels``), or None when kernels are switched off
 (``SAGELLM_KERNELS=0``, for A/B runs) or the build failed; the reason is in ``kernel_status()``
@@ -20,7 +22,9 @@ import torch
 
 from sagellm.comm_backend.shm_ext import cpu_flags
 
-_SRCS = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "gemv.cpp")]
+_CSRC = Path(__file__).parent / "csrc"
+_SRCS = [_CSRC / name for name in ("paged_attention.cpp", "gemv.cpp", "decoder_layers.cpp")]
+_HEADERS = [_CSRC / "ops.h"]
 _lock = threading.Lock()
 
 
@@ -32,7 +36,8 @@ def _build_dir() -> Path:
     so checkouts of different versions (a gate's baseline worktree) never rebuild each other's
     kernels and a home directory moved to another CPU builds afresh."""
     root = os.environ.get("SAGELLM_KERNEL_DIR") or Path.home() / ".cache" / "sagellm" / "kernels"
-    h = hashlib.sha256(b"".join(p.read_bytes() for p in _SRCS) + cpu_flags()).hexdigest()[:12]
+    srcs = b"".join(p.read_bytes() for p in _SRCS + _HEADERS)
+    h = hashlib.sha256(srcs + cpu_flags()).hexdigest()[:12]
     d = Path(root) / f"torch-{torch.__version__.replace('+', '-')}-{h}"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -57,6 +62,7 @@ def _load() -> None:
         _state["op"] = torch.ops.sagellm.paged_attention
         _state["gemv"] = torch.ops.sagellm.gemv
         _state["gemv_int8"] = torch.ops.sagellm.gemv_int8
+        _state["decoder_layers"] = torch.ops.sagellm.decoder_layers
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -84,6 +90,13 @@ def gemv_int8_op():
     or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("gemv_int8")
+
+
+def decoder_layers_op():
+    """``torch.ops.sagellm.decoder_layers`` (csrc/decoder_layers.cpp: every layer of a step
+    whose attention groups the in-place kernel serves), or None like ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("decoder_layers")
 
 
 def kernel_status() -> str:

@@ -21,8 +21,13 @@ import torch.nn.functional as F
 from sagellm.accel.quantization import Int8Linear, QuantLinear
 from sagellm.core.errors import ModelLoadError
 from sagellm.engines.native.arch import ModelArch
-from sagellm.engines.native.attention import AttnMetadata, Workspace, paged_attention
-from sagellm.engines.native.kernels import gemv_int8_op, gemv_op
+from sagellm.engines.native.attention import (
+    KERNEL_MAX_Q,
+    AttnMetadata,
+    Workspace,
+    paged_attention,
+)
+from sagellm.engines.native.kernels import decoder_layers_op, gemv_int8_op, gemv_op
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
 from sagellm.engines.native.tp_shard import TPShard
 
@@ -186,11 +191,20 @@ class DecoderModel:
         self.scale = arch.head_dim**-0.5
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.workspace = Workspace()
+        self._no_bias = torch.empty(0, dtype=dtype, device=device)
+        self._weight_bytes: tuple[list[LayerWeights], Weight, int] | None = None
 
     @property
     def num_weight_bytes(self) -> int:
-        """Bytes of the linear weights and lm_head: what a batch-1 decode step streams."""
-        return sum(_num_bytes(w) for w in self.linear_weights().values())
+        """Bytes of the linear weights and lm_head: what a batch-1 decode step streams.
+
+        Counted once per (layer list, lm_head) and again after ``replace_linear`` (every step's
+        metrics ask for it); a layer-subset or quantized view of this model has its own list."""
+        memo = self._weight_bytes
+        if memo is None or memo[0] is not self.layers or memo[1] is not self.lm_head:
+            n = sum(_num_bytes(w) for w in self.linear_weights().values())
+            memo = self._weight_bytes = (self.layers, self.lm_head, n)
+        return memo[2]
 
     def linear_weights(self) -> dict[str, Weight]:
         """Every linear weight by name: ``layers.<i>.<qkv|o|gate_up|down>`` and ``lm_head``."""
@@ -204,6 +218,7 @@ class DecoderModel:
 
     def replace_linear(self, name: str, weight: Weight) -> None:
         """Swap one weight named as in ``linear_weights`` (quantization does this at load)."""
+        self._weight_bytes = None
         if name == "lm_head":
             self.lm_head = weight
             return
@@ -225,6 +240,35 @@ class DecoderModel:
         cos, sin = self._rope_cache
         return cos[positions][:, None, :], sin[positions][:, None, :]
 
+    def _fused_layers(self, meta: AttnMetadata, cache: PagedKVCache):
+        """``(decoder_layers op, its weight list)`` when this step can run every layer in one
+        C++ call (csrc/decoder_layers.cpp), else None: it needs the CPU kernels, one process
+        (no TP), dense weights and cache in the model's dtype, no Qwen3 q/k norms, and
+        attention groups the in-place kernel serves (plain causal, at most ``KERNEL_MAX_Q``
+        queries per sequence: decode, verify, short chunks)."""
+        if self.device.type != "cpu" or self.row_parallel is not None:
+            return None
+        if cache.kv.dtype != self.dtype or self.dtype not in _TRANSPOSED_ROWS:
+            return None
+        if not all(
+            g.causal_only and g.sparse is None and g.max_q <= KERNEL_MAX_Q for g in meta.groups
+        ):
+            return None
+        op = decoder_layers_op()
+        if op is None:
+            return None
+        none = self._no_bias
+        weights: list[torch.Tensor] = []
+        for lw in self.layers:
+            if lw.q_norm is not None:
+                return None
+            layer = (lw.input_norm, lw.qkv, lw.qkv_bias, lw.o, lw.o_bias, lw.post_norm)
+            weights += (none if t is None else t for t in layer)
+            weights += (lw.gate_up, lw.down)
+        if not all(isinstance(t, torch.Tensor) and t.dtype == self.dtype for t in weights):
+            return None  # a quantized linear
+        return op, weights
+
     @torch.inference_mode()
     def forward(
         self,
@@ -244,7 +288,30 @@ class DecoderModel:
         T = input_ids.shape[0]
         cos, sin = self._rope(positions)
         x = F.embedding(input_ids, self.embed)
-        for i, lw in enumerate(self.layers):
+        fused = self._fused_layers(meta, cache)
+        if fused is not None:
+            op, weights = fused
+            groups = meta.groups
+            op(
+                x,
+                weights,
+                cache.kv,
+                cos[:, 0],
+                sin[:, 0],
+                meta.kv_rows,
+                [g.block_ids for g in groups],
+                [g.q_starts for g in groups],
+                [g.q_lens for g in groups],
+                [g.num_computed for g in groups],
+                [g.max_blocks for g in groups],
+                H,
+                eps,
+                self.scale,
+                GEMV_MAX_ROWS,
+                _TRANSPOSED_ROWS[self.dtype].start,
+                _TRANSPOSED_ROWS[self.dtype].stop,
+            )
+        for i, lw in enumerate(self.layers if fused is None else ()):
             h = _rms_norm(x, lw.input_norm, eps)
             qkv = linear(h, lw.qkv, lw.qkv_bias)
             q = qkv[:, : H * D].view(T, H, D)

@@ -13,7 +13,8 @@
 // w [O, I] with one scale per output row (out[m, o] = scale[o] * sum_i x[m, i] * w[o, i]); x,
 // scale and out share a dtype (float32 or bfloat16). Rows of x are widened to fp32 once; each
 // int8 row is read once (1 byte per weight) and widened in registers.
-#include <ATen/ATen.h>
+#include "ops.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -109,6 +110,10 @@ void run_int8(const T* x, const int8_t* w, const T* scale, T* out, int64_t M, in
   });
 }
 
+}  // namespace
+
+namespace sagellm {
+
 void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, at::Tensor& out) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2 && scale.dim() == 1,
               "gemv_int8: x, w, out 2-D and scale 1-D");
@@ -151,7 +156,7 @@ void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   }
 }
 
-}  // namespace
+}  // namespace sagellm
 
 TORCH_LIBRARY_FRAGMENT(sagellm, m) {
   m.def("gemv(Tensor x, Tensor w, Tensor(a!) out) -> ()");
@@ -159,6 +164,6 @@ TORCH_LIBRARY_FRAGMENT(sagellm, m) {
 }
 
 TORCH_LIBRARY_IMPL(sagellm, CPU, m) {
-  m.impl("gemv", &gemv);
-  m.impl("gemv_int8", &gemv_int8);
+  m.impl("gemv", &sagellm::gemv);
+  m.impl("gemv_int8", &sagellm::gemv_int8);
 }

@@ -10,7 +10,8 @@
 // Query i of sequence b sits at position num_computed[b] + i and attends to keys 0 .. that
 // position (causal). Every (sequence, kv head) pair is one task; its G = H / kvH query heads
 // share each K/V row read. Scores, softmax and the P.V sum are fp32; the output is cast once.
-#include <ATen/ATen.h>
+#include "ops.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -109,6 +110,10 @@ void run(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
   });
 }
 
+}  // namespace
+
+namespace sagellm {
+
 void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                      const at::Tensor& block_ids, const at::Tensor& q_starts,
                      const at::Tensor& q_lens, const at::Tensor& num_computed,
@@ -137,7 +142,7 @@ void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
   }
 }
 
-}  // namespace
+}  // namespace sagellm
 
 TORCH_LIBRARY(sagellm, m) {
   m.def(
@@ -146,4 +151,4 @@ TORCH_LIBRARY(sagellm, m) {
       "Tensor(a!) out) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("paged_attention", &paged_attention); }
+TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("paged_attention", &sagellm::paged_attention); }

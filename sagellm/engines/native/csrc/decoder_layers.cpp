@@ -1,0 +1,200 @@
+// Every decoder layer of one step in a single call: the decode-shaped steps (each sequence
+// brings at most a few new tokens) whose time was mostly Python dispatch of ~50 small torch ops
+// per layer, not arithmetic.
+//
+// Registered as torch.ops.sagellm.decoder_layers(x, weights, kv, cos, sin, kv_rows, block_ids,
+// q_starts, q_lens, num_computed, max_blocks, num_heads, eps, scale, gemv_max_rows,
+// transposed_min_rows, transposed_max_rows). Shapes (contiguous, one dtype: float32 or
+// bfloat16, index tensors int64):
+//   x          [T, hidden]   the residual stream after the embedding; updated in place
+//   weights    8 per layer: input_norm [hidden], qkv [(H + 2 kvH) D, hidden], qkv_bias
+//              [(H + 2 kvH) D] or empty, o [hidden, H D], o_bias [hidden] or empty,
+//              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I]
+//   kv         [L, 2, N, kvH, bs, D]   the paged cache (kv_cache.py); new K/V rows are written
+//   cos, sin   [T, D]        RoPE rows of each token's position (already scaled, in the dtype)
+//   kv_rows    [T * kvH]     row of (token, kv head) in one layer's K (or V) viewed as [-1, D]
+//   block_ids .. max_blocks  one entry per attention group (attention.AttnGroup)
+// The layer is the model.py forward, op for op: RMSNorm in fp32 rounded to the dtype then
+// scaled by its weight; fused q|k|v GEMM (+ bias); RoPE (rotate-half) with the products and the
+// sum each rounded to the dtype as torch rounds them; K/V written to the cache; paged
+// attention (paged_attention.cpp); o GEMM (+ bias) added to x; RMSNorm; gate|up GEMM; silu(gate)
+// * up (torch's own ops); down GEMM added to x. Linears of at most gemv_max_rows rows use the
+// GEMV (gemv.cpp), rows in [transposed_min_rows, transposed_max_rows) the transposed GEMM
+// (W . x^T)^T, others x . W^T, exactly as model.linear chooses. Sums run in another order
+// than torch's, so results agree to rounding, not bitwise.
+#include "ops.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kPerLayer = 8;
+
+struct LinearRows {
+  int64_t gemv_max, transposed_min, transposed_max;
+};
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                  const LinearRows& rows) {
+  const int64_t M = x.size(0);
+  at::Tensor y;
+  if (M <= rows.gemv_max) {
+    y = at::empty({M, w.size(0)}, x.options());
+    sagellm::gemv(x, w, y);
+  } else if (M >= rows.transposed_min && M < rows.transposed_max) {
+    y = at::mm(w, x.t()).t().contiguous();
+  } else {
+    y = at::mm(x, w.t());
+  }
+  if (b.numel()) y.add_(b);
+  return y;
+}
+
+template <typename T>
+inline float f(T v) {
+  return static_cast<float>(v);
+}
+
+// out[m] = w * to_dtype(x[m] / sqrt(mean(x[m]^2) + eps)), the mean in fp32
+template <typename T>
+void rms_norm(const T* x, const T* w, T* out, int64_t M, int64_t N, float eps) {
+  for (int64_t m = 0; m < M; ++m) {
+    const T* xr = x + m * N;
+    T* o = out + m * N;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < N; ++j) ss += f(xr[j]) * f(xr[j]);
+    const float r = 1.f / std::sqrt(ss / static_cast<float>(N) + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) o[j] = static_cast<T>(f(w[j]) * f(static_cast<T>(f(xr[j]) * r)));
+  }
+}
+
+// dst = src * cos + rotate_half(src) * sin, each product and the sum rounded to T
+template <typename T>
+inline void rope(const T* src, const T* cos, const T* sin, T* dst, int64_t D) {
+  const int64_t half = D / 2;
+  for (int64_t j = 0; j < D; ++j) {
+    const float rot = j < half ? -f(src[j + half]) : f(src[j - half]);
+    const T a = static_cast<T>(f(src[j]) * f(cos[j]));
+    const T b = static_cast<T>(rot * f(sin[j]));
+    dst[j] = static_cast<T>(f(a) + f(b));
+  }
+}
+
+template <typename T>
+void add_into(T* x, const T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<T>(f(x[i]) + f(y[i]));
+}
+
+template <typename T>
+void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor& kv,
+         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& kv_rows,
+         const std::vector<at::Tensor>& block_ids, const std::vector<at::Tensor>& q_starts,
+         const std::vector<at::Tensor>& q_lens, const std::vector<at::Tensor>& num_computed,
+         const std::vector<int64_t>& max_blocks, int64_t H, float eps, double scale,
+         const LinearRows& rows) {
+  const int64_t T_ = x.size(0), hidden = x.size(1);
+  const int64_t L = kv.size(0), kvH = kv.size(3), D = kv.size(5);
+  const int64_t qkv_width = (H + 2 * kvH) * D;
+  const int64_t* kvr = kv_rows.data_ptr<int64_t>();
+  const T* cp = cos.data_ptr<T>();
+  const T* sp = sin.data_ptr<T>();
+  T* xp = x.data_ptr<T>();
+  at::Tensor h = at::empty_like(x);
+  at::Tensor q = at::empty({T_, H, D}, x.options());
+  at::Tensor attn = at::empty({T_, H, D}, x.options());
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor* w = &weights[l * kPerLayer];
+    at::Tensor k_cache = kv[l][0], v_cache = kv[l][1];
+    T* kc = k_cache.data_ptr<T>();
+    T* vc = v_cache.data_ptr<T>();
+    rms_norm<T>(xp, w[0].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
+    const at::Tensor qkv = linear(h, w[1], w[2], rows);
+    const T* qkvp = qkv.data_ptr<T>();
+    T* qp = q.data_ptr<T>();
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* row = qkvp + t * qkv_width;
+      const T* c = cp + t * D;
+      const T* s = sp + t * D;
+      for (int64_t hd = 0; hd < H; ++hd) rope<T>(row + hd * D, c, s, qp + (t * H + hd) * D, D);
+      for (int64_t kh = 0; kh < kvH; ++kh) {
+        const int64_t dst = kvr[t * kvH + kh] * D;
+        rope<T>(row + (H + kh) * D, c, s, kc + dst, D);
+        const T* v = row + (H + kvH + kh) * D;
+        std::copy(v, v + D, vc + dst);
+      }
+    }
+    for (size_t g = 0; g < block_ids.size(); ++g) {
+      sagellm::paged_attention(q, k_cache, v_cache, block_ids[g], q_starts[g], q_lens[g],
+                               num_computed[g], max_blocks[g], scale, attn);
+    }
+    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], rows).data_ptr<T>(), T_ * hidden);
+    rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
+    const at::Tensor gu = linear(h, w[6], at::Tensor(), rows);
+    const int64_t I = gu.size(1) / 2;
+    const at::Tensor act = at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
+    add_into<T>(xp, linear(act, w[7], at::Tensor(), rows).data_ptr<T>(), T_ * hidden);
+  }
+}
+
+void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
+                    const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& kv_rows,
+                    at::TensorList block_ids, at::TensorList q_starts, at::TensorList q_lens,
+                    at::TensorList num_computed, at::IntArrayRef max_blocks, int64_t num_heads,
+                    double eps, double scale, int64_t gemv_max_rows, int64_t transposed_min_rows,
+                    int64_t transposed_max_rows) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
+              "decoder_layers: x a contiguous CPU [T, hidden] tensor");
+  TORCH_CHECK(kv.dim() == 6 && kv.is_contiguous() && kv.scalar_type() == x.scalar_type(),
+              "decoder_layers: kv a contiguous [L, 2, N, kvH, bs, D] cache of x's dtype");
+  const int64_t L = kv.size(0), D = kv.size(5), T_ = x.size(0);
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * kPerLayer,
+              "decoder_layers: 8 weights per layer, got ", weights.size(), " for ", L, " layers");
+  for (const at::Tensor& w : weights) {
+    TORCH_CHECK(w.is_contiguous() && w.scalar_type() == x.scalar_type(),
+                "decoder_layers: contiguous weights of x's dtype");
+  }
+  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
+                  cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
+              "decoder_layers: cos/sin [T, D] of x's dtype");
+  TORCH_CHECK(kv_rows.scalar_type() == at::kLong && kv_rows.numel() == T_ * kv.size(3),
+              "decoder_layers: kv_rows [T * kvH] int64");
+  const size_t G = block_ids.size();
+  TORCH_CHECK(q_starts.size() == G && q_lens.size() == G && num_computed.size() == G &&
+                  max_blocks.size() == G,
+              "decoder_layers: one block_ids/q_starts/q_lens/num_computed/max_blocks per group");
+  const std::vector<at::Tensor> ws(weights.begin(), weights.end());
+  const std::vector<at::Tensor> bi(block_ids.begin(), block_ids.end()),
+      qs(q_starts.begin(), q_starts.end()), ql(q_lens.begin(), q_lens.end()),
+      nc(num_computed.begin(), num_computed.end());
+  const std::vector<int64_t> mb(max_blocks.begin(), max_blocks.end());
+  const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows};
+  const float feps = static_cast<float>(eps);
+  if (x.scalar_type() == at::kFloat) {
+    run<float>(x, ws, kv, cos, sin, kv_rows, bi, qs, ql, nc, mb, num_heads, feps, scale, rows);
+  } else if (x.scalar_type() == at::kBFloat16) {
+    run<at::BFloat16>(x, ws, kv, cos, sin, kv_rows, bi, qs, ql, nc, mb, num_heads, feps, scale,
+                      rows);
+  } else {
+    TORCH_CHECK(false, "decoder_layers: float32 or bfloat16 only");
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(sagellm, m) {
+  m.def(
+      "decoder_layers(Tensor(a!) x, Tensor[] weights, Tensor(b!) kv, Tensor cos, Tensor sin, "
+      "Tensor kv_rows, Tensor[] block_ids, Tensor[] q_starts, Tensor[] q_lens, "
+      "Tensor[] num_computed, int[] max_blocks, int num_heads, float eps, float scale, "
+      "int gemv_max_rows, int transposed_min_rows, int transposed_max_rows) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("decoder_layers", &decoder_layers); }

@@ -1,0 +1,21 @@
+// The C++ kernels other kernels call directly (each is also a torch.ops.sagellm op; see the
+// .cpp files for shapes, dtypes and numerics).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace sagellm {
+
+// out[T, H, D] = causal attention of q[T, H, D] over one layer's paged K/V (paged_attention.cpp)
+void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                     const at::Tensor& block_ids, const at::Tensor& q_starts,
+                     const at::Tensor& q_lens, const at::Tensor& num_computed,
+                     int64_t max_blocks, double scale, at::Tensor out);
+
+// out[M, O] = x[M <= 16, I] . w[O, I]^T, fp32 or bf16 (gemv.cpp)
+void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out);
+
+// out[M, O] = (x[M <= 16, I] . w_int8[O, I]^T) * scale[O] (gemv.cpp)
+void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, at::Tensor& out);
+
+}  // namespace sagellm
