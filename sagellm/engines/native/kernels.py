@@ -24,7 +24,7 @@ from sagellm.comm_backend.shm_ext import cpu_flags
 
 _CSRC = Path(__file__).parent / "csrc"
 _SRCS = [_CSRC / name for name in ("paged_attention.cpp", "gemv.cpp", "decoder_layers.cpp")]
-_HEADERS = [_CSRC / "ops.h"]
+_HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h"]
 _lock = threading.Lock()
 
 

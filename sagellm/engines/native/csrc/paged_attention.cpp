@@ -10,15 +10,24 @@
 // Query i of sequence b sits at position num_computed[b] + i and attends to keys 0 .. that
 // position (causal). Every (sequence, kv head) pair is one task; its G = H / kvH query heads
 // share each K/V row read. Scores, softmax and the P.V sum are fp32; the output is cast once.
+// On AVX-512 CPUs head sizes 16/32/64/128 with at most 16 query heads per kv head take the
+// one-pass vector loop of attention_avx512.h; SAGELLM_ATTENTION_PORTABLE=1 forces the portable
+// two-pass loop below (the tests compare both).
 #include "ops.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include "attention_avx512.h"
+#define SAGELLM_ATTENTION_AVX512 1
+#endif
 
 namespace {
 
@@ -110,6 +119,76 @@ void run(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
   });
 }
 
+#ifdef SAGELLM_ATTENTION_AVX512
+template <typename T, int DV>
+void run_avx512(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
+                const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
+                const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
+  const int64_t H = q.size(1), D = q.size(2);
+  const int64_t kvH = kc.size(1), bs = kc.size(2);
+  const int64_t G = H / kvH;
+  const int64_t B = q_starts.size(0);
+  const T* qp = q.data_ptr<T>();
+  const T* kp = kc.data_ptr<T>();
+  const T* vp = vc.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  const int64_t* bt = block_ids.data_ptr<int64_t>();
+  const int64_t* qs = q_starts.data_ptr<int64_t>();
+  const int64_t* ql = q_lens.data_ptr<int64_t>();
+  const int64_t* nc = num_computed.data_ptr<int64_t>();
+  const float fscale = static_cast<float>(scale);
+  at::parallel_for(0, B * kvH, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qf(G * D), acc(G * D);
+    for (int64_t task = begin; task < end; ++task) {
+      // head-major: a thread runs one kv head for many sequences, so blocks they share (a
+      // common prefix) stay in its L2 across tasks
+      const int64_t h = task / B, b = task % B;
+      const int64_t* table = bt + b * max_blocks;
+      auto rows = [&](int64_t blk_i, const T** k, const T** v) {
+        const int64_t off = ((table[blk_i] * kvH + h) * bs) * D;
+        *k = kp + off;
+        *v = vp + off;
+      };
+      for (int64_t i = 0; i < ql[b]; ++i) {
+        const int64_t row = qs[b] + i;
+        const T* src = qp + (row * H + h * G) * D;
+        for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(src[j]) * fscale;
+        sagellm_avx512::attend_row<DV, T>(qf.data(), G, nc[b] + i + 1, bs, rows, acc.data(),
+                                         op + (row * H + h * G) * D);
+      }
+    }
+  });
+}
+#endif
+
+// The AVX-512 loop when it serves this head size and group (returns false otherwise).
+template <typename T>
+bool run_fast(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
+              const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
+              const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
+#ifdef SAGELLM_ATTENTION_AVX512
+  if (q.size(1) / kc.size(1) > sagellm_avx512::kMaxGroup) return false;
+  switch (q.size(2)) {
+    case 16:
+      run_avx512<T, 1>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      return true;
+    case 32:
+      run_avx512<T, 2>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      return true;
+    case 64:
+      run_avx512<T, 4>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      return true;
+    case 128:
+      run_avx512<T, 8>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      return true;
+    default:
+      return false;
+  }
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 namespace sagellm {
@@ -131,6 +210,15 @@ void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
   TORCH_CHECK(block_ids.scalar_type() == at::kLong && q_starts.scalar_type() == at::kLong &&
                   q_lens.scalar_type() == at::kLong && num_computed.scalar_type() == at::kLong,
               "paged_attention: int64 index tensors");
+  if (std::getenv("SAGELLM_ATTENTION_PORTABLE") == nullptr &&
+      (q.scalar_type() == at::kFloat
+           ? run_fast<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed,
+                             max_blocks, scale, out)
+           : q.scalar_type() == at::kBFloat16 &&
+                 run_fast<at::BFloat16>(q, k_cache, v_cache, block_ids, q_starts, q_lens,
+                                        num_computed, max_blocks, scale, out))) {
+    return;
+  }
   if (q.scalar_type() == at::kFloat) {
     run<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed, max_blocks, scale,
                out);

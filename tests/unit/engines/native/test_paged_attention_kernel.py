@@ -50,7 +50,12 @@ def reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
     "q_lens,num_computed",
     [([1, 1, 1], [0, 7, 30]), ([3, 1, 16], [5, 12, 0]), ([8], [33])],
 )
-def test_kernel_equals_dense_reference(dtype, tol, q_lens, num_computed):
+@pytest.mark.parametrize("portable", [False, True])
+def test_kernel_equals_dense_reference(dtype, tol, q_lens, num_computed, portable, monkeypatch):
+    """Both loops (the AVX-512 one-pass loop where the CPU has it, and the portable two-pass
+    loop) equal the fp64 reference."""
+    if portable:
+        monkeypatch.setenv("SAGELLM_ATTENTION_PORTABLE", "1")
     q, kc, vc, tables, starts = case(dtype, q_lens, num_computed)
     scale = D**-0.5
     group = build_group(starts, q_lens, num_computed, tables, BS, torch.device("cpu"))

@@ -1,0 +1,154 @@
+// The AVX-512 inner loop of paged_attention.cpp, for head sizes D = 16 * DV (DV = 1, 2, 4, 8).
+//
+// One pass over a (sequence, kv head)'s keys with an online softmax (flash-decoding): keys go
+// in chunks of up to 16 rows of one block; each chunk's G x 16 scores are one vector per query
+// head, exponentiated 16 at a time, and the running max, denominator and P.V accumulator are
+// rescaled when the max grows. All arithmetic is fp32; K/V rows are read once per chunk (bf16
+// rows are widened in registers). Same inputs and result as the portable two-pass loop, to fp32
+// rounding (the sums run in another order).
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace sagellm_avx512 {
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+
+inline __m512 load16(const at::BFloat16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// e^x for 16 lanes, x <= 0 (softmax arguments): Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation < 1e-8 relative), then
+// 2^n by scalef. Arguments below -100 give (at most) a denormal, never NaN.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-100.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040.f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// lane s of the result = the sum of a[s]'s 16 lanes (a transpose-and-add tree: 45 shuffles and
+// adds for 16 dot products instead of 16 horizontal reductions)
+inline __m512 hsum16(const __m512* a) {
+  __m512 b[8], c[4];
+  for (int i = 0; i < 8; ++i)
+    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Query heads per kv head this loop serves (the portable loop takes larger groups).
+constexpr int64_t kMaxGroup = 16;
+
+// One query row: out[g] = softmax(q[g] . K^T * scale) . V for the G <= kMaxGroup query heads of
+// one kv head, over the first num_keys keys of a block table. q_scaled: [G, D] fp32 (already
+// times scale); acc: [G, D] scratch; block_rows(i, &k, &v): the first K and V rows of this kv
+// head in the table's i-th block.
+template <int DV, typename T, typename RowOf>
+void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, RowOf block_rows,
+                float* acc, T* out) {
+  constexpr int64_t D = 16 * DV;
+  float m[kMaxGroup], l[kMaxGroup], p[kMaxGroup * 16];
+  for (int64_t g = 0; g < G; ++g) {
+    m[g] = -std::numeric_limits<float>::infinity();
+    l[g] = 0.f;
+  }
+  std::fill(acc, acc + G * D, 0.f);
+  for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
+    const T* krows;
+    const T* vrows;
+    block_rows(blk_i, &krows, &vrows);
+    const int64_t n_blk = std::min(bs, num_keys - t0);
+    for (int64_t s0 = 0; s0 < n_blk; s0 += 16) {
+      const int64_t c = std::min<int64_t>(16, n_blk - s0);
+      const __mmask16 live = static_cast<__mmask16>((1u << c) - 1u);
+      float sc[kMaxGroup * 16];
+      for (int64_t g = 0; g < G; ++g) {
+        __m512 qv[DV], a[16];
+        for (int dv = 0; dv < DV; ++dv) qv[dv] = _mm512_loadu_ps(q_scaled + g * D + dv * 16);
+        for (int64_t s = 0; s < 16; ++s) {
+          if (s >= c) {
+            a[s] = _mm512_setzero_ps();
+            continue;
+          }
+          const T* k = krows + (s0 + s) * D;
+          a[s] = _mm512_mul_ps(qv[0], load16(k));
+          for (int dv = 1; dv < DV; ++dv) a[s] = _mm512_fmadd_ps(qv[dv], load16(k + dv * 16), a[s]);
+        }
+        _mm512_storeu_ps(sc + g * 16, hsum16(a));
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        const __m512 sv = _mm512_mask_loadu_ps(
+            _mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc + g * 16);
+        const float mn = std::max(m[g], _mm512_reduce_max_ps(sv));
+        const float corr = std::exp(m[g] - mn);  // 0 on the first chunk (m = -inf)
+        const __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
+        l[g] = l[g] * corr + _mm512_reduce_add_ps(pv);
+        m[g] = mn;
+        _mm512_storeu_ps(p + g * 16, pv);
+        if (corr != 1.f) {
+          const __m512 cv = _mm512_set1_ps(corr);
+          for (int dv = 0; dv < DV; ++dv) {
+            float* a = acc + g * D + dv * 16;
+            _mm512_storeu_ps(a, _mm512_mul_ps(_mm512_loadu_ps(a), cv));
+          }
+        }
+      }
+      // P.V: two accumulators per 16 columns (even and odd keys), so consecutive FMAs do not
+      // wait on each other
+      for (int64_t g = 0; g < G; ++g) {
+        __m512 even[DV], odd[DV];
+        for (int dv = 0; dv < DV; ++dv) {
+          even[dv] = _mm512_loadu_ps(acc + g * D + dv * 16);
+          odd[dv] = _mm512_setzero_ps();
+        }
+        int64_t s = 0;
+        for (; s + 1 < c; s += 2) {
+          const __m512 pe = _mm512_set1_ps(p[g * 16 + s]), po = _mm512_set1_ps(p[g * 16 + s + 1]);
+          const T* ve = vrows + (s0 + s) * D;
+          for (int dv = 0; dv < DV; ++dv) {
+            even[dv] = _mm512_fmadd_ps(pe, load16(ve + dv * 16), even[dv]);
+            odd[dv] = _mm512_fmadd_ps(po, load16(ve + D + dv * 16), odd[dv]);
+          }
+        }
+        if (s < c) {
+          const __m512 pe = _mm512_set1_ps(p[g * 16 + s]);
+          for (int dv = 0; dv < DV; ++dv)
+            even[dv] = _mm512_fmadd_ps(pe, load16(vrows + (s0 + s) * D + dv * 16), even[dv]);
+        }
+        for (int dv = 0; dv < DV; ++dv)
+          _mm512_storeu_ps(acc + g * D + dv * 16, _mm512_add_ps(even[dv], odd[dv]));
+      }
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const float inv = 1.f / l[g];
+    for (int64_t j = 0; j < D; ++j) out[g * D + j] = static_cast<T>(acc[g * D + j] * inv);
+  }
+}
+
+}  // namespace sagellm_avx512
