@@ -142,6 +142,8 @@ class S3FIFOPolicy(PolicyBase):
             if v is None:
                 break
             victims.append(v)
+            if ctx.on_victim is not None:
+                ctx.on_victim(v)
         return EvictionDecision(tuple(victims), "s3fifo")
 
     def __len__(self) -> int:

@@ -83,6 +83,8 @@ class SievePolicy(PolicyBase):
             if v is None:
                 break
             victims.append(v)
+            if ctx.on_victim is not None:
+                ctx.on_victim(v)
         return EvictionDecision(tuple(victims), "sieve hand")
 
     def __len__(self) -> int:
