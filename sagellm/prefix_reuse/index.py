@@ -256,6 +256,8 @@ class PrefixReuseIndex:
     def _extend(self, path, token_ids, salt, max_blocks, hashes, known) -> None:
         """Grow ``path`` (a verified match of its length) block by block up to ``max_blocks``,
         hashing blocks past the ``known`` ones, verifying each with the matcher."""
+        if len(path) >= max_blocks:
+            return
         bs = self.block_size_tokens
         node = path[-1] if path else self._root
         toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # tuple slices
