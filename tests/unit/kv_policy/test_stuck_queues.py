@@ -1,5 +1,5 @@
-"""S3-FIFO under ``evictable_hints`` skips a queue whose blocks are all known pinned, and
-chooses exactly the victims (and leaves exactly the queue order) of the scanning search."""
+"""S3-FIFO and SIEVE under ``evictable_hints`` skip a search over blocks all known pinned,
+and choose exactly the victims (and leave exactly the state) of the scanning search."""
 
 import random
 
@@ -8,9 +8,15 @@ import pytest
 from sagellm.kv_policy import PolicyContext, PoolStats, make_eviction_policy
 
 
-def run(seed: int, hints: bool):
+def state(pol) -> tuple:
+    if pol.name == "s3fifo":
+        return list(pol._small), list(pol._main), dict(pol._freq)
+    return dict(pol._visited), pol._hand, pol._tail, dict(pol._newer)
+
+
+def run(name: str, seed: int, hints: bool):
     rng = random.Random(seed)
-    pol = make_eviction_policy("s3fifo", 10)
+    pol = make_eviction_policy(name, 10)
     pinned: set[int] = set()
     ctx = PolicyContext(
         PoolStats(10, 10), is_evictable=lambda b: b not in pinned, evictable_hints=hints
@@ -40,12 +46,13 @@ def run(seed: int, hints: bool):
                 continue
         pol.on_insert(b)
         cached.add(b)
-    return out, list(pol._small), list(pol._main)
+    return out, state(pol)
 
 
+@pytest.mark.parametrize("name", ["s3fifo", "sieve"])
 @pytest.mark.parametrize("seed", range(6))
-def test_stuck_queues_change_no_victim(seed):
-    assert run(seed, True) == run(seed, False)
+def test_stuck_queues_change_no_victim(name, seed):
+    assert run(name, seed, True) == run(name, seed, False)
 
 
 def test_an_all_pinned_small_queue_is_skipped():
@@ -66,3 +73,22 @@ def test_an_all_pinned_small_queue_is_skipped():
     second = pol.select_victims(ctx, 1).victims
     assert first and second and not pinned & {*first, *second}
     assert len(calls) - asked == 1  # S was not scanned again: only M's head was asked
+
+
+def test_sieve_skips_the_sweeps_when_everything_is_pinned():
+    pol = make_eviction_policy("sieve", 4)
+    for b in range(4):
+        pol.on_miss(b)
+        pol.on_insert(b)
+    pol.on_access(2)
+    calls = []
+    ctx = PolicyContext(
+        PoolStats(4, 4), is_evictable=lambda b: calls.append(b) or False, evictable_hints=True
+    )
+    assert pol.select_victims(ctx, 1).victims == ()  # sweeps: clears 2's bit, asks all
+    asked = len(calls)
+    assert pol.select_victims(ctx, 1).victims == ()
+    assert len(calls) == asked  # nothing asked again: no block was reported evictable
+    pol.on_evictable(3)
+    ok = PolicyContext(PoolStats(4, 4), is_evictable=lambda b: b == 3, evictable_hints=True)
+    assert pol.select_victims(ok, 1).victims == (3,)
