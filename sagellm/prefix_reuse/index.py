@@ -304,6 +304,8 @@ class PrefixReuseIndex:
                 node = self._nodes.get(parent_entry_id)
                 if node is None:
                     raise KeyError(f"parent_entry_id {parent_entry_id} is not indexed")
+                if node.salt != salt:  # keeps "a node's salt is its parent's" (see lookup)
+                    raise ValueError(f"parent_entry_id {parent_entry_id} has another salt")
                 start = node.token_length // self.block_size_tokens
             bs = self.block_size_tokens
             for i in range(start, num_blocks):

@@ -1,6 +1,8 @@
 """Lookups that take the prompt's hash chain (kept on the sequence) match exactly what a
 lookup that hashes the prompt matches, and the entries they return follow every move."""
 
+import pytest
+
 from sagellm.prefix_reuse import PrefixReuseIndex
 
 
@@ -55,3 +57,10 @@ def test_untrusted_default_hash_verifies_every_block():
     # the last block matches but a middle one does not: only full verification sees it
     assert ix.lookup([1, 2, 9, 9, 5, 6, 0], hashes=good, touch=False).block_ids == (10,)
     assert not PrefixReuseIndex(2, hash_fn=weak_hash).trust_hash_chain
+
+
+def test_insert_below_an_entry_of_another_salt_is_refused():
+    ix = PrefixReuseIndex(2)
+    first = ix.insert([1, 2], [10], salt="a")
+    with pytest.raises(ValueError, match="another salt"):
+        ix.insert([1, 2, 3, 4], [10, 11], salt="b", parent_entry_id=first[0].entry_id)
