@@ -6,8 +6,9 @@ plus a fresh tail (a full-depth hit) or a random prompt (a miss at the first blo
 
 A lookup gets the prompt's chained block hashes, as the engine's does: a sequence hashes each
 full block once, when it completes, and keeps the chain (``Sequence.block_hashes``), so a
-lookup is one dict probe and one token compare per block. The one-time cost of hashing a
-whole prompt is reported beside it (``hash_chain_*``).
+lookup is one dict probe per block and one compare of the last block's tokens (the index
+trusts its 64-bit BLAKE2b chain; see ``PrefixReuseIndex.trust_hash_chain``). The one-time
+cost of hashing a whole prompt is reported beside it (``hash_chain_*``).
 
 Run: ``python -m sagellm.experiments.prefix_lookup_bench --sizes 1000 10000 100000 1000000``
 """

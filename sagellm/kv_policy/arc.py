@@ -124,6 +124,8 @@ class ARCPolicy(PolicyBase):
             if v is None:
                 break
             victims.append(v)
+            if ctx.on_victim is not None:
+                ctx.on_victim(v)
         return EvictionDecision(tuple(victims), "arc replace")
 
     def __len__(self) -> int:

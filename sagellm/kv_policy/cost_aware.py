@@ -130,6 +130,8 @@ class CostAwarePolicy(PolicyBase):
             if v is None:
                 break
             victims.append(v)
+            if ctx.on_victim is not None:
+                ctx.on_victim(v)
         return EvictionDecision(tuple(victims), "lowest greedy-dual recompute-s x p_reuse / byte")
 
     def __len__(self) -> int:

@@ -119,6 +119,8 @@ class LFUPolicy(PolicyBase):
             if ok is None or ok(b):
                 victims.append(b)
                 del self._freq[b], self._stamp[b]
+                if ctx.on_victim is not None:
+                    ctx.on_victim(b)
             else:
                 passed.append(b)
                 self._parked.add(b)

@@ -39,7 +39,8 @@ class LRUPolicy(PolicyBase):
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
         check_num_blocks(num_blocks)
         ok = ctx.is_evictable
-        victims = self._queue.pop_oldest(ok, num_blocks, ctx.evictable_hints and ok is not None)
+        park = ctx.evictable_hints and ok is not None
+        victims = self._queue.pop_oldest(ok, num_blocks, park, ctx.on_victim)
         return EvictionDecision(tuple(victims), "lru tail")
 
     def __len__(self) -> int:

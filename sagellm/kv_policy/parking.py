@@ -96,15 +96,23 @@ class ParkingQueue:
         return front
 
     def pop_oldest(
-        self, ok: Callable[[BlockId], bool] | None, num_blocks: int = 1, park: bool = False
+        self,
+        ok: Callable[[BlockId], bool] | None,
+        num_blocks: int = 1,
+        park: bool = False,
+        on_pop: Callable[[BlockId], None] | None = None,
     ) -> list[BlockId]:
         """Remove and return up to ``num_blocks`` oldest blocks ``ok`` accepts (all when None).
-        Blocks passed over are parked when ``park``, else keep their places."""
+        Blocks passed over are parked when ``park``, else keep their places. ``on_pop`` sees
+        each block as it leaves, before the next search (it may call :meth:`on_evictable`)."""
         if ok is None and not self._returned and not self._parked:
-            n = min(num_blocks, len(self._order))
-            out = [self._order.popitem(last=False)[0] for _ in range(n)]
-            for b in out:
+            out = []
+            while len(out) < num_blocks and self._order:
+                b = self._order.popitem(last=False)[0]
                 del self._stamp[b]
+                out.append(b)
+                if on_pop is not None:
+                    on_pop(b)
             return out
         if not park and self._parked:
             self.unpark_all()  # another rule now: every block is a candidate again
@@ -117,6 +125,8 @@ class ParkingQueue:
             if ok is None or ok(b):
                 out.append(b)
                 del self._stamp[b]
+                if on_pop is not None:
+                    on_pop(b)
             else:
                 passed.append(b)
                 self._parked.add(b)

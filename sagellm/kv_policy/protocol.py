@@ -54,7 +54,9 @@ class EvictionPolicy(Protocol):
         """A tracked block may be a victim again; ``ctx.is_evictable`` stays the authority."""
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
-        """Pick up to ``num_blocks`` evictable victims and forget them."""
+        """Pick up to ``num_blocks`` evictable victims and forget them, calling
+        ``ctx.on_victim`` with each one as it is chosen (``on_evictable`` may be called from
+        inside it)."""
         ...
 
     def __len__(self) -> int: ...

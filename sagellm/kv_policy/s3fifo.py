@@ -25,6 +25,13 @@ class S3FIFOPolicy(PolicyBase):
     - a pinned block at a queue head is rotated to its queue's tail, counter unchanged.
 
     Invariant: ``len(S) + len(M) == len(self)``; G and S/M are disjoint.
+
+    Under ``PolicyContext.evictable_hints`` the blocks a search found unevictable are
+    remembered per queue (``_stuck_*``, cleared by ``on_evictable``, an access or removal):
+    when a whole queue is stuck its search is skipped, with the order change the scan would
+    make (none for S: a full rotation; one position for M: 4 |M| + 1 rotations), so victims
+    are unchanged while an all-pinned queue costs O(1) instead of O(|queue|) per victim.
+    A partly pinned queue is still scanned as above.
     """
 
     name = "s3fifo"
@@ -53,6 +60,9 @@ class S3FIFOPolicy(PolicyBase):
         self._freq: dict[BlockId, int] = {}
         self._ghost_hit = False
         self._has_evicted = False
+        self._stuck_small: set[BlockId] = set()  # found unevictable, no hint since
+        self._stuck_main: set[BlockId] = set()
+        self._park = False  # the current search's evictable_hints
 
     def on_miss(self, block_id: BlockId) -> None:
         ghost = self._ghost
@@ -74,8 +84,15 @@ class S3FIFOPolicy(PolicyBase):
 
     def on_access(self, block_id: BlockId) -> None:
         self._freq[block_id] += 1
+        if self._stuck_small or self._stuck_main:
+            self.on_evictable(block_id)
+
+    def on_evictable(self, block_id: BlockId) -> None:
+        self._stuck_small.discard(block_id)
+        self._stuck_main.discard(block_id)
 
     def on_remove(self, block_id: BlockId) -> None:
+        self.on_evictable(block_id)
         del self._freq[block_id]
         if block_id in self._small:
             del self._small[block_id]
@@ -91,10 +108,14 @@ class S3FIFOPolicy(PolicyBase):
 
     def _evict_small(self, ok) -> BlockId | None:
         small, main, freq = self._small, self._main, self._freq
+        if self._park and len(self._stuck_small) == len(small):
+            return None  # all pinned: the scan would rotate S once round, leaving it as is
         for _ in range(len(small)):
             b, _v = small.popitem(last=False)
             if ok is not None and not ok(b):
                 small[b] = None
+                if self._park:
+                    self._stuck_small.add(b)
             elif freq[b] >= self.move_to_main_threshold:
                 main[b] = None
                 freq[b] = 0
@@ -106,6 +127,9 @@ class S3FIFOPolicy(PolicyBase):
 
     def _evict_main(self, ok) -> BlockId | None:
         main, freq = self._main, self._freq
+        if main and self._park and len(self._stuck_main) == len(main):
+            main.move_to_end(next(iter(main)))  # all pinned: 4 |M| + 1 rotations = 1
+            return None
         for _ in range(4 * len(main) + 1):  # three sweeps zero every counter
             if not main:
                 return None
@@ -113,6 +137,8 @@ class S3FIFOPolicy(PolicyBase):
             f = freq[b]
             if ok is not None and not ok(b):
                 main[b] = None
+                if self._park:
+                    self._stuck_main.add(b)
             elif f >= 1:
                 main[b] = None
                 freq[b] = min(f, 3) - 1
@@ -136,12 +162,18 @@ class S3FIFOPolicy(PolicyBase):
 
     def select_victims(self, ctx: PolicyContext, num_blocks: int) -> EvictionDecision:
         check_num_blocks(num_blocks)
+        self._park = ctx.evictable_hints and ctx.is_evictable is not None
+        if not self._park:  # another rule now: what was stuck may be evictable
+            self._stuck_small.clear()
+            self._stuck_main.clear()
         victims: list[BlockId] = []
         while len(victims) < num_blocks and self._freq:
             v = self._evict_one(ctx.is_evictable)
             if v is None:
                 break
             victims.append(v)
+            if ctx.on_victim is not None:
+                ctx.on_victim(v)
         return EvictionDecision(tuple(victims), "s3fifo")
 
     def __len__(self) -> int:

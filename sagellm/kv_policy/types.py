@@ -66,6 +66,11 @@ class PolicyContext:
     # predicate is the same rule at every call: a policy may then set a block it found
     # unevictable aside until that hint (or an access) instead of passing over it each search
     evictable_hints: bool = False
+    # Called by the policy with each victim as soon as it is chosen (and forgotten), before it
+    # looks for the next one. The runtime frees the victim there and reports, by
+    # ``on_evictable``, every block that this made evictable (a parent that became a leaf), so
+    # one ``select_victims(ctx, k)`` returns the victims of k calls asking for one each
+    on_victim: Callable[[BlockId], None] | None = None
     now_s: float = 0.0  # runtime clock at the decision
     blocks: tuple[BlockStats, ...] = ()  # candidates for migration (MigrationPolicy.plan)
 

@@ -6,7 +6,8 @@ children are bucketed by hash, and every bucket is a list, so colliding blocks c
 tenant id) enters the first block's hash and every later one through the chain, so tenants
 with different salts never share blocks.
 
-Invariants (``check_invariants``): every node's hash equals ``H(parent.hash, tokens, salt)``;
+Invariants (``check_invariants``): every node's hash equals ``H(parent.hash, tokens, salt)``
+and its salt equals its parent's (inserts verify the salt at every level);
 ``token_length == depth * block_size_tokens``; a node is in exactly its parent's bucket;
 ``len(index) == number of nodes``. All public methods hold one re-entrant lock, so concurrent
 ``insert``/``lookup``/``invalidate`` from several threads are safe.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +31,9 @@ from sagellm.prefix_reuse.matcher import PrefixMatcher
 from sagellm.prefix_reuse.metrics import PrefixReuseMetrics
 from sagellm.prefix_reuse.policy import AccessRecord, EvictionPriority, LRUPriority
 from sagellm.prefix_reuse.types import PrefixEntry, PrefixHit, PrefixLookup, TierName
+
+_TOKENS = operator.attrgetter("token_ids")
+_ENTRY = operator.attrgetter("_entry")
 
 
 class _Node:
@@ -64,15 +69,10 @@ class _Node:
         self._entry: PrefixEntry | None = None
 
     def place(self, kv_block_ids: tuple[BlockId, ...], tier: TierName) -> None:
-        """Set where the block's KV lives (the cached entry is rebuilt on the next read)."""
+        """Set where the block's KV lives and rebuild its frozen entry (set ``metadata``
+        first). Invariant: a placed node's ``_entry`` is current, so a lookup returns it as is."""
         self.kv_block_ids = kv_block_ids
         self.tier = tier
-        self._entry = None
-
-    def entry(self) -> PrefixEntry:
-        """The node as a frozen entry, built once per placement (a lookup returns many)."""
-        if self._entry is not None:
-            return self._entry
         parent = self.parent
         self._entry = PrefixEntry(
             entry_id=self.entry_id,
@@ -83,6 +83,9 @@ class _Node:
             tier=self.tier,
             parent_entry_id=parent.entry_id if parent and parent.parent is not None else None,
         )
+
+    def entry(self) -> PrefixEntry:
+        """The node as a frozen entry (built by :meth:`place`)."""
         return self._entry
 
     def record(self) -> AccessRecord:
@@ -99,7 +102,12 @@ class PrefixReuseIndex:
         matcher: PrefixMatcher | None = None,
         priority: EvictionPriority | None = None,
         metrics: PrefixReuseMetrics | None = None,
+        trust_hash_chain: bool | None = None,
     ) -> None:
+        """``trust_hash_chain``: a lookup given the prompt's hash chain compares the tokens of
+        the last matched block only (salt on the first), taking equal chained hashes as equal
+        blocks before it; None = trust the built-in 64-bit BLAKE2b chain only (a false match
+        needs a 2**-64 event under an already matched parent), verify every block otherwise."""
         if not isinstance(block_size_tokens, int) or block_size_tokens <= 0:
             raise ValueError(f"block_size_tokens must be an integer > 0, got {block_size_tokens!r}")
         self.block_size_tokens = block_size_tokens
@@ -107,8 +115,12 @@ class PrefixReuseIndex:
         self.matcher = matcher or PrefixMatcher()
         self.priority = priority or LRUPriority()
         self.metrics = metrics or PrefixReuseMetrics()
+        if trust_hash_chain is None:
+            trust_hash_chain = hash_fn is blake2b_block_hash
+        self.trust_hash_chain = trust_hash_chain
         self._root = _Node(None, 0, (), None, None, 0)  # holds no block; never returned
         self._nodes: dict[int, _Node] = {}
+        self._slices: list[slice] = []  # see _block_slices
         self._ids = itertools.count()
         self._clock = 0
         self._lock = threading.RLock()
@@ -150,6 +162,50 @@ class PrefixReuseIndex:
             out.append(self.hash_fn(out[-1] if i else None, block, salt))
         return out
 
+    def _block_slices(self, num_blocks: int) -> list[slice]:
+        """``slice(i * B, (i + 1) * B)`` for the first ``num_blocks`` blocks (kept, grown)."""
+        cached, bs = self._slices, self.block_size_tokens
+        if len(cached) < num_blocks:
+            cached.extend(slice(i * bs, (i + 1) * bs) for i in range(len(cached), num_blocks))
+        return cached[:num_blocks]
+
+    def _walk_hashes(self, hashes: Sequence[int]) -> list[_Node]:
+        """The path that follows ``hashes`` from the root taking each bucket's first node: one
+        dict probe per block, nothing verified yet."""
+        node, path = self._root, []
+        append = path.append
+        for h in hashes:
+            bucket = node.children.get(h)
+            if bucket is None:
+                break
+            node = bucket[0]
+            append(node)
+        return path
+
+    def _verified_prefix(self, path: list[_Node], token_ids: Sequence[int], salt) -> int:
+        """How many leading nodes of ``path`` hold exactly the query's blocks under ``salt``
+        (the default matcher's test). With ``trust_hash_chain`` the last block's tokens are
+        compared (all blocks when they differ); otherwise all blocks at C speed in one list
+        compare, and the per-block loop runs only on a mismatch. Salt: checked on the first
+        node only, since a node's salt equals its parent's (``check_invariants``)."""
+        if not path or path[0].salt != salt:
+            return 0
+        n = len(path)
+        if self.trust_hash_chain:
+            last = token_ids[(n - 1) * self.block_size_tokens : n * self.block_size_tokens]
+            if path[-1].token_ids == (last if type(last) is tuple else tuple(last)):
+                return n
+        bs = self.block_size_tokens
+        toks = token_ids if type(token_ids) is tuple else tuple(token_ids[: n * bs])
+        blocks = list(map(toks.__getitem__, self._block_slices(n)))
+        stored = list(map(_TOKENS, path))
+        if stored == blocks:
+            return n
+        k = 0
+        while stored[k] == blocks[k]:
+            k += 1
+        return k
+
     def lookup(
         self,
         token_ids: Sequence[int],
@@ -161,7 +217,11 @@ class PrefixReuseIndex:
         """Longest cached prefix of ``token_ids`` made of full blocks, capped at
         ``len(token_ids) - 1`` tokens. Touches the matched entries (LRU) unless ``touch`` is
         False (a read-only peek: no recency, hit count or metric changes). ``hashes``: the
-        prompt's chained block hashes when the caller has them (see :meth:`block_hashes`)."""
+        prompt's chained block hashes when the caller has them (see :meth:`block_hashes`).
+
+        With ``hashes`` and the default matcher a hit costs one dict probe per block, then a
+        compare of the last block's tokens (``trust_hash_chain``) or one C-level compare of
+        all matched blocks' tokens."""
         t0 = time.perf_counter()
         n = len(token_ids)
         bs = self.block_size_tokens
@@ -171,33 +231,20 @@ class PrefixReuseIndex:
             if touch:
                 self._clock += 1
             clock = self._clock
-            # the default matcher's test inlined (token ids and salt equal): a hit costs one
-            # dict probe and one tuple compare per block
-            plain = type(self.matcher) is PrefixMatcher
-            node, matched = self._root, []
-            toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # tuple slices
-            for i in range(max_blocks):
-                block = toks[i * bs : (i + 1) * bs]
-                if i < known:
-                    h = hashes[i]  # type: ignore[index]
-                else:
-                    h = self.hash_fn(
-                        node.token_hash if node is not self._root else None, block, salt
-                    )
-                bucket = node.children.get(h)
-                if bucket is None:
-                    break
-                child = bucket[0]
-                if not (plain and child.token_ids == block and child.salt == salt):
-                    child = self._child(node, h, block, salt)
-                    if child is None:
-                        break
-                if touch:
-                    child.last_access = clock
-                    child.num_hits += 1
-                matched.append(child._entry or child.entry())
-                node = child
-            entries = tuple(matched)
+            path: list[_Node] = []
+            if known and type(self.matcher) is PrefixMatcher:
+                path = self._walk_hashes(hashes[:known] if len(hashes) > known else hashes)
+                walked = len(path)
+                del path[self._verified_prefix(path, token_ids, salt) :]
+                if len(path) == walked < known:
+                    known = -1  # a verified miss: no node holds the next block's hash
+            if known >= 0:  # block by block: no chain, a failed compare, or the chain ran out
+                self._extend(path, token_ids, salt, max_blocks, hashes, max(known, 0))
+            if touch:
+                for node in path:
+                    node.last_access = clock
+                    node.num_hits += 1
+            entries = tuple(map(_ENTRY, path))
         length = len(entries) * self.block_size_tokens
         hit = PrefixHit(length, 1.0 if entries else 0.0, n - length)
         if touch:
@@ -205,6 +252,26 @@ class PrefixReuseIndex:
             if record_request:
                 self.metrics.record_request(n, length)
         return PrefixLookup(hit, entries)
+
+    def _extend(self, path, token_ids, salt, max_blocks, hashes, known) -> None:
+        """Grow ``path`` (a verified match of its length) block by block up to ``max_blocks``,
+        hashing blocks past the ``known`` ones, verifying each with the matcher."""
+        if len(path) >= max_blocks:
+            return
+        bs = self.block_size_tokens
+        node = path[-1] if path else self._root
+        toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # tuple slices
+        for i in range(len(path), max_blocks):
+            block = toks[i * bs : (i + 1) * bs]
+            if i < known:
+                h = hashes[i]
+            else:
+                h = self.hash_fn(node.token_hash if node is not self._root else None, block, salt)
+            child = self._child(node, h, block, salt)
+            if child is None:
+                return
+            path.append(child)
+            node = child
 
     def insert(
         self,
@@ -237,6 +304,8 @@ class PrefixReuseIndex:
                 node = self._nodes.get(parent_entry_id)
                 if node is None:
                     raise KeyError(f"parent_entry_id {parent_entry_id} is not indexed")
+                if node.salt != salt:  # keeps "a node's salt is its parent's" (see lookup)
+                    raise ValueError(f"parent_entry_id {parent_entry_id} has another salt")
                 start = node.token_length // self.block_size_tokens
             bs = self.block_size_tokens
             for i in range(start, num_blocks):
@@ -373,6 +442,8 @@ class PrefixReuseIndex:
                         want = self.hash_fn(parent_hash, kid.token_ids, kid.salt)
                         assert kid.token_hash == h == want
                         assert kid.parent is node
+                        assert node is self._root or kid.salt == node.salt  # see lookup
+                        assert kid._entry.kv_block_ids == kid.kv_block_ids
                         assert kid.token_length == (depth + 1) * self.block_size_tokens
                         assert self._nodes[kid.entry_id] is kid
                         seen += 1

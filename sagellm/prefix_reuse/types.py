@@ -46,8 +46,10 @@ class PrefixHit:
 
     ``matched_length`` (tokens) is a multiple of the block size and at most ``num_tokens - 1``
     (the last prompt token is always recomputed so its logits exist). ``remaining_tokens`` =
-    ``num_tokens - matched_length``. ``confidence`` is the fraction of matched blocks whose
-    stored token ids were compared equal (1.0 with verification; 0.0 when nothing matched).
+    ``num_tokens - matched_length``. ``confidence`` is the fraction of matched blocks verified:
+    stored token ids compared equal, or (``PrefixReuseIndex.trust_hash_chain``) a trusted
+    chained hash equal up to a last block whose tokens compared equal (1.0 with
+    verification; 0.0 when nothing matched).
     """
 
     matched_length: int

@@ -11,7 +11,10 @@ The tracker translates between them::
     entry left the device, not as a victim   -> on_remove(key)
     room needed                              -> select_victims(ctx, n), ctx.is_evictable
                                                 = the manager's rule (ref 0, unpinned, tier
-                                                device, leaf where entries leave the index)
+                                                device, leaf where entries leave the index);
+                                                ctx.on_victim frees each victim at once and
+                                                reports its parent (a leaf now) evictable,
+                                                so k blocks take one policy call
 
 A key is the entry's chained block hash (``token_hash``): it survives the entry being
 dropped and recomputed later, so ghost lists (ARC, S3FIFO) recognise a returning prefix.
@@ -42,6 +45,7 @@ class PolicyTracker:
         self._key_of_entry: dict[int, int] = {}
         self._entry_of_key: dict[int, int] = {}
         self.num_victims = 0  # entries the policy chose, all calls together
+        self.victims_reported_late = 0  # of the last select: victims not seen by on_victim
 
     def __len__(self) -> int:
         return len(self._key_of_entry)
@@ -86,21 +90,37 @@ class PolicyTracker:
         can_evict: Callable[[int], bool],
         pool_stats: PoolStats,
         hints: bool = False,
+        on_victim: Callable[[int], None] | None = None,
     ) -> list[int]:
-        """Up to ``num_blocks`` entry ids chosen by the policy among those ``can_evict``
-        accepts; they are no longer tracked when returned. ``hints``: the caller calls
-        :meth:`evictable` on every transition of ``can_evict`` to True and ``can_evict`` is the
-        same rule at every call (``PolicyContext.evictable_hints``)."""
-        entry_of_key = self._entry_of_key
+        """Up to ``num_blocks`` entry ids chosen by the policy (one ``select_victims`` call)
+        among those ``can_evict`` accepts; they are no longer tracked when returned.
+        ``hints``: the caller calls :meth:`evictable` on every transition of ``can_evict`` to
+        True and ``can_evict`` is the same rule at every call (``PolicyContext.evictable_hints``).
+        ``on_victim(entry_id)``: runs as each victim is chosen, before the policy looks for the
+        next (``PolicyContext.on_victim``); the caller may free the entry there and report the
+        entries that turned evictable. ``victims_reported_late`` counts the victims of this call
+        the policy did not announce that way (a policy without the hook): they are handed to
+        ``on_victim`` after the call, so the caller may have to ask again for the rest."""
+        entry_of_key, key_of_entry = self._entry_of_key, self._key_of_entry
+        out: list[int] = []
+
+        def chosen(key: int) -> None:
+            entry_id = entry_of_key.pop(key)
+            del key_of_entry[entry_id]
+            out.append(entry_id)
+            if on_victim is not None:
+                on_victim(entry_id)
+
         ctx = PolicyContext(
             pool_stats,
             is_evictable=lambda k: can_evict(entry_of_key[k]),
             evictable_hints=hints,
+            on_victim=chosen,
         )
-        out = []
-        for key in self.policy.select_victims(ctx, num_blocks).victims:
-            entry_id = entry_of_key.pop(key)
-            del self._key_of_entry[entry_id]
-            out.append(entry_id)
+        victims = self.policy.select_victims(ctx, num_blocks).victims
+        late = [k for k in victims if k in entry_of_key]  # chosen() untracked the rest
+        for key in late:
+            chosen(key)
+        self.victims_reported_late = len(late)
         self.num_victims += len(out)
         return out

@@ -9,9 +9,10 @@ leave the index). The default ``demote`` policy always moves one tier down (devi
 Victims are never pinned (being loaded for the sequence at hand) and, on the device, never
 referenced. Every decision and drop lands in the decider's log (``migration_log``).
 
-Device victims come from the configured ``kv_policy`` (through :class:`PolicyTracker`), one
-at a time when they leave the index so a parent whose last child went becomes a candidate;
-host and disk victims follow the index's LRU priority.
+Device victims come from the configured ``kv_policy`` (through :class:`PolicyTracker`) in one
+policy call: when they leave the index, each leaves as it is chosen (``on_victim``) and its
+parent, now maybe a leaf, is reported evictable before the next is chosen, so the victims
+are those of k one-block calls. Host and disk victims follow the index's LRU priority.
 """
 
 from __future__ import annotations
@@ -98,14 +99,17 @@ class TierEviction:
         # one rule (leaves, no tenant filter) whose every turn to True the manager reports
         hints = self.evictable_hints and not self.quota.quotas
         out: list[PrefixEntry] = []
-        while len(out) < k:
-            picked = self.tracker.select(1, can_evict, stats, hints)
-            if not picked:
-                break
-            parent = index.get(picked[0]).parent_entry_id
-            out += index.invalidate(picked[0])
+
+        def leave(entry_id: int) -> None:  # a victim leaves the index; its parent may follow
+            parent = index.get(entry_id).parent_entry_id
+            out.extend(index.invalidate(entry_id))
             if parent is not None:
                 self.tracker.evictable(parent)
+
+        while len(out) < k:  # once, unless the policy lacks ``on_victim`` (then per parent)
+            picked = self.tracker.select(k - len(out), can_evict, stats, hints, leave)
+            if not picked or not self.tracker.victims_reported_late:
+                break
         return out
 
     def _evict_device(self, k: int) -> None:

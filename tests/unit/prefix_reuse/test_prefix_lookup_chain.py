@@ -1,6 +1,8 @@
 """Lookups that take the prompt's hash chain (kept on the sequence) match exactly what a
 lookup that hashes the prompt matches, and the entries they return follow every move."""
 
+import pytest
+
 from sagellm.prefix_reuse import PrefixReuseIndex
 
 
@@ -31,3 +33,34 @@ def test_returned_entries_follow_relocation_and_remap():
     assert ix.remap_blocks({5: 8}) == 1
     assert ix.lookup([1, 2, 3, 4, 0]).block_ids == (8, 0)
     assert ix.get(first[0].entry_id).kv_block_ids == (8,)
+
+
+def test_trusted_chain_checks_the_last_block_and_falls_back_to_every_block():
+    ix = PrefixReuseIndex(2)
+    assert ix.trust_hash_chain  # the built-in BLAKE2b chain is trusted by default
+    ix.insert([1, 2, 3, 4, 5, 6], [10, 11, 12])
+    q = [1, 2, 3, 4, 5, 6, 0]
+    good = ix.block_hashes(q, None, 3)
+    assert ix.lookup(q, hashes=good, touch=False).block_ids == (10, 11, 12)
+    # a chain that is not the prompt's (stale): the last block's tokens differ, so every
+    # block is compared and the match stops at the first differing one
+    other = [1, 2, 9, 9, 8, 8, 0]
+    res = ix.lookup(other, hashes=good, touch=False)
+    assert res.block_ids == (10,) and res.hit.confidence == 1.0
+    assert ix.lookup([7, 7, 7], hashes=good, touch=False).hit.matched_length == 0
+
+
+def test_untrusted_default_hash_verifies_every_block():
+    ix = PrefixReuseIndex(2, trust_hash_chain=False)
+    ix.insert([1, 2, 3, 4, 5, 6], [10, 11, 12])
+    good = ix.block_hashes([1, 2, 3, 4, 5, 6], None, 3)
+    # the last block matches but a middle one does not: only full verification sees it
+    assert ix.lookup([1, 2, 9, 9, 5, 6, 0], hashes=good, touch=False).block_ids == (10,)
+    assert not PrefixReuseIndex(2, hash_fn=weak_hash).trust_hash_chain
+
+
+def test_insert_below_an_entry_of_another_salt_is_refused():
+    ix = PrefixReuseIndex(2)
+    first = ix.insert([1, 2], [10], salt="a")
+    with pytest.raises(ValueError, match="another salt"):
+        ix.insert([1, 2, 3, 4], [10, 11], salt="b", parent_entry_id=first[0].entry_id)

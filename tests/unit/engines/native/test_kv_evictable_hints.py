@@ -74,7 +74,7 @@ def workload(seed: int, n: int = 300) -> list[tuple]:
     return ops
 
 
-@pytest.mark.parametrize("policy", ["lru", "lfu", "arc"])
+@pytest.mark.parametrize("policy", ["lru", "lfu", "arc", "s3fifo", "sieve"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hints_change_no_victim(policy, seed):
     managers = []
