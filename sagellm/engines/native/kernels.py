@@ -23,7 +23,9 @@ import torch
 from sagellm.comm_backend.shm_ext import cpu_flags
 
 _CSRC = Path(__file__).parent / "csrc"
-_SRCS = [_CSRC / name for name in ("paged_attention.cpp", "gemv.cpp", "decoder_layers.cpp")]
+_SRCS = [
+    _CSRC / name for name in ("paged_attention.cpp", "gemv.cpp", "decoder_layers.cpp", "argmax.cpp")
+]
 _HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h"]
 _lock = threading.Lock()
 
@@ -63,6 +65,7 @@ def _load() -> None:
         _state["gemv"] = torch.ops.sagellm.gemv
         _state["gemv_int8"] = torch.ops.sagellm.gemv_int8
         _state["decoder_layers"] = torch.ops.sagellm.decoder_layers
+        _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -97,6 +100,13 @@ def decoder_layers_op():
     whose attention groups the in-place kernel serves), or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("decoder_layers")
+
+
+def argmax_rows_op():
+    """``torch.ops.sagellm.argmax_rows`` (csrc/argmax.cpp: ``argmax(dim=-1)`` of fp32
+    [N, V] logits), or None like ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("argmax_rows")
 
 
 def kernel_status() -> str:

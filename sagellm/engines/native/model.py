@@ -13,6 +13,7 @@ the sum. Without a shard the forward is exactly the single-process one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,12 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 # Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
 # beats both: decode steps of a few sequences, where the weights' bytes set the time.
 GEMV_MAX_ROWS = 4
+# With a prepacked weight (``pack_weight``) oneDNN's GEMM takes every step of 2 or more rows:
+# [3072, 576] on 2 Zen 4 cores, ours vs packed, us: fp32 1 row 86 / 153, 2 rows 151 / 129,
+# 4 rows 279 / 134; bf16 1 row 59 / 63, 4 rows 191 / 79. The pack's layout is tuned for a
+# typical decode batch (the hint); it serves any row count.
+PACKED_MIN_ROWS = 2
+PACK_HINT_ROWS = 64
 # Rows for which our int8 GEMV beats torch's int8 kernel, per activation dtype (accel_quant's
 # kernel sweep, [3072, 576], alone on 2 Zen 4 cores): fp32 0.05 ms vs 0.93 at 1 row, 0.33 vs
 # 9.7 at 8 (torch's kernel with fp32 activations runs ~20x below bandwidth, see Int8Linear);
@@ -65,7 +72,30 @@ GEMV_MAX_ROWS = 4
 INT8_GEMV_ROWS = {torch.float32: range(1, 17), torch.bfloat16: range(1, 2)}
 
 
-def linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None = None) -> torch.Tensor:
+def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
+    """oneDNN's prepacked copy of a dense CPU weight [out, in] (blocked for its GEMM, so a call
+    does not repack the weight: 1.2-2x torch's linear at 2-512 rows on 2 Zen 4 cores), or None
+    where it does not apply (quantized, other dtype or device, oneDNN missing, or
+    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs)."""
+    if (
+        os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0"
+        or not torch.backends.mkldnn.is_available()
+    ):
+        return None
+    if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:
+        return None
+    if dtype not in _TRANSPOSED_ROWS:
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_HINT_ROWS)
+
+
+def linear(
+    x: torch.Tensor, w: Weight, b: torch.Tensor | None = None, packed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x @ w.T + b`` with the fastest kernel for the row count (``packed``: ``w``'s
+    ``pack_weight`` copy, used from ``PACKED_MIN_ROWS`` rows)."""
+    if packed is not None and x.shape[0] >= PACKED_MIN_ROWS:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
         rows = x.shape[0]
         op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None
@@ -193,6 +223,13 @@ class DecoderModel:
         self.workspace = Workspace()
         self._no_bias = torch.empty(0, dtype=dtype, device=device)
         self._weight_bytes: tuple[list[LayerWeights], Weight, int] | None = None
+        # ``pack_weight`` copies by ``linear_weights`` name (empty where packing does not apply);
+        # a layer-subset view shares it (its layer i is this model's layer i)
+        self.packed: dict[str, torch.Tensor] = {}
+        for name, w in self.linear_weights().items():
+            pw = pack_weight(w, dtype)
+            if pw is not None:
+                self.packed[name] = pw
 
     @property
     def num_weight_bytes(self) -> int:
@@ -219,6 +256,11 @@ class DecoderModel:
     def replace_linear(self, name: str, weight: Weight) -> None:
         """Swap one weight named as in ``linear_weights`` (quantization does this at load)."""
         self._weight_bytes = None
+        # a new dict: a view made by copy.copy shares the old one with its source model
+        self.packed = {k: v for k, v in self.packed.items() if k != name}
+        pw = pack_weight(weight, self.dtype)
+        if pw is not None:
+            self.packed[name] = pw
         if name == "lm_head":
             self.lm_head = weight
             return
@@ -257,14 +299,15 @@ class DecoderModel:
         op = decoder_layers_op()
         if op is None:
             return None
-        none = self._no_bias
+        none, packed = self._no_bias, self.packed
         weights: list[torch.Tensor] = []
-        for lw in self.layers:
+        for i, lw in enumerate(self.layers):
             if lw.q_norm is not None:
                 return None
             layer = (lw.input_norm, lw.qkv, lw.qkv_bias, lw.o, lw.o_bias, lw.post_norm)
             weights += (none if t is None else t for t in layer)
             weights += (lw.gate_up, lw.down)
+            weights += (packed.get(f"layers.{i}.{f}", none) for f in LINEAR_FIELDS)
         if not all(isinstance(t, torch.Tensor) and t.dtype == self.dtype for t in weights):
             return None  # a quantized linear
         return op, weights
@@ -289,6 +332,7 @@ class DecoderModel:
         cos, sin = self._rope(positions)
         x = F.embedding(input_ids, self.embed)
         fused = self._fused_layers(meta, cache)
+        packed = self.packed
         if fused is not None:
             op, weights = fused
             groups = meta.groups
@@ -310,10 +354,11 @@ class DecoderModel:
                 GEMV_MAX_ROWS,
                 _TRANSPOSED_ROWS[self.dtype].start,
                 _TRANSPOSED_ROWS[self.dtype].stop,
+                PACKED_MIN_ROWS,
             )
         for i, lw in enumerate(self.layers if fused is None else ()):
             h = _rms_norm(x, lw.input_norm, eps)
-            qkv = linear(h, lw.qkv, lw.qkv_bias)
+            qkv = linear(h, lw.qkv, lw.qkv_bias, packed.get(f"layers.{i}.qkv"))
             q = qkv[:, : H * D].view(T, H, D)
             k = qkv[:, H * D : (H + kvH) * D].view(T, kvH, D)
             v = qkv[:, (H + kvH) * D :].view(T, kvH, D)
@@ -327,15 +372,20 @@ class DecoderModel:
             _write_kv(v_cache, meta, v)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace, i)
             if tp is None:
-                x = x + linear(attn.view(T, H * D), lw.o, lw.o_bias)
+                x = x + linear(attn.view(T, H * D), lw.o, lw.o_bias, packed.get(f"layers.{i}.o"))
             else:
                 y = tp(attn.view(T, H * D), lw.o)
                 x = x + (y if lw.o_bias is None else y + lw.o_bias)
             h = _rms_norm(x, lw.post_norm, eps)
-            gu = linear(h, lw.gate_up)
+            gu = linear(h, lw.gate_up, None, packed.get(f"layers.{i}.gate_up"))
             g, u = gu.chunk(2, dim=-1)
-            x = x + (linear(F.silu(g) * u, lw.down) if tp is None else tp(F.silu(g) * u, lw.down))
+            a = F.silu(g) * u
+            x = x + (
+                linear(a, lw.down, None, packed.get(f"layers.{i}.down"))
+                if tp is None
+                else tp(a, lw.down)
+            )
         if logits_index is None:
             return None
         h = _rms_norm(x[logits_index], self.norm, eps)
-        return linear(h, self.lm_head).float()
+        return linear(h, self.lm_head, None, packed.get("lm_head")).float()

@@ -8,6 +8,15 @@ import torch
 
 from sagellm.accel.speculative.probs import filter_top_k_top_p
 from sagellm.core.types import SamplingParams
+from sagellm.engines.native.kernels import argmax_rows_op
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=-1)`` [N] int64 (the C++ row argmax for CPU fp32 logits)."""
+    op = argmax_rows_op() if logits.device.type == "cpu" else None
+    if op is not None and logits.dtype == torch.float32 and logits.dim() == 2:
+        return op(logits.contiguous())
+    return logits.argmax(dim=-1)
 
 
 def sample(
@@ -16,7 +25,7 @@ def sample(
     generators: list[torch.Generator | None],
 ) -> list[int]:
     """Pick one token per row of fp32 ``logits`` [N, V]."""
-    out = logits.argmax(dim=-1)
+    out = greedy(logits)
     rows = [i for i, p in enumerate(params) if not p.greedy]
     if rows:
         idx = torch.tensor(rows, device=logits.device)

@@ -7,9 +7,10 @@
 // transposed_min_rows, transposed_max_rows). Shapes (contiguous, one dtype: float32 or
 // bfloat16, index tensors int64):
 //   x          [T, hidden]   the residual stream after the embedding; updated in place
-//   weights    8 per layer: input_norm [hidden], qkv [(H + 2 kvH) D, hidden], qkv_bias
+//   weights    12 per layer: input_norm [hidden], qkv [(H + 2 kvH) D, hidden], qkv_bias
 //              [(H + 2 kvH) D] or empty, o [hidden, H D], o_bias [hidden] or empty,
-//              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I]
+//              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I], then oneDNN's
+//              prepacked qkv, o, gate_up, down (model.pack_weight) or empty tensors
 //   kv         [L, 2, N, kvH, bs, D]   the paged cache (kv_cache.py); new K/V rows are written
 //   cos, sin   [T, D]        RoPE rows of each token's position (already scaled, in the dtype)
 //   kv_rows    [T * kvH]     row of (token, kv head) in one layer's K (or V) viewed as [-1, D]
@@ -18,13 +19,15 @@
 // scaled by its weight; fused q|k|v GEMM (+ bias); RoPE (rotate-half) with the products and the
 // sum each rounded to the dtype as torch rounds them; K/V written to the cache; paged
 // attention (paged_attention.cpp); o GEMM (+ bias) added to x; RMSNorm; gate|up GEMM; silu(gate)
-// * up (torch's own ops); down GEMM added to x. Linears of at most gemv_max_rows rows use the
-// GEMV (gemv.cpp), rows in [transposed_min_rows, transposed_max_rows) the transposed GEMM
+// * up (torch's own ops); down GEMM added to x. Linears with a packed weight and at least
+// packed_min_rows rows use oneDNN's GEMM on it; else at most gemv_max_rows rows the GEMV
+// (gemv.cpp), rows in [transposed_min_rows, transposed_max_rows) the transposed GEMM
 // (W . x^T)^T, others x . W^T, exactly as model.linear chooses. Sums run in another order
 // than torch's, so results agree to rounding, not bitwise.
 #include "ops.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -32,15 +35,28 @@
 
 namespace {
 
-constexpr int64_t kPerLayer = 8;
+constexpr int64_t kPlain = 8, kPerLayer = 12;
 
 struct LinearRows {
-  int64_t gemv_max, transposed_min, transposed_max;
+  int64_t gemv_max, transposed_min, transposed_max, packed_min;
 };
 
+// oneDNN's GEMM over a prepacked weight (torch.ops.mkldnn._linear_pointwise), with the bias
+at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& b) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            c10::string_view, c10::List<std::optional<at::Scalar>>,
+                            std::optional<c10::string_view>)>();
+  const std::optional<at::Tensor> bias = b.numel() ? std::optional<at::Tensor>(b) : std::nullopt;
+  return op.call(x, packed, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                  const LinearRows& rows) {
+                  const at::Tensor& packed, const LinearRows& rows) {
   const int64_t M = x.size(0);
+  if (packed.numel() && M >= rows.packed_min) return packed_linear(x, packed, b);
   at::Tensor y;
   if (M <= rows.gemv_max) {
     y = at::empty({M, w.size(0)}, x.options());
@@ -109,13 +125,14 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
   at::Tensor h = at::empty_like(x);
   at::Tensor q = at::empty({T_, H, D}, x.options());
   at::Tensor attn = at::empty({T_, H, D}, x.options());
+  const at::Tensor none = at::empty({0}, x.options());
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor* w = &weights[l * kPerLayer];
     at::Tensor k_cache = kv[l][0], v_cache = kv[l][1];
     T* kc = k_cache.data_ptr<T>();
     T* vc = v_cache.data_ptr<T>();
     rms_norm<T>(xp, w[0].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-    const at::Tensor qkv = linear(h, w[1], w[2], rows);
+    const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows);
     const T* qkvp = qkv.data_ptr<T>();
     T* qp = q.data_ptr<T>();
     for (int64_t t = 0; t < T_; ++t) {
@@ -134,12 +151,13 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
       sagellm::paged_attention(q, k_cache, v_cache, block_ids[g], q_starts[g], q_lens[g],
                                num_computed[g], max_blocks[g], scale, attn);
     }
-    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], rows).data_ptr<T>(), T_ * hidden);
+    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], w[9], rows).data_ptr<T>(),
+                T_ * hidden);
     rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-    const at::Tensor gu = linear(h, w[6], at::Tensor(), rows);
+    const at::Tensor gu = linear(h, w[6], none, w[10], rows);
     const int64_t I = gu.size(1) / 2;
     const at::Tensor act = at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
-    add_into<T>(xp, linear(act, w[7], at::Tensor(), rows).data_ptr<T>(), T_ * hidden);
+    add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_ * hidden);
   }
 }
 
@@ -148,17 +166,19 @@ void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
                     at::TensorList block_ids, at::TensorList q_starts, at::TensorList q_lens,
                     at::TensorList num_computed, at::IntArrayRef max_blocks, int64_t num_heads,
                     double eps, double scale, int64_t gemv_max_rows, int64_t transposed_min_rows,
-                    int64_t transposed_max_rows) {
+                    int64_t transposed_max_rows, int64_t packed_min_rows) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
               "decoder_layers: x a contiguous CPU [T, hidden] tensor");
   TORCH_CHECK(kv.dim() == 6 && kv.is_contiguous() && kv.scalar_type() == x.scalar_type(),
               "decoder_layers: kv a contiguous [L, 2, N, kvH, bs, D] cache of x's dtype");
   const int64_t L = kv.size(0), D = kv.size(5), T_ = x.size(0);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * kPerLayer,
-              "decoder_layers: 8 weights per layer, got ", weights.size(), " for ", L, " layers");
-  for (const at::Tensor& w : weights) {
-    TORCH_CHECK(w.is_contiguous() && w.scalar_type() == x.scalar_type(),
-                "decoder_layers: contiguous weights of x's dtype");
+              "decoder_layers: 12 weights per layer, got ", weights.size(), " for ", L, " layers");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor& w = weights[i];
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "decoder_layers: weights of x's dtype");
+    TORCH_CHECK(i % kPerLayer >= kPlain ? (w.numel() == 0 || w.is_mkldnn()) : w.is_contiguous(),
+                "decoder_layers: contiguous dense weights; packed ones oneDNN tensors or empty");
   }
   TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
                   cos.is_contiguous() && sin.is_contiguous() &&
@@ -175,7 +195,7 @@ void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
       qs(q_starts.begin(), q_starts.end()), ql(q_lens.begin(), q_lens.end()),
       nc(num_computed.begin(), num_computed.end());
   const std::vector<int64_t> mb(max_blocks.begin(), max_blocks.end());
-  const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows};
+  const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
   const float feps = static_cast<float>(eps);
   if (x.scalar_type() == at::kFloat) {
     run<float>(x, ws, kv, cos, sin, kv_rows, bi, qs, ql, nc, mb, num_heads, feps, scale, rows);
@@ -194,7 +214,10 @@ TORCH_LIBRARY_FRAGMENT(sagellm, m) {
       "decoder_layers(Tensor(a!) x, Tensor[] weights, Tensor(b!) kv, Tensor cos, Tensor sin, "
       "Tensor kv_rows, Tensor[] block_ids, Tensor[] q_starts, Tensor[] q_lens, "
       "Tensor[] num_computed, int[] max_blocks, int num_heads, float eps, float scale, "
-      "int gemv_max_rows, int transposed_min_rows, int transposed_max_rows) -> ()");
+      "int gemv_max_rows, int transposed_min_rows, int transposed_max_rows, int packed_min_rows) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("decoder_layers", &decoder_layers); }
+
+// packed weights are oneDNN tensors, whose dispatch key outranks CPU
+TORCH_LIBRARY_IMPL(sagellm, MkldnnCPU, m) { m.impl("decoder_layers", &decoder_layers); }

@@ -1,9 +1,10 @@
 """The one-call C++ decoder (``torch.ops.sagellm.decoder_layers``) equals the per-layer torch
 path of ``DecoderModel.forward``: same logits and the same K/V rows written to the cache, on a
 decode group plus a short chunk over scattered block tables, with and without q|k|v biases
-(Llama, Qwen2), in fp32 and bf16 and at row counts that take each linear kernel (GEMV,
-transposed GEMM, plain GEMM). It is used exactly where it applies: Qwen3's q/k norms, a long
-prefill chunk and an int8 cache take the per-layer path."""
+(Llama, Qwen2), in fp32 and bf16, with oneDNN-prepacked weights and without, at row counts
+that take each linear kernel (GEMV, packed GEMM, transposed GEMM, plain GEMM). It is used
+exactly where it applies: Qwen3's q/k norms, a long prefill chunk and an int8 cache take the
+per-layer path."""
 
 import pytest
 import torch
@@ -73,6 +74,7 @@ def both_paths(model, contexts, q_lens, monkeypatch):
     return fused, fused_cache, plain, cache2.kv, len(calls)
 
 
+@pytest.mark.parametrize("pack", [True, False])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 6e-2)])
 @pytest.mark.parametrize(
@@ -85,13 +87,16 @@ def both_paths(model, contexts, q_lens, monkeypatch):
     ],
 )
 def test_one_call_equals_per_layer_path(
-    tiny_checkpoint, family, dtype, tol, contexts, q_lens, monkeypatch
+    tiny_checkpoint, pack, family, dtype, tol, contexts, q_lens, monkeypatch
 ):
+    """``pack``: oneDNN-prepacked weights (2+ rows) or plain ones (SAGELLM_PACK_WEIGHTS=0)."""
+    monkeypatch.setenv("SAGELLM_PACK_WEIGHTS", "1" if pack else "0")
     _, folder = tiny_checkpoint(family)
     ckpt = load_checkpoint(folder, dtype)
     model = DecoderModel(ckpt.arch, ckpt.state_dict, dtype, torch.device("cpu"))
     fused, fused_kv, plain, plain_kv, calls = both_paths(model, contexts, q_lens, monkeypatch)
     assert calls == 1  # the one-call decoder ran
+    assert bool(model.packed) == (pack and torch.backends.mkldnn.is_available())
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
     torch.testing.assert_close(fused_kv.float(), plain_kv.float(), atol=tol, rtol=tol)
     assert not torch.equal(fused_kv, batch(model, contexts, q_lens)[3].kv)  # K/V were written
