@@ -226,6 +226,7 @@ class DecoderModel:
         # ``pack_weight`` copies by ``linear_weights`` name (empty where packing does not apply);
         # a layer-subset view shares it (its layer i is this model's layer i)
         self.packed: dict[str, torch.Tensor] = {}
+        self._fused_weights: tuple | None = None  # (layers, packed, list or None), see below
         for name, w in self.linear_weights().items():
             pw = pack_weight(w, dtype)
             if pw is not None:
@@ -299,6 +300,15 @@ class DecoderModel:
         op = decoder_layers_op()
         if op is None:
             return None
+        memo = self._fused_weights
+        if memo is None or memo[0] is not self.layers or memo[1] is not self.packed:
+            memo = self._fused_weights = (self.layers, self.packed, self._fused_weight_list())
+        return (op, memo[2]) if memo[2] is not None else None
+
+    def _fused_weight_list(self) -> list[torch.Tensor] | None:
+        """The op's 12 tensors per layer (see csrc/decoder_layers.cpp), or None when a layer has
+        q/k norms or a quantized linear. Built once per (layer list, packed dict): the layer
+        records change only through ``replace_linear``, which makes a new packed dict."""
         none, packed = self._no_bias, self.packed
         weights: list[torch.Tensor] = []
         for i, lw in enumerate(self.layers):
@@ -310,7 +320,7 @@ class DecoderModel:
             weights += (packed.get(f"layers.{i}.{f}", none) for f in LINEAR_FIELDS)
         if not all(isinstance(t, torch.Tensor) and t.dtype == self.dtype for t in weights):
             return None  # a quantized linear
-        return op, weights
+        return weights
 
     @torch.inference_mode()
     def forward(
