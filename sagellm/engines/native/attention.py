@@ -54,6 +54,9 @@ class AttnGroup:
     max_q: int
     max_blocks: int
     causal_only: bool = True  # plain causal mask over the whole table (no sparse pattern)
+    # causal_only and no sequence has earlier tokens: query i sees keys 0..i of its own row,
+    # SDPA's ``is_causal`` mask, whose blocks above the diagonal it skips
+    fresh_prompts: bool = False
     # decode only: picks each layer's K/V blocks from the query (``QuestDecode.gather``)
     sparse: object | None = None
 
@@ -113,6 +116,7 @@ def build_group(
         max_q=max_q,
         max_blocks=max_blocks,
         causal_only=block_positions is None and key_mask is None,
+        fresh_prompts=block_positions is None and key_mask is None and not any(num_computed),
     )
 
 
@@ -166,9 +170,11 @@ def _prefill(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
     k = k.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
     v = v.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
     qg = q[g.token_index].transpose(1, 2)  # [B, H, max_q, D]
-    o = F.scaled_dot_product_attention(
-        qg, k, v, attn_mask=g.mask, scale=scale, enable_gqa=kvh != qg.shape[1]
-    )
+    gqa = kvh != qg.shape[1]
+    if g.fresh_prompts:  # padded queries see padding keys too; their rows are dropped below
+        o = F.scaled_dot_product_attention(qg, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=scale, enable_gqa=gqa)
     return o.transpose(1, 2)[g.valid]
 
 

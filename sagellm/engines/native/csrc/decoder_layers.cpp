@@ -76,9 +76,22 @@ inline float f(T v) {
 }
 
 // out[m] = w * to_dtype(x[m] / sqrt(mean(x[m]^2) + eps)), the mean in fp32
+// Row loops below split rows across torch's threads from this many rows on (fewer are not
+// worth a fork/join; at 64 rows a serial loop left the other thread spinning in the runtime)
+constexpr int64_t kParallelRows = 8;
+
+template <typename F>
+void for_rows(int64_t M, const F& body) {
+  if (M < kParallelRows) {
+    body(0, M);
+  } else {
+    at::parallel_for(0, M, kParallelRows / 2, body);
+  }
+}
+
 template <typename T>
-void rms_norm(const T* x, const T* w, T* out, int64_t M, int64_t N, float eps) {
-  for (int64_t m = 0; m < M; ++m) {
+void rms_norm_rows(const T* x, const T* w, T* out, int64_t m0, int64_t m1, int64_t N, float eps) {
+  for (int64_t m = m0; m < m1; ++m) {
     const T* xr = x + m * N;
     T* o = out + m * N;
     float ss = 0.f;
@@ -88,6 +101,11 @@ void rms_norm(const T* x, const T* w, T* out, int64_t M, int64_t N, float eps) {
 #pragma omp simd
     for (int64_t j = 0; j < N; ++j) o[j] = static_cast<T>(f(w[j]) * f(static_cast<T>(f(xr[j]) * r)));
   }
+}
+
+template <typename T>
+void rms_norm(const T* x, const T* w, T* out, int64_t M, int64_t N, float eps) {
+  for_rows(M, [&](int64_t m0, int64_t m1) { rms_norm_rows(x, w, out, m0, m1, N, eps); });
 }
 
 // dst = src * cos + rotate_half(src) * sin, each product and the sum rounded to T
@@ -103,9 +121,11 @@ inline void rope(const T* src, const T* cos, const T* sin, T* dst, int64_t D) {
 }
 
 template <typename T>
-void add_into(T* x, const T* y, int64_t n) {
+void add_into(T* x, const T* y, int64_t M, int64_t N) {
+  for_rows(M, [&](int64_t m0, int64_t m1) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<T>(f(x[i]) + f(y[i]));
+    for (int64_t i = m0 * N; i < m1 * N; ++i) x[i] = static_cast<T>(f(x[i]) + f(y[i]));
+  });
 }
 
 template <typename T>
@@ -135,8 +155,9 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
     const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows);
     const T* qkvp = qkv.data_ptr<T>();
     T* qp = q.data_ptr<T>();
-    for (int64_t t = 0; t < T_; ++t) {
-      const T* row = qkvp + t * qkv_width;
+    for_rows(T_, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const T* row = qkvp + t * qkv_width;
       const T* c = cp + t * D;
       const T* s = sp + t * D;
       for (int64_t hd = 0; hd < H; ++hd) rope<T>(row + hd * D, c, s, qp + (t * H + hd) * D, D);
@@ -146,18 +167,19 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
         const T* v = row + (H + kvH + kh) * D;
         std::copy(v, v + D, vc + dst);
       }
-    }
+      }
+    });
     for (size_t g = 0; g < block_ids.size(); ++g) {
       sagellm::paged_attention(q, k_cache, v_cache, block_ids[g], q_starts[g], q_lens[g],
                                num_computed[g], max_blocks[g], scale, attn);
     }
-    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], w[9], rows).data_ptr<T>(),
-                T_ * hidden);
+    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], w[9], rows).data_ptr<T>(), T_,
+                hidden);
     rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
     const at::Tensor gu = linear(h, w[6], none, w[10], rows);
     const int64_t I = gu.size(1) / 2;
     const at::Tensor act = at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
-    add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_ * hidden);
+    add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_, hidden);
   }
 }
 
