@@ -11,12 +11,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <limits>
 
 namespace sagellm_avx512 {
 
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 
 inline __m512 load16(const at::BFloat16* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -86,6 +86,22 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
     for (int64_t s0 = 0; s0 < n_blk; s0 += 16) {
       const int64_t c = std::min<int64_t>(16, n_blk - s0);
       const __mmask16 live = static_cast<__mmask16>((1u << c) - 1u);
+      // the chunk's K and V rows as fp32: the cache's own rows, or bf16 rows widened once here
+      // (the G query heads then read them from L1 instead of widening them G times)
+      const float* kc;
+      const float* vc;
+      float kf[16 * D], vf[16 * D];
+      if constexpr (std::is_same_v<T, float>) {
+        kc = krows + s0 * D;
+        vc = vrows + s0 * D;
+      } else {
+        for (int64_t i = 0; i < c * DV; ++i) {
+          _mm512_storeu_ps(kf + i * 16, load16(krows + s0 * D + i * 16));
+          _mm512_storeu_ps(vf + i * 16, load16(vrows + s0 * D + i * 16));
+        }
+        kc = kf;
+        vc = vf;
+      }
       float sc[kMaxGroup * 16];
       for (int64_t g = 0; g < G; ++g) {
         __m512 qv[DV], a[16];
@@ -95,9 +111,10 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
             a[s] = _mm512_setzero_ps();
             continue;
           }
-          const T* k = krows + (s0 + s) * D;
-          a[s] = _mm512_mul_ps(qv[0], load16(k));
-          for (int dv = 1; dv < DV; ++dv) a[s] = _mm512_fmadd_ps(qv[dv], load16(k + dv * 16), a[s]);
+          const float* k = kc + s * D;
+          a[s] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
+          for (int dv = 1; dv < DV; ++dv)
+            a[s] = _mm512_fmadd_ps(qv[dv], _mm512_loadu_ps(k + dv * 16), a[s]);
         }
         _mm512_storeu_ps(sc + g * 16, hsum16(a));
       }
@@ -129,16 +146,16 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
         int64_t s = 0;
         for (; s + 1 < c; s += 2) {
           const __m512 pe = _mm512_set1_ps(p[g * 16 + s]), po = _mm512_set1_ps(p[g * 16 + s + 1]);
-          const T* ve = vrows + (s0 + s) * D;
+          const float* ve = vc + s * D;
           for (int dv = 0; dv < DV; ++dv) {
-            even[dv] = _mm512_fmadd_ps(pe, load16(ve + dv * 16), even[dv]);
-            odd[dv] = _mm512_fmadd_ps(po, load16(ve + D + dv * 16), odd[dv]);
+            even[dv] = _mm512_fmadd_ps(pe, _mm512_loadu_ps(ve + dv * 16), even[dv]);
+            odd[dv] = _mm512_fmadd_ps(po, _mm512_loadu_ps(ve + D + dv * 16), odd[dv]);
           }
         }
         if (s < c) {
           const __m512 pe = _mm512_set1_ps(p[g * 16 + s]);
           for (int dv = 0; dv < DV; ++dv)
-            even[dv] = _mm512_fmadd_ps(pe, load16(vrows + (s0 + s) * D + dv * 16), even[dv]);
+            even[dv] = _mm512_fmadd_ps(pe, _mm512_loadu_ps(vc + s * D + dv * 16), even[dv]);
         }
         for (int dv = 0; dv < DV; ++dv)
           _mm512_storeu_ps(acc + g * D + dv * 16, _mm512_add_ps(even[dv], odd[dv]));
