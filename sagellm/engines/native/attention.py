@@ -1,13 +1,14 @@
 """Paged attention over the block-table KV cache, batched per group of sequences.
 
-A step's sequences are split into two groups so padding stays small: decodes (1 query token
-each) and prefill chunks (many). For each group the K/V blocks of every sequence are gathered
-with one ``index_select`` into a reused workspace (fresh multi-MB tensors cost page faults on
-every step on CPU), then:
+A step's sequences are split into groups by chunk length (decodes of 1 query token; chunks of
+2-3, 4-7, ... tokens: ``batch_inputs``) so padding stays small. For each group the K/V blocks
+of every sequence are gathered with one ``index_select`` into a reused workspace (fresh
+multi-MB tensors cost page faults on every step on CPU), then:
 
 - decode: scores are one broadcast matmul per block, ``q [B,1,kvH,G,D] @ K [B,nb,kvH,D,bs]``,
   softmax over all of a sequence's keys, and ``P @ V`` summed over blocks; no GQA copies.
-- prefill: K/V are laid out as ``[B, kvH, L, D]`` and fed to SDPA with a causal-and-length mask.
+- prefill: K/V are laid out as ``[B, kvH, L, D]`` and fed to SDPA with a causal-and-length mask
+  (fresh prompts: SDPA's own ``is_causal``).
 
 Masks keep every query to keys at positions <= its own inside its own sequence.
 

@@ -83,10 +83,10 @@ def build_inputs(
     logits_rows: list[int] = []
     sampled: list[Sequence] = []
     num_logits: list[int] = []
-    groups: dict[bool, tuple[list, list, list, list, list]] = {
-        True: ([], [], [], [], []),
-        False: ([], [], [], [], []),
-    }
+    # one attention group per bucket of chunk lengths (1, 2-3, 4-7, ..., 64-127, ...): a group
+    # pads every sequence to its longest chunk, so a 128-token chunk beside 64-token ones
+    # would double the others' attention work
+    groups: dict[int, tuple[list, list, list, list, list]] = {}
     scored: list[tuple[Sequence, int, int]] = []
     starts: dict[int, int] = {}  # id(sequence) -> its first row in the flat batch
     attended = 0
@@ -100,7 +100,7 @@ def build_inputs(
         pos.extend(range(c, c + n))
         bt = seq.block_ids
         slot_block.extend(bt[p // block_size] for p in range(c, c + n))
-        g = groups[n == 1]
+        g = groups.setdefault(n.bit_length(), ([], [], [], [], []))
         g[0].append(start)
         g[1].append(n)
         g[2].append(c)

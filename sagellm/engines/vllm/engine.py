@@ -110,7 +110,9 @@ class VllmEngine:
             model=str(model),
             dtype=config.model.dtype,
             block_size=config.block_size_tokens,
-            num_gpu_blocks=num_blocks,
+            # vLLM keeps block 0 as its null block (never holds KV): one more, so both engines
+            # hold num_kv_blocks usable blocks (without it a pool sized for one request fails)
+            num_gpu_blocks=num_blocks + 1 if num_blocks else None,
             kv_cache_bytes=None if num_blocks else config.kv_cache_bytes,
             memory_fraction=_memory_fraction(0 if num_blocks else config.kv_cache_bytes),
             max_num_seqs=config.max_num_seqs,
