@@ -1,7 +1,11 @@
 """The gate on the real ci preset (SmolLM2-135M): an identical engine passes, a 10% slower one
 fails. Three engines run in lockstep, as `sagellm gate` runs the baseline and the current
 tree (fresh engines for each quarter of the repeats, as the gate starts fresh processes), and
-are judged by the same paired rules."""
+are judged by the same paired rules.
+
+Heavy (`make test-heavy`): three SmolLM2 engines x 20 repeats take ~5 minutes on 2 cores, and
+`make test` already runs the real gate itself (`make gate`); the rules' pass and fail cases are
+unit-tested on synthetic series in tests/unit/benchmarks."""
 
 import pytest
 
@@ -12,7 +16,7 @@ from sagellm.benchmarks.gate_run import PEAK_WINDOW_S, PROCESSES_PER_SIDE
 from sagellm.benchmarks.lockstep import InProcessSide, run_in_generations
 from sagellm.engines import create_engine
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
