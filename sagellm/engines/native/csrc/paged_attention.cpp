@@ -45,23 +45,49 @@ inline void axpy_row(float p, const T* v, float* acc, int64_t d) {
   for (int64_t j = 0; j < d; ++j) acc[j] += p * static_cast<float>(v[j]);
 }
 
+// The shapes and raw pointers both loops read (see the header comment for the layouts).
 template <typename T>
-void run(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
-         const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
-         const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
-  const int64_t H = q.size(1), D = q.size(2);
-  const int64_t kvH = kc.size(1), bs = kc.size(2);
-  const int64_t G = H / kvH;
-  const int64_t B = q_starts.size(0);
-  const T* qp = q.data_ptr<T>();
-  const T* kp = kc.data_ptr<T>();
-  const T* vp = vc.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  const int64_t* bt = block_ids.data_ptr<int64_t>();
-  const int64_t* qs = q_starts.data_ptr<int64_t>();
-  const int64_t* ql = q_lens.data_ptr<int64_t>();
-  const int64_t* nc = num_computed.data_ptr<int64_t>();
-  const float fscale = static_cast<float>(scale);
+struct Args {
+  int64_t H, D, kvH, bs, G, B, max_blocks;
+  float scale;
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;
+  const int64_t* block_ids;
+  const int64_t* q_starts;
+  const int64_t* q_lens;
+  const int64_t* num_computed;
+
+  Args(const at::Tensor& q_, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& bt,
+       const at::Tensor& qs, const at::Tensor& ql, const at::Tensor& nc, int64_t max_blocks_,
+       double scale_, at::Tensor& out_)
+      : H(q_.size(1)),
+        D(q_.size(2)),
+        kvH(kc.size(1)),
+        bs(kc.size(2)),
+        G(q_.size(1) / kc.size(1)),
+        B(qs.size(0)),
+        max_blocks(max_blocks_),
+        scale(static_cast<float>(scale_)),
+        q(q_.data_ptr<T>()),
+        k(kc.data_ptr<T>()),
+        v(vc.data_ptr<T>()),
+        out(out_.data_ptr<T>()),
+        block_ids(bt.data_ptr<int64_t>()),
+        q_starts(qs.data_ptr<int64_t>()),
+        q_lens(ql.data_ptr<int64_t>()),
+        num_computed(nc.data_ptr<int64_t>()) {}
+};
+
+template <typename T>
+void run(const Args<T>& a) {
+  const int64_t H = a.H, D = a.D, kvH = a.kvH, bs = a.bs, G = a.G, B = a.B;
+  const int64_t max_blocks = a.max_blocks;
+  const float fscale = a.scale;
+  const T *qp = a.q, *kp = a.k, *vp = a.v;
+  T* op = a.out;
+  const int64_t *bt = a.block_ids, *qs = a.q_starts, *ql = a.q_lens, *nc = a.num_computed;
   at::parallel_for(0, B * kvH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(G * D), acc(G * D), scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -121,40 +147,25 @@ void run(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
 
 #ifdef SAGELLM_ATTENTION_AVX512
 template <typename T, int DV>
-void run_avx512(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
-                const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
-                const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
-  const int64_t H = q.size(1), D = q.size(2);
-  const int64_t kvH = kc.size(1), bs = kc.size(2);
-  const int64_t G = H / kvH;
-  const int64_t B = q_starts.size(0);
-  const T* qp = q.data_ptr<T>();
-  const T* kp = kc.data_ptr<T>();
-  const T* vp = vc.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  const int64_t* bt = block_ids.data_ptr<int64_t>();
-  const int64_t* qs = q_starts.data_ptr<int64_t>();
-  const int64_t* ql = q_lens.data_ptr<int64_t>();
-  const int64_t* nc = num_computed.data_ptr<int64_t>();
-  const float fscale = static_cast<float>(scale);
-  at::parallel_for(0, B * kvH, 1, [&](int64_t begin, int64_t end) {
+void run_avx512(const Args<T>& a) {
+  const int64_t D = a.D, G = a.G, B = a.B;
+  at::parallel_for(0, B * a.kvH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(G * D), acc(G * D);
     for (int64_t task = begin; task < end; ++task) {
       // head-major: a thread runs one kv head for many sequences, so blocks they share (a
       // common prefix) stay in its L2 across tasks
       const int64_t h = task / B, b = task % B;
-      const int64_t* table = bt + b * max_blocks;
+      const int64_t* table = a.block_ids + b * a.max_blocks;
       auto rows = [&](int64_t blk_i, const T** k, const T** v) {
-        const int64_t off = ((table[blk_i] * kvH + h) * bs) * D;
-        *k = kp + off;
-        *v = vp + off;
+        const int64_t off = ((table[blk_i] * a.kvH + h) * a.bs) * D;
+        *k = a.k + off;
+        *v = a.v + off;
       };
-      for (int64_t i = 0; i < ql[b]; ++i) {
-        const int64_t row = qs[b] + i;
-        const T* src = qp + (row * H + h * G) * D;
-        for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(src[j]) * fscale;
-        sagellm_avx512::attend_row<DV, T>(qf.data(), G, nc[b] + i + 1, bs, rows, acc.data(),
-                                         op + (row * H + h * G) * D);
+      for (int64_t i = 0; i < a.q_lens[b]; ++i) {
+        const int64_t first = ((a.q_starts[b] + i) * a.H + h * G) * D;  // of the G query heads
+        for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(a.q[first + j]) * a.scale;
+        sagellm_avx512::attend_row<DV, T>(qf.data(), G, a.num_computed[b] + i + 1, a.bs, rows,
+                                         acc.data(), a.out + first);
       }
     }
   });
@@ -163,23 +174,21 @@ void run_avx512(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
 
 // The AVX-512 loop when it serves this head size and group (returns false otherwise).
 template <typename T>
-bool run_fast(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
-              const at::Tensor& block_ids, const at::Tensor& q_starts, const at::Tensor& q_lens,
-              const at::Tensor& num_computed, int64_t max_blocks, double scale, at::Tensor& out) {
+bool run_fast(const Args<T>& a) {
 #ifdef SAGELLM_ATTENTION_AVX512
-  if (q.size(1) / kc.size(1) > sagellm_avx512::kMaxGroup) return false;
-  switch (q.size(2)) {
+  if (a.G > sagellm_avx512::kMaxGroup) return false;
+  switch (a.D) {
     case 16:
-      run_avx512<T, 1>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      run_avx512<T, 1>(a);
       return true;
     case 32:
-      run_avx512<T, 2>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      run_avx512<T, 2>(a);
       return true;
     case 64:
-      run_avx512<T, 4>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      run_avx512<T, 4>(a);
       return true;
     case 128:
-      run_avx512<T, 8>(q, kc, vc, block_ids, q_starts, q_lens, num_computed, max_blocks, scale, out);
+      run_avx512<T, 8>(a);
       return true;
     default:
       return false;
@@ -187,6 +196,12 @@ bool run_fast(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
 #else
   return false;
 #endif
+}
+
+template <typename T>
+void dispatch(const Args<T>& a) {
+  if (std::getenv("SAGELLM_ATTENTION_PORTABLE") == nullptr && run_fast(a)) return;
+  run(a);
 }
 
 }  // namespace
@@ -210,21 +225,12 @@ void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
   TORCH_CHECK(block_ids.scalar_type() == at::kLong && q_starts.scalar_type() == at::kLong &&
                   q_lens.scalar_type() == at::kLong && num_computed.scalar_type() == at::kLong,
               "paged_attention: int64 index tensors");
-  if (std::getenv("SAGELLM_ATTENTION_PORTABLE") == nullptr &&
-      (q.scalar_type() == at::kFloat
-           ? run_fast<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed,
-                             max_blocks, scale, out)
-           : q.scalar_type() == at::kBFloat16 &&
-                 run_fast<at::BFloat16>(q, k_cache, v_cache, block_ids, q_starts, q_lens,
-                                        num_computed, max_blocks, scale, out))) {
-    return;
-  }
   if (q.scalar_type() == at::kFloat) {
-    run<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed, max_blocks, scale,
-               out);
+    dispatch(Args<float>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed,
+                         max_blocks, scale, out));
   } else if (q.scalar_type() == at::kBFloat16) {
-    run<at::BFloat16>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed, max_blocks,
-                      scale, out);
+    dispatch(Args<at::BFloat16>(q, k_cache, v_cache, block_ids, q_starts, q_lens, num_computed,
+                                max_blocks, scale, out));
   } else {
     TORCH_CHECK(false, "paged_attention: float32 or bfloat16 only");
   }
