@@ -222,7 +222,7 @@ class DecoderModel:
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.workspace = Workspace()
         self._no_bias = torch.empty(0, dtype=dtype, device=device)
-        self._weight_bytes: tuple[list[LayerWeights], Weight, int] | None = None
+        self._weight_bytes: tuple | None = None  # (layers, packed, bytes), see num_weight_bytes
         # ``pack_weight`` copies by ``linear_weights`` name (empty where packing does not apply);
         # a layer-subset view shares it (its layer i is this model's layer i)
         self.packed: dict[str, torch.Tensor] = {}
@@ -236,12 +236,13 @@ class DecoderModel:
     def num_weight_bytes(self) -> int:
         """Bytes of the linear weights and lm_head: what a batch-1 decode step streams.
 
-        Counted once per (layer list, lm_head) and again after ``replace_linear`` (every step's
-        metrics ask for it); a layer-subset or quantized view of this model has its own list."""
+        Counted once per (layer list, packed dict), like the one-call decoder's weight list
+        (every step's metrics ask for it): ``replace_linear`` makes a new packed dict, and a
+        layer-subset or quantized view of this model has its own layer list."""
         memo = self._weight_bytes
-        if memo is None or memo[0] is not self.layers or memo[1] is not self.lm_head:
+        if memo is None or memo[0] is not self.layers or memo[1] is not self.packed:
             n = sum(_num_bytes(w) for w in self.linear_weights().values())
-            memo = self._weight_bytes = (self.layers, self.lm_head, n)
+            memo = self._weight_bytes = (self.layers, self.packed, n)
         return memo[2]
 
     def linear_weights(self) -> dict[str, Weight]:
@@ -256,8 +257,7 @@ class DecoderModel:
 
     def replace_linear(self, name: str, weight: Weight) -> None:
         """Swap one weight named as in ``linear_weights`` (quantization does this at load)."""
-        self._weight_bytes = None
-        # a new dict: a view made by copy.copy shares the old one with its source model
+        # a new dict (the memos above key on it): a view made by copy.copy shares the old one
         self.packed = {k: v for k, v in self.packed.items() if k != name}
         pw = pack_weight(weight, self.dtype)
         if pw is not None:
