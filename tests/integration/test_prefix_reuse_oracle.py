@@ -155,3 +155,56 @@ def test_defragment_between_steps_keeps_outputs(llama):
     keep = [0, 2, 3]
     refs = hf_greedy(model, [prompts[i] for i in keep], N_NEW, ignore_eos=True)
     assert [eng.output_token_ids(f"d{i}") for i in keep] == refs
+
+
+@pytest.mark.parametrize("strategy", ["fifo", "lpm", "priority"])
+def test_requests_admitted_together_compute_their_shared_prefix_once(llama, strategy):
+    """Four prompts sharing 40 tokens (5 blocks), submitted at once with room for all in one
+    step: the first computes the prefix, the others wait one step and hit it (not compute it
+    again in the same step); outputs equal HF greedy."""
+    model, folder = llama
+    eng = NativeEngine.from_pretrained(
+        folder,
+        block_size_tokens=8,
+        max_num_batched_tokens=512,
+        enable_prefix_caching=True,
+        scheduling_strategy=strategy,
+    )
+    outs = eng.generate(SHARED_PROMPTS, SP)
+    assert outs == hf_greedy(model, SHARED_PROMPTS, N_NEW, ignore_eos=True)
+    first = eng.step_metrics()[0]
+    assert first.num_prefill_tokens == len(SHARED_PROMPTS[0])  # only one request's prompt
+    computed = sum(s.num_prefill_tokens + s.num_decode_tokens for s in eng.step_metrics())
+    unique = sum(len(p) - 40 for p in SHARED_PROMPTS)
+    assert computed == 40 + unique + len(SHARED_PROMPTS) * (N_NEW - 1)
+    assert [m.num_cached_tokens for m in eng.request_metrics()] == [0, 40, 40, 40]
+
+
+def test_a_prompt_sharing_nothing_is_not_deferred(llama):
+    model, folder = llama
+    prompts = [SHARED_PROMPTS[0], rand(20, 77), SHARED_PROMPTS[1]]
+    eng = NativeEngine.from_pretrained(
+        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
+    )
+    assert eng.generate(prompts, SP) == hf_greedy(model, prompts, N_NEW, ignore_eos=True)
+    first = eng.step_metrics()[0]
+    assert first.num_prefill_tokens == len(prompts[0]) + len(prompts[1])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_cascade_prefill_over_a_shared_prefix_matches_hf(tiny_checkpoint, family, monkeypatch):
+    """Chunks of 20+ new tokens over a 40-token cached prefix all sequences share go through
+    the cascade (prefix attended once, merged by log-sum-exp); greedy outputs equal HF."""
+    from sagellm.engines.native import attention_cascade
+
+    monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 16)
+    calls = []
+    merge = attention_cascade.merge
+    monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))
+    model, folder = tiny_checkpoint(family)
+    prompts = [SHARED + rand(n, 30 + n) for n in (20, 25, 31)]
+    eng = NativeEngine.from_pretrained(
+        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
+    )
+    assert eng.generate(prompts, SP) == hf_greedy(model, prompts, N_NEW, ignore_eos=True)
+    assert calls  # the second step's group (two sequences, 40 shared tokens) took the cascade

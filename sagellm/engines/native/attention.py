@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sagellm.engines.native import attention_cascade as cascade
+from sagellm.engines.native.attention_cascade import shared_prefix_blocks
 from sagellm.engines.native.kernels import paged_attention_op
 from sagellm.engines.native.kv_cache import dequantize_kv
 
@@ -60,6 +62,8 @@ class AttnGroup:
     fresh_prompts: bool = False
     # decode only: picks each layer's K/V blocks from the query (``QuestDecode.gather``)
     sparse: object | None = None
+    # leading table entries all sequences share, before every query (``attention_cascade``)
+    shared_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ def build_group(
     if key_mask is not None:
         mask = (mask & key_mask(k_pos, q_pos[:, :, None])) | ~valid[:, :, None]
     mask = mask[:, None]
+    causal_only = block_positions is None and key_mask is None
+    shared = 0
+    if causal_only and max_q > KERNEL_MAX_Q:
+        shared = shared_prefix_blocks(block_tables, num_computed, block_size)
     return AttnGroup(
         token_index=token_index.to(device),
         valid=valid.to(device),
@@ -116,8 +124,9 @@ def build_group(
         num_seqs=len(starts),
         max_q=max_q,
         max_blocks=max_blocks,
-        causal_only=block_positions is None and key_mask is None,
-        fresh_prompts=block_positions is None and key_mask is None and not any(num_computed),
+        causal_only=causal_only,
+        fresh_prompts=causal_only and not any(num_computed),
+        shared_blocks=shared,
     )
 
 
@@ -143,16 +152,27 @@ class Workspace:
 
 
 def _gather(
-    cache: torch.Tensor, g: AttnGroup, ws: Workspace, name: str, dtype: torch.dtype
+    cache: torch.Tensor,
+    block_ids: torch.Tensor,
+    num_seqs: int,
+    ws: Workspace,
+    name: str,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
-    """Blocks of the group -> [B, max_blocks, kvH, bs, D] in ``dtype`` (a workspace view, or
-    a fresh tensor dequantized from an int8 cache)."""
+    """Blocks ``block_ids`` (``num_seqs`` equal rows, flat) -> [B, nb, kvH, bs, D] in
+    ``dtype`` (a workspace view, or a fresh tensor dequantized from an int8 cache)."""
     _, kvh, bs, d = cache.shape
-    out = ws.get(name, (g.block_ids.shape[0], kvh, bs, d), cache)
-    torch.index_select(cache, 0, g.block_ids, out=out)
+    out = ws.get(name, (block_ids.shape[0], kvh, bs, d), cache)
+    torch.index_select(cache, 0, block_ids, out=out)
     if cache.dtype != dtype:
         out = dequantize_kv(out, dtype)
-    return out.view(g.num_seqs, g.max_blocks, kvh, bs, out.shape[-1])
+    return out.view(num_seqs, -1, kvh, bs, out.shape[-1])
+
+
+def _by_seq(k: torch.Tensor) -> torch.Tensor:
+    """[B, nb, kvH, bs, D] -> [B, kvH, nb * bs, D] (SDPA's layout)."""
+    B, nb, kvh, bs, d = k.shape
+    return k.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
 
 
 def _decode(q, k, v, mask: torch.Tensor, scale: float) -> torch.Tensor:
@@ -167,16 +187,31 @@ def _decode(q, k, v, mask: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def _prefill(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
-    B, nb, kvh, bs, d = k.shape
-    k = k.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
-    v = v.permute(0, 2, 1, 3, 4).reshape(B, kvh, nb * bs, d)
+    k, v = _by_seq(k), _by_seq(v)
     qg = q[g.token_index].transpose(1, 2)  # [B, H, max_q, D]
-    gqa = kvh != qg.shape[1]
+    gqa = k.shape[1] != qg.shape[1]
     if g.fresh_prompts:  # padded queries see padding keys too; their rows are dropped below
         o = F.scaled_dot_product_attention(qg, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=scale, enable_gqa=gqa)
     return o.transpose(1, 2)[g.valid]
+
+
+def _cascade(q, k_cache, v_cache, g: AttnGroup, scale: float, ws: Workspace) -> torch.Tensor:
+    """A prefill group whose sequences share their first ``g.shared_blocks`` blocks: the
+    prefix attended once for all queries, merged with each sequence's own keys."""
+    p = g.shared_blocks
+    ids = g.block_ids.view(g.num_seqs, g.max_blocks)
+    kp = _by_seq(_gather(k_cache, ids[0, :p], 1, ws, "kp", q.dtype))[0]
+    vp = _by_seq(_gather(v_cache, ids[0, :p], 1, ws, "vp", q.dtype))[0]
+    o_p, lse_p = cascade.prefix_part(q[g.flat_index], kp, vp, scale)
+    rest = ids[:, p:].reshape(-1)
+    ks = _by_seq(_gather(k_cache, rest, g.num_seqs, ws, "k", q.dtype))
+    vs = _by_seq(_gather(v_cache, rest, g.num_seqs, ws, "v", q.dtype))
+    qg = q[g.token_index].transpose(1, 2)
+    mask = g.mask[..., p * k_cache.shape[2] :]
+    o_s, lse_s = cascade.suffix_part(qg, ks, vs, mask, g.valid, scale)
+    return cascade.merge(o_p, lse_p, o_s, lse_s)
 
 
 #: Groups with at most this many queries per sequence (decode, speculative verify, short chunks)
@@ -224,8 +259,11 @@ def paged_attention(
                 out,
             )
             continue  # an int8 cache (dtype differs) is dequantized by the gather below
-        k = _gather(k_cache, g, ws, "k", q.dtype)
-        v = _gather(v_cache, g, ws, "v", q.dtype)
+        if g.shared_blocks and dense and q.device.type == "cpu":
+            out[g.flat_index] = _cascade(q, k_cache, v_cache, g, scale, ws)
+            continue
+        k = _gather(k_cache, g.block_ids, g.num_seqs, ws, "k", q.dtype)
+        v = _gather(v_cache, g.block_ids, g.num_seqs, ws, "v", q.dtype)
         if g.max_q == 1:
             out[g.flat_index] = _decode(q[g.flat_index], k, v, g.mask, scale)
         else:

@@ -40,6 +40,7 @@ from sagellm.engines.native.batch_inputs import build_inputs
 from sagellm.engines.native.kv_admission import PendingLoad
 from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.plan_check import UNSUPPORTED, PlanChecks, plan_items
+from sagellm.engines.native.prefill_dedup import defer_shared_prefills
 from sagellm.engines.native.sampler import sample
 from sagellm.engines.native.sequence import SeqStatus, Sequence
 from sagellm.engines.native.speculative import SpeculativeSteps
@@ -137,6 +138,7 @@ class PlanExecution(SpeculativeSteps, ModelForward, PlanChecks):
         """The configured strategy's plan for the next step."""
         state = self.snapshot()
         decision = self.strategy.decide(state)
+        decision = defer_shared_prefills(decision, state, self._seq_map(), self.kv)
         drafts = self._draft_tokens(decision, state)  # {} unless speculative decoding is on
         graph = self.optimizer.optimize(self.builder.build(decision, state, drafts))
         plan = ExecutionPlan.of(f"{self.instance_id}-{self._num_plans}", graph, self.instance_id)
