@@ -24,7 +24,14 @@ from sagellm.comm_backend.shm_ext import cpu_flags
 
 _CSRC = Path(__file__).parent / "csrc"
 _SRCS = [
-    _CSRC / name for name in ("paged_attention.cpp", "gemv.cpp", "decoder_layers.cpp", "argmax.cpp")
+    _CSRC / name
+    for name in (
+        "paged_attention.cpp",
+        "gemv.cpp",
+        "decoder_layers.cpp",
+        "argmax.cpp",
+        "prefix_attention.cpp",
+    )
 ]
 _HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h"]
 _lock = threading.Lock()
@@ -66,6 +73,8 @@ def _load() -> None:
         _state["gemv_int8"] = torch.ops.sagellm.gemv_int8
         _state["decoder_layers"] = torch.ops.sagellm.decoder_layers
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
+        if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX512-BF16 only
+            _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -107,6 +116,14 @@ def argmax_rows_op():
     [N, V] logits), or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("argmax_rows")
+
+
+def prefix_attention_op():
+    """``torch.ops.sagellm.prefix_attention`` (csrc/prefix_attention.cpp: bf16 q [G, M, D]
+    over k, v [G, L, D] -> (out, lse)), or None where the CPU lacks AVX512-BF16 or as
+    ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("prefix_attention")
 
 
 def kernel_status() -> str:

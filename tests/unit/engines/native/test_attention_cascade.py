@@ -17,13 +17,13 @@ def low_threshold(monkeypatch):
     monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 2 * BS)
 
 
-def case(dtype, shared_blocks, q_lens, own_cached, seed=0):
+def case(dtype, shared_blocks, q_lens, own_cached, seed=0, d=D):
     """Sequences whose tables start with the same ``shared_blocks`` blocks, then
     ``own_cached[b]`` cached tokens of their own and ``q_lens[b]`` new queries."""
     g = torch.Generator().manual_seed(seed)
     n_blocks = 64
-    kc = torch.randn(n_blocks, KVH, BS, D, generator=g).to(dtype)
-    vc = torch.randn(n_blocks, KVH, BS, D, generator=g).to(dtype)
+    kc = torch.randn(n_blocks, KVH, BS, d, generator=g).to(dtype)
+    vc = torch.randn(n_blocks, KVH, BS, d, generator=g).to(dtype)
     perm = torch.randperm(n_blocks, generator=g).tolist()
     shared = [perm.pop() for _ in range(shared_blocks)]
     tables, starts, computed, t = [], [], [], 0
@@ -34,16 +34,16 @@ def case(dtype, shared_blocks, q_lens, own_cached, seed=0):
         starts.append(t)
         computed.append(nc)
         t += ql
-    q = torch.randn(t, H, D, generator=g).to(dtype)
+    q = torch.randn(t, H, d, generator=g).to(dtype)
     return q, kc, vc, tables, starts, computed
 
 
 def reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
     out = torch.zeros(q.shape, dtype=torch.float64)
-    grp = H // KVH
+    grp, d = H // KVH, q.shape[-1]
     for bt, s0, ql, nc in zip(tables, starts, q_lens, num_computed, strict=True):
-        k = kc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)
-        v = vc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)
+        k = kc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, d)
+        v = vc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, d)
         for i in range(ql):
             n = nc + i + 1
             for h in range(H):
@@ -71,6 +71,16 @@ def test_cascade_equals_reference(low_threshold, dtype, tol, shared, q_lens, own
     plain = AttnMetadata(meta.kv_rows, (type(g)(**{**plain.__dict__, "shared_blocks": 0}),))
     one_pass = paged_attention(q, kc, vc, plain, scale, Workspace())
     assert torch.allclose(out.float(), one_pass.float(), atol=tol, rtol=tol)
+
+
+def test_bf16_cascade_at_head_size_64_equals_reference(low_threshold):
+    """Head size 64 in bf16 takes the C++ prefix kernel where the CPU has AVX512-BF16."""
+    q, kc, vc, tables, starts, computed = case(torch.bfloat16, 4, [20, 33], [2, 0], d=64)
+    g = build_group(starts, [20, 33], computed, tables, BS, torch.device("cpu"))
+    meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
+    out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
+    ref = reference(q, kc, vc, tables, starts, [20, 33], computed, 0.125)
+    assert g.shared_blocks == 4 and (out.double() - ref).abs().max() < 3e-2
 
 
 def test_shared_prefix_blocks_rules(low_threshold):

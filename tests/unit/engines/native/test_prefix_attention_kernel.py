@@ -1,0 +1,50 @@
+"""The bf16 prefix-attention kernel (cascade prefill's shared-prefix half) equals an fp64
+softmax reference, returns the log-sum-exp the merge needs, and rejects bad shapes."""
+
+import pytest
+import torch
+
+from sagellm.engines.native.kernels import kernel_status, prefix_attention_op
+
+op = prefix_attention_op()
+pytestmark = pytest.mark.skipif(
+    op is None, reason=f"no AVX512-BF16 prefix kernel here ({kernel_status()})"
+)
+
+
+def reference(q, k, v, scale):
+    s = (q.double() @ k.double().transpose(1, 2)) * scale
+    return s.softmax(-1) @ v.double(), s.logsumexp(-1)
+
+
+@pytest.mark.parametrize(
+    "G,M,L,D",
+    [(3, 37, 50, 64), (2, 5, 16, 32), (1, 9, 33, 128), (2, 7, 20, 96), (3, 64, 1, 64)],
+)
+def test_kernel_equals_fp64_reference(G, M, L, D):
+    g = torch.Generator().manual_seed(G * 1000 + M + L)
+    q, k, v = (torch.randn(G, n, D, generator=g).bfloat16() for n in (M, L, L))
+    out, lse = op(q, k, v, D**-0.5)
+    ref, ref_lse = reference(q, k, v, D**-0.5)
+    assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    assert (out.double() - ref).abs().max() < 2e-2  # p and the output rounded to bf16
+    assert (lse.double() - ref_lse).abs().max() < 1e-5  # scores and sums in fp32
+
+
+def test_large_scores_do_not_overflow():
+    q = torch.full((1, 4, 64), 8.0).bfloat16()
+    k = torch.randn(1, 40, 64).bfloat16() * 8
+    v = torch.randn(1, 40, 64).bfloat16()
+    out, lse = op(q, k, v, 1.0)
+    ref, ref_lse = reference(q, k, v, 1.0)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert (out.double() - ref).abs().max() < 2e-2
+    assert ((lse.double() - ref_lse) / ref_lse.abs()).abs().max() < 1e-5
+
+
+def test_bad_inputs_name_the_rule():
+    x = torch.randn(1, 4, 64).bfloat16()
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        op(x.float(), x.float(), x.float(), 1.0)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        op(x[..., :48].contiguous(), x[..., :48].contiguous(), x[..., :48].contiguous(), 1.0)
