@@ -90,3 +90,41 @@ def test_overlapped_tier_loads_equal_hf_and_hide_load_time(workload, tmp_path):
     plain_outs, _, plain = serve(folder, prompts, "fifo", **kw)
     assert plain_outs == refs  # (hits may differ: an overlapped load defers its forward a step)
     assert sum(s.kv_load_hidden_s for s in plain.step_metrics()) == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_requests_sharing_a_prefix_at_once_compute_it_once_through_the_cascade(
+    tiny_checkpoint, strategy, monkeypatch
+):
+    """Four prompts with one 16-token prefix, submitted together, with tiers and a quota on:
+    the first computes the prefix, the others wait a step and hit it (prefill_dedup), and
+    their 18-30-token chunks attend the cached prefix through the cascade; outputs equal HF."""
+    from sagellm.engines.native import attention_cascade
+
+    monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 8)
+    calls = []
+    merge = attention_cascade.merge
+    monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))
+    model, folder = tiny_checkpoint("llama")
+    prefix = prompts_of([16], seed=31)[0]
+    prompts = [prefix + t for t in prompts_of([20, 24, 18, 30], seed=32)]
+    refs = [hf_reference(model, p, SP.max_tokens)[0] for p in prompts]
+    eng = NativeEngine.from_pretrained(
+        folder,
+        block_size_tokens=4,
+        enable_prefix_caching=True,
+        scheduling_strategy=strategy,
+        num_kv_blocks=64,
+        host_tier_blocks=8,
+        tenant_quotas={"t1": {"hard_blocks": 40}},
+        prefix_cache_per_tenant=False,
+        max_num_batched_tokens=256,
+    )
+    for i, p in enumerate(prompts):
+        eng.add_request(Request(f"r{i}", p, SP, tenant_id=f"t{i % 2}", priority=i % 3))
+    while eng.has_unfinished():
+        eng.step()
+    assert [eng.output_token_ids(f"r{i}") for i in range(len(prompts))] == refs
+    assert calls, "no group took the cascade"
+    assert sorted(m.num_cached_tokens for m in eng.request_metrics()) == [0, 16, 16, 16]
+    eng.close()
