@@ -7,8 +7,11 @@ multi-MB tensors cost page faults on every step on CPU), then:
 
 - decode: scores are one broadcast matmul per block, ``q [B,1,kvH,G,D] @ K [B,nb,kvH,D,bs]``,
   softmax over all of a sequence's keys, and ``P @ V`` summed over blocks; no GQA copies.
-- prefill: K/V are laid out as ``[B, kvH, L, D]`` and fed to SDPA with a causal-and-length mask
-  (fresh prompts: SDPA's own ``is_causal``).
+- prefill: K/V are laid out as ``[B, kvH, L, D]``; bf16 on AVX512-BF16 CPUs goes to the C++
+  kernel with per-query causal key limits (``attention_folded``), otherwise SDPA with a
+  causal-and-length mask (fresh prompts: SDPA's own ``is_causal``).
+- prefill groups sharing a long cached prefix: the prefix once for all queries, merged with
+  each sequence's own keys (``attention_cascade``).
 
 Masks keep every query to keys at positions <= its own inside its own sequence.
 
@@ -32,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from sagellm.engines.native import attention_cascade as cascade
+from sagellm.engines.native import attention_folded as folded
 from sagellm.engines.native.attention_cascade import shared_prefix_blocks
 from sagellm.engines.native.kernels import paged_attention_op
 from sagellm.engines.native.kv_cache import dequantize_kv
@@ -64,6 +68,8 @@ class AttnGroup:
     sparse: object | None = None
     # leading table entries all sequences share, before every query (``attention_cascade``)
     shared_blocks: int = 0
+    # [B, max_q] int64: keys each query sees under the causal mask (1 for padding)
+    key_limits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ def build_group(
         causal_only=causal_only,
         fresh_prompts=causal_only and not any(num_computed),
         shared_blocks=shared,
+        key_limits=(q_pos + 1).to(device),
     )
 
 
@@ -190,7 +197,9 @@ def _prefill(q, k, v, g: AttnGroup, scale: float) -> torch.Tensor:
     k, v = _by_seq(k), _by_seq(v)
     qg = q[g.token_index].transpose(1, 2)  # [B, H, max_q, D]
     gqa = k.shape[1] != qg.shape[1]
-    if g.fresh_prompts:  # padded queries see padding keys too; their rows are dropped below
+    if g.causal_only and folded.available(q):
+        o, _ = folded.attend(qg, k, v, g.key_limits, scale)
+    elif g.fresh_prompts:  # padded queries see padding keys too; their rows are dropped below
         o = F.scaled_dot_product_attention(qg, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=scale, enable_gqa=gqa)
@@ -210,7 +219,8 @@ def _cascade(q, k_cache, v_cache, g: AttnGroup, scale: float, ws: Workspace) -> 
     vs = _by_seq(_gather(v_cache, rest, g.num_seqs, ws, "v", q.dtype))
     qg = q[g.token_index].transpose(1, 2)
     mask = g.mask[..., p * k_cache.shape[2] :]
-    o_s, lse_s = cascade.suffix_part(qg, ks, vs, mask, g.valid, scale)
+    limits = (g.key_limits - p * k_cache.shape[2]).clamp_(min=1)
+    o_s, lse_s = cascade.suffix_part(qg, ks, vs, mask, limits, g.valid, scale)
     return cascade.merge(o_p, lse_p, o_s, lse_s)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from sagellm.engines.native import attention_folded as folded
 from sagellm.engines.native.kernels import prefix_attention_op
 
 #: A shared prefix shorter than this is attended with the rest (the second SDPA call and the
@@ -60,9 +61,8 @@ def prefix_part(
     kvh = k.shape[0]
     g = h // kvh
     qf = q.view(n, kvh, g, d).permute(1, 2, 0, 3).reshape(kvh, g * n, d)
-    op = prefix_attention_op() if q.dtype == torch.bfloat16 else None
-    if op is not None and d % 32 == 0 and d <= 128:
-        o, lse = op(qf, k.contiguous(), v.contiguous(), scale)
+    if folded.available(q):
+        o, lse = prefix_attention_op()(qf, k.contiguous(), v.contiguous(), scale)
     else:
         o, lse = _flash(qf[None], k[None], v[None], 0.0, False, scale=scale)
     o = o.view(kvh, g, n, d).permute(2, 0, 1, 3).reshape(n, h, d)
@@ -74,16 +74,21 @@ def suffix_part(
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor,
+    limits: torch.Tensor,
     valid: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded queries ``qg`` [B, H, max_q, D] over each sequence's own keys ``k``/``v``
-    [B, kvH, L, D] under ``mask`` [B, 1, max_q, L] (True = attend).
+    [B, kvH, L, D] under the causal ``mask`` [B, 1, max_q, L] (True = attend), which is
+    ``limits`` [B, max_q] (keys each query sees) as a mask.
 
     Returns (out [N, H, D], lse [N, H] fp32) for the ``valid`` [B, max_q] queries."""
-    keep = mask | ~valid[:, None, :, None]  # padded rows see every key: no all -inf row
-    bias = torch.zeros(keep.shape, dtype=qg.dtype).masked_fill_(~keep, float("-inf"))
-    o, lse = _flash(qg, k, v, 0.0, False, attn_mask=bias, scale=scale)
+    if folded.available(qg):
+        o, lse = folded.attend(qg, k, v, limits, scale)
+    else:
+        keep = mask | ~valid[:, None, :, None]  # padded rows see every key: no all -inf row
+        bias = torch.zeros(keep.shape, dtype=qg.dtype).masked_fill_(~keep, float("-inf"))
+        o, lse = _flash(qg, k, v, 0.0, False, attn_mask=bias, scale=scale)
     return o.transpose(1, 2)[valid], lse.transpose(1, 2)[valid]
 
 

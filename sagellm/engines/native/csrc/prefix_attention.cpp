@@ -1,10 +1,12 @@
 // Unmasked bf16 attention of many queries over one shared key set: the prefix half of cascade
 // prefill (attention_cascade.py), where every query of a group sees the whole shared prefix.
 //
-// torch.ops.sagellm.prefix_attention(q [G, M, D], k [G, L, D], v [G, L, D], scale)
+// torch.ops.sagellm.prefix_attention(q [G, M, D], k [G, L, D], v [G, L, D], scale, limits=None)
 //   -> (out [G, M, D] bf16, lse [G, M] fp32)
 // G independent heads (a KV head with its query heads folded into M); out is the softmax-weighted
 // sum of v, lse the natural-log sum of exp(scale * q.k) per query, for the log-sum-exp merge.
+// limits (int64 [G, M], optional): query m of head g sees keys 0 .. limits[g, m] - 1 only
+// (clamped to 1 .. L; a causal mask), else every key.
 // bf16 only, D a multiple of 32 up to 128; built where the compiler targets AVX512-BF16
 // (vdpbf16ps: 32 bf16 products summed into 16 fp32 lanes per instruction), absent otherwise.
 //
@@ -21,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -64,9 +67,11 @@ void repack(const bf16* k, const bf16* v, int64_t L, int64_t D, uint32_t* kt, ui
 
 // R query rows (pointers may repeat for a short tail; only `rows` are written) of one head
 template <int R, int NB>
-void tile(const bf16* const* qrow, int rows, const uint32_t* kt, const uint32_t* vt, int64_t L,
-          int64_t D, float scale, bf16* const* orow, float* lse) {
-  const int64_t C = (L + 15) / 16, P = D / 2;
+void tile(const bf16* const* qrow, int rows, const int64_t* lim, const uint32_t* kt,
+          const uint32_t* vt, int64_t D, float scale, bf16* const* orow, float* lse) {
+  int64_t keys = 0;  // the tile's longest row decides the chunks it visits
+  for (int r = 0; r < R; ++r) keys = std::max(keys, lim[r]);
+  const int64_t C = (keys + 15) / 16, P = D / 2;
   __m512 acc[R][NB], den[R];
   float mx[R];
   for (int r = 0; r < R; ++r) {
@@ -85,9 +90,13 @@ void tile(const bf16* const* qrow, int rows, const uint32_t* kt, const uint32_t*
       for (int r = 0; r < R; ++r)
         s[r] = _mm512_dpbf16_ps(s[r], kk, (__m512bh)_mm512_set1_epi32(pair_of(qrow[r] + 2 * p)));
     }
-    const int64_t live = std::min<int64_t>(16, L - c * 16);
-    const __mmask16 m = live == 16 ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
     for (int r = 0; r < R; ++r) {
+      const int64_t live = std::min<int64_t>(16, lim[r] - c * 16);
+      if (live <= 0) {  // this row's keys ended in an earlier chunk
+        std::fill(pb[r], pb[r] + 8, 0u);
+        continue;
+      }
+      const __mmask16 m = live == 16 ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
       const __m512 sc = _mm512_mask_mov_ps(
           _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m, _mm512_mul_ps(s[r], vscale));
       const float nm = std::max(mx[r], _mm512_reduce_max_ps(sc));
@@ -122,8 +131,8 @@ void tile(const bf16* const* qrow, int rows, const uint32_t* kt, const uint32_t*
 }
 
 template <int R, int NB>
-void run(const bf16* q, const bf16* k, const bf16* v, float scale, bf16* out, float* lse,
-         int64_t G, int64_t M, int64_t L, int64_t D) {
+void run(const bf16* q, const bf16* k, const bf16* v, const int64_t* limits, float scale,
+         bf16* out, float* lse, int64_t G, int64_t M, int64_t L, int64_t D) {
   const int64_t C = (L + 15) / 16;
   const int64_t kt_len = C * (D / 2) * 16, vt_len = C * 8 * D;
   std::vector<uint32_t> kt(G * kt_len), vt(G * vt_len);
@@ -138,19 +147,22 @@ void run(const bf16* q, const bf16* k, const bf16* v, float scale, bf16* out, fl
       const int rows = static_cast<int>(std::min<int64_t>(R, M - m0));
       const bf16* qr[R];
       bf16* orow[R];
+      int64_t lim[R];
       for (int r = 0; r < R; ++r) {
         const int64_t m = m0 + std::min(r, rows - 1);
         qr[r] = q + (g * M + m) * D;
         orow[r] = out + (g * M + m) * D;
+        lim[r] = limits == nullptr ? L : std::clamp<int64_t>(limits[g * M + m], 1, L);
       }
-      tile<R, NB>(qr, rows, &kt[g * kt_len], &vt[g * vt_len], L, D, scale, orow,
+      tile<R, NB>(qr, rows, lim, &kt[g * kt_len], &vt[g * vt_len], D, scale, orow,
                   lse + g * M + m0);
     }
   });
 }
 
 std::tuple<at::Tensor, at::Tensor> prefix_attention(const at::Tensor& q, const at::Tensor& k,
-                                                    const at::Tensor& v, double scale) {
+                                                    const at::Tensor& v, double scale,
+                                                    const std::optional<at::Tensor>& limits) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "prefix_attention: 3-D q, k, v");
   TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(),
               "prefix_attention: contiguous q, k, v");
@@ -162,6 +174,13 @@ std::tuple<at::Tensor, at::Tensor> prefix_attention(const at::Tensor& q, const a
                   v.size(2) == D && L > 0,
               "prefix_attention: q [G, M, D], k and v [G, L > 0, D]");
   TORCH_CHECK(D % 32 == 0 && D <= 128, "prefix_attention: head size a multiple of 32 up to 128");
+  const int64_t* lp0 = nullptr;
+  if (limits.has_value()) {
+    TORCH_CHECK(limits->scalar_type() == at::kLong && limits->is_contiguous() &&
+                    limits->numel() == G * M,
+                "prefix_attention: limits a contiguous int64 [G, M]");
+    lp0 = limits->data_ptr<int64_t>();
+  }
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({G, M}, q.options().dtype(at::kFloat));
   const auto* qp = q.data_ptr<bf16>();
@@ -171,13 +190,13 @@ std::tuple<at::Tensor, at::Tensor> prefix_attention(const at::Tensor& q, const a
   float* lp = lse.data_ptr<float>();
   const float s = static_cast<float>(scale);
   if (D == 32) {
-    run<4, 2>(qp, kp, vp, s, op, lp, G, M, L, D);
+    run<4, 2>(qp, kp, vp, lp0, s, op, lp, G, M, L, D);
   } else if (D == 64) {
-    run<4, 4>(qp, kp, vp, s, op, lp, G, M, L, D);
+    run<4, 4>(qp, kp, vp, lp0, s, op, lp, G, M, L, D);
   } else if (D == 96) {
-    run<2, 6>(qp, kp, vp, s, op, lp, G, M, L, D);
+    run<2, 6>(qp, kp, vp, lp0, s, op, lp, G, M, L, D);
   } else {
-    run<2, 8>(qp, kp, vp, s, op, lp, G, M, L, D);
+    run<2, 8>(qp, kp, vp, lp0, s, op, lp, G, M, L, D);
   }
   return {out, lse};
 }
@@ -185,7 +204,9 @@ std::tuple<at::Tensor, at::Tensor> prefix_attention(const at::Tensor& q, const a
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sagellm, m) {
-  m.def("prefix_attention(Tensor q, Tensor k, Tensor v, float scale) -> (Tensor, Tensor)");
+  m.def(
+      "prefix_attention(Tensor q, Tensor k, Tensor v, float scale, Tensor? limits=None) -> "
+      "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("prefix_attention", &prefix_attention); }

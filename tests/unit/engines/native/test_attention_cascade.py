@@ -83,6 +83,18 @@ def test_bf16_cascade_at_head_size_64_equals_reference(low_threshold):
     assert g.shared_blocks == 4 and (out.double() - ref).abs().max() < 3e-2
 
 
+@pytest.mark.parametrize("own", [[0, 0, 0], [5, 0, 9]])
+def test_bf16_prefill_groups_at_head_size_64_equal_reference(own):
+    """No shared prefix: a bf16 prefill group (fresh prompts, or chunks after cached tokens)
+    goes to the C++ kernel with causal key limits where the CPU has AVX512-BF16."""
+    q, kc, vc, tables, starts, computed = case(torch.bfloat16, 0, [20, 33, 17], own, d=64)
+    g = build_group(starts, [20, 33, 17], computed, tables, BS, torch.device("cpu"))
+    meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
+    out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
+    ref = reference(q, kc, vc, tables, starts, [20, 33, 17], computed, 0.125)
+    assert g.shared_blocks == 0 and (out.double() - ref).abs().max() < 3e-2
+
+
 def test_shared_prefix_blocks_rules(low_threshold):
     t = [[7, 8, 9, 1, 2], [7, 8, 9, 3], [7, 8, 4]]
     assert shared_prefix_blocks(t, [12, 12, 12], BS) == 2  # the third differs at block 2

@@ -48,3 +48,21 @@ def test_bad_inputs_name_the_rule():
         op(x.float(), x.float(), x.float(), 1.0)
     with pytest.raises(RuntimeError, match="multiple of 32"):
         op(x[..., :48].contiguous(), x[..., :48].contiguous(), x[..., :48].contiguous(), 1.0)
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_per_row_key_limits_are_a_causal_mask(D):
+    G, M, L = 4, 23, 45
+    g = torch.Generator().manual_seed(D)
+    q, k, v = (torch.randn(G, n, D, generator=g).bfloat16() for n in (M, L, L))
+    limits = torch.randint(1, L + 1, (G, M), generator=g)
+    limits[0] = torch.arange(1, M + 1)  # a causal staircase
+    limits[1, :5] = 0  # below 1 is clamped to 1 (every query sees key 0)
+    out, lse = op(q, k, v, 0.3, limits)
+    s = (q.double() @ k.double().transpose(1, 2)) * 0.3
+    keep = torch.arange(L)[None, None, :] < limits.clamp(min=1)[:, :, None]
+    s = s.masked_fill(~keep, float("-inf"))
+    assert (out.double() - s.softmax(-1) @ v.double()).abs().max() < 2e-2
+    assert (lse.double() - s.logsumexp(-1)).abs().max() < 1e-5
+    with pytest.raises(RuntimeError, match="limits"):
+        op(q, k, v, 0.3, limits[:, :5].contiguous())
