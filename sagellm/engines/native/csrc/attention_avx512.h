@@ -168,4 +168,106 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
   }
 }
 
+
+#if defined(__AVX512BF16__)
+// attend_row for a bf16 cache with AVX512-BF16 dot products instead of widened fp32 rows
+// (D = 32 * DW, DW = 1, 2, 4): scores q.k are vdpbf16ps over bf16 pairs of q (q_scaled rounded
+// to bf16) and of the key row, summed 16 keys at a time by hsum16; for p.v, each pair of keys'
+// value rows is interleaved (unpacklo/hi_epi16) once per chunk, and every query head adds
+// p (rounded to bf16, as SDPA does for bf16 inputs) times the pair with one vdpbf16ps per 16
+// head dims. The interleave permutes head dims within 128-bit lanes; the accumulator keeps
+// that order and the output undoes it. Softmax, sums and accumulators are fp32.
+template <int DW, typename RowOf>
+void attend_row_bf16(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs,
+                     RowOf block_rows, float* acc, at::BFloat16* out) {
+  constexpr int64_t D = 32 * DW, NV = 2 * DW;  // NV: 16-lane accumulators per head
+  float m[kMaxGroup], l[kMaxGroup], p[kMaxGroup * 16];
+  __m512i qb[kMaxGroup][DW];
+  for (int64_t g = 0; g < G; ++g) {
+    m[g] = -std::numeric_limits<float>::infinity();
+    l[g] = 0.f;
+    for (int w = 0; w < DW; ++w) {
+      const __m512 lo = _mm512_loadu_ps(q_scaled + g * D + w * 32);
+      const __m512 hi = _mm512_loadu_ps(q_scaled + g * D + w * 32 + 16);
+      qb[g][w] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    }
+  }
+  std::fill(acc, acc + G * D, 0.f);
+  alignas(64) __m512i vp[8][NV];
+  alignas(64) uint32_t pb[kMaxGroup][8];
+  for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
+    const at::BFloat16* krows;
+    const at::BFloat16* vrows;
+    block_rows(blk_i, &krows, &vrows);
+    const int64_t n_blk = std::min(bs, num_keys - t0);
+    for (int64_t s0 = 0; s0 < n_blk; s0 += 16) {
+      const int64_t c = std::min<int64_t>(16, n_blk - s0);
+      const __mmask16 live = static_cast<__mmask16>((1u << c) - 1u);
+      const at::BFloat16* kc = krows + s0 * D;
+      const at::BFloat16* vc = vrows + s0 * D;
+      float sc[kMaxGroup * 16];
+      for (int64_t g = 0; g < G; ++g) {
+        __m512 a[16];
+        for (int64_t s = 0; s < 16; ++s) {
+          if (s >= c) {
+            a[s] = _mm512_setzero_ps();
+            continue;
+          }
+          __m512 x = _mm512_setzero_ps();
+          for (int w = 0; w < DW; ++w)
+            x = _mm512_dpbf16_ps(x, (__m512bh)_mm512_loadu_si512(kc + s * D + w * 32),
+                                 (__m512bh)qb[g][w]);
+          a[s] = x;
+        }
+        _mm512_storeu_ps(sc + g * 16, hsum16(a));
+      }
+      // value rows of key pairs, interleaved: vp[j][2w] holds (v[2j][d], v[2j+1][d]) for the
+      // low four head dims of each 128-bit lane of the w-th 32-dim slice, vp[j][2w+1] the high
+      const __m512i zero = _mm512_setzero_si512();
+      for (int64_t j = 0; j < (c + 1) / 2; ++j) {
+        for (int w = 0; w < DW; ++w) {
+          const __m512i v0 = _mm512_loadu_si512(vc + 2 * j * D + w * 32);
+          const __m512i v1 = 2 * j + 1 < c ? _mm512_loadu_si512(vc + (2 * j + 1) * D + w * 32) : zero;
+          vp[j][2 * w] = _mm512_unpacklo_epi16(v0, v1);
+          vp[j][2 * w + 1] = _mm512_unpackhi_epi16(v0, v1);
+        }
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        const __m512 sv = _mm512_mask_loadu_ps(
+            _mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc + g * 16);
+        const float mn = std::max(m[g], _mm512_reduce_max_ps(sv));
+        const float corr = std::exp(m[g] - mn);  // 0 on the first chunk (m = -inf)
+        const __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
+        l[g] = l[g] * corr + _mm512_reduce_add_ps(pv);
+        m[g] = mn;
+        _mm256_store_si256(reinterpret_cast<__m256i*>(pb[g]), (__m256i)_mm512_cvtneps_pbh(pv));
+        __m512 o[NV];
+        for (int v = 0; v < NV; ++v) o[v] = _mm512_loadu_ps(acc + g * D + v * 16);
+        if (corr != 1.f) {
+          const __m512 cv = _mm512_set1_ps(corr);
+          for (int v = 0; v < NV; ++v) o[v] = _mm512_mul_ps(o[v], cv);
+        }
+        for (int64_t j = 0; j < (c + 1) / 2; ++j) {
+          const __m512bh pj = (__m512bh)_mm512_set1_epi32(pb[g][j]);
+          for (int v = 0; v < NV; ++v) o[v] = _mm512_dpbf16_ps(o[v], (__m512bh)vp[j][v], pj);
+        }
+        for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + g * D + v * 16, o[v]);
+      }
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const float inv = 1.f / l[g];
+    for (int w = 0; w < DW; ++w) {
+      for (int half = 0; half < 2; ++half) {  // accumulator 2w + half, lane 4L + t
+        const float* a = acc + g * D + (2 * w + half) * 16;
+        for (int lane = 0; lane < 16; ++lane) {
+          const int64_t d = w * 32 + (lane / 4) * 8 + half * 4 + lane % 4;
+          out[g * D + d] = static_cast<at::BFloat16>(a[lane] * inv);
+        }
+      }
+    }
+  }
+}
+#endif
+
 }  // namespace sagellm_avx512

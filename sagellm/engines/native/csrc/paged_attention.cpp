@@ -164,6 +164,13 @@ void run_avx512(const Args<T>& a) {
       for (int64_t i = 0; i < a.q_lens[b]; ++i) {
         const int64_t first = ((a.q_starts[b] + i) * a.H + h * G) * D;  // of the G query heads
         for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(a.q[first + j]) * a.scale;
+#if defined(__AVX512BF16__)
+        if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0 && DV <= 8) {
+          sagellm_avx512::attend_row_bf16<DV / 2>(qf.data(), G, a.num_computed[b] + i + 1,
+                                                  a.bs, rows, acc.data(), a.out + first);
+          continue;
+        }
+#endif
         sagellm_avx512::attend_row<DV, T>(qf.data(), G, a.num_computed[b] + i + 1, a.bs, rows,
                                          acc.data(), a.out + first);
       }
