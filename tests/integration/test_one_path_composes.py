@@ -97,11 +97,13 @@ def test_requests_sharing_a_prefix_at_once_compute_it_once_through_the_cascade(
     tiny_checkpoint, strategy, monkeypatch
 ):
     """Four prompts with one 16-token prefix, submitted together, with tiers and a quota on:
-    the first computes the prefix, the others wait a step and hit it (prefill_dedup), and
+    the first computes the prefix, the others wait a step and hit it (prefill_dedup; both
+    thresholds lowered to this small model), and
     their 18-30-token chunks attend the cached prefix through the cascade; outputs equal HF."""
-    from sagellm.engines.native import attention_cascade
+    from sagellm.engines.native import attention_cascade, prefill_dedup
 
     monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 8)
+    monkeypatch.setattr(prefill_dedup, "MIN_DEFER_TOKENS", 4)
     calls = []
     merge = attention_cascade.merge
     monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))

@@ -157,11 +157,20 @@ def test_defragment_between_steps_keeps_outputs(llama):
     assert [eng.output_token_ids(f"d{i}") for i in keep] == refs
 
 
+@pytest.fixture
+def defer_short_shares(monkeypatch):
+    from sagellm.engines.native import prefill_dedup
+
+    monkeypatch.setattr(prefill_dedup, "MIN_DEFER_TOKENS", 8)
+
+
 @pytest.mark.parametrize("strategy", ["fifo", "lpm", "priority"])
-def test_requests_admitted_together_compute_their_shared_prefix_once(llama, strategy):
+def test_requests_admitted_together_compute_their_shared_prefix_once(
+    llama, strategy, defer_short_shares
+):
     """Four prompts sharing 40 tokens (5 blocks), submitted at once with room for all in one
-    step: the first computes the prefix, the others wait one step and hit it (not compute it
-    again in the same step); outputs equal HF greedy."""
+    step (deferral threshold lowered to one block): the first computes the prefix, the others
+    wait one step and hit it (not compute it again in the same step); outputs equal HF."""
     model, folder = llama
     eng = NativeEngine.from_pretrained(
         folder,
@@ -180,7 +189,7 @@ def test_requests_admitted_together_compute_their_shared_prefix_once(llama, stra
     assert [m.num_cached_tokens for m in eng.request_metrics()] == [0, 40, 40, 40]
 
 
-def test_a_prompt_sharing_nothing_is_not_deferred(llama):
+def test_a_prompt_sharing_nothing_is_not_deferred(llama, defer_short_shares):
     model, folder = llama
     prompts = [SHARED_PROMPTS[0], rand(20, 77), SHARED_PROMPTS[1]]
     eng = NativeEngine.from_pretrained(
@@ -191,13 +200,27 @@ def test_a_prompt_sharing_nothing_is_not_deferred(llama):
     assert first.num_prefill_tokens == len(prompts[0]) + len(prompts[1])
 
 
+def test_a_share_shorter_than_the_threshold_is_recomputed_not_deferred(llama):
+    """40 shared tokens < MIN_DEFER_TOKENS: all four prompts run in the first step (the
+    prefix computed four times) and still equal HF."""
+    model, folder = llama
+    eng = NativeEngine.from_pretrained(
+        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
+    )
+    assert eng.generate(SHARED_PROMPTS, SP) == hf_greedy(
+        model, SHARED_PROMPTS, N_NEW, ignore_eos=True
+    )
+    assert eng.step_metrics()[0].num_prefill_tokens == sum(len(p) for p in SHARED_PROMPTS)
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_cascade_prefill_over_a_shared_prefix_matches_hf(tiny_checkpoint, family, monkeypatch):
     """Chunks of 20+ new tokens over a 40-token cached prefix all sequences share go through
     the cascade (prefix attended once, merged by log-sum-exp); greedy outputs equal HF."""
-    from sagellm.engines.native import attention_cascade
+    from sagellm.engines.native import attention_cascade, prefill_dedup
 
     monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 16)
+    monkeypatch.setattr(prefill_dedup, "MIN_DEFER_TOKENS", 8)
     calls = []
     merge = attention_cascade.merge
     monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))

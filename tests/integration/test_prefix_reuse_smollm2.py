@@ -44,9 +44,10 @@ def test_questions_sent_together_share_the_prompt_through_the_cascade(dtype, mon
     hit it, and their chunks attend it through the cascade (threshold lowered to the prompt's
     size). fp32 equals HF token for token; bf16 (C++ bf16 kernels where the CPU has
     AVX512-BF16) starts every answer with fp32's first token."""
-    from sagellm.engines.native import attention_cascade
+    from sagellm.engines.native import attention_cascade, prefill_dedup
 
     monkeypatch.setattr(attention_cascade, "MIN_SHARED_TOKENS", 16)
+    monkeypatch.setattr(prefill_dedup, "MIN_DEFER_TOKENS", 8)
     calls = []
     merge = attention_cascade.merge
     monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))
