@@ -76,3 +76,27 @@ def test_ci_preset_runs_native_beside_hf(tmp_path, monkeypatch):
     native = float(value("w1", "float32", "native", "output_tok_per_s").iloc[0])
     hf = float(value("w1", "float32", "hf", "output_tok_per_s").iloc[0])
     assert f"| {native / hf:.3g} |" in md.split("| w1 | output_tok_per_s | float32 |")[1]
+
+
+def test_roofline_uses_the_best_read_rate_measured_next_to_each_workload(tmp_path, monkeypatch):
+    """A read rate measured low at the start (a busy neighbour) is replaced by a higher one
+    measured next to W3, and the W3 roofline fraction is computed with it."""
+    import sagellm.benchmarks.peers as peers
+
+    rates = iter([1e9, 2e9, 8e9, 4e9])  # before the cells, then next to w1, w2, w3
+
+    def fake(preset, flops=True):
+        out = {"read_bytes_per_s": next(rates)}
+        if flops:
+            out |= {f"peak_{d}_flops_per_s": 1e11 for d in peers.DTYPES}
+        return out
+
+    monkeypatch.setattr(peers, "measure_machine", fake)
+    monkeypatch.setenv("SAGELLM_VLLM_PYTHON", str(tmp_path / "no-vllm" / "python"))
+    run_dir = run_peers("ci", (), ("float32",), tmp_path)
+    df = pd.read_parquet(run_dir / "peers.parquet")
+    row = df[(df.workload == "w3") & (df.metric == "decode_tok_per_s")]
+    frac = df[(df.workload == "w3") & (df.metric == "roofline_fraction")]
+    shape = peers.ModelShape.from_checkpoint(peers.preset_model("ci", tmp_path / "models"))
+    expected = float(row.value.iloc[0]) / (8e9 / shape.decode_weight_bytes("float32"))
+    assert float(frac.value.iloc[0]) == pytest.approx(expected)
