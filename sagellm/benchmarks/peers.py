@@ -236,18 +236,15 @@ def run_peers(
     rows: list[dict] = []
     native_out: dict[tuple[str, str], list[list[int]]] = {}
     for wname, w in chosen.items():
-        # the VM's read rate drifts over a run: the roofline is the best rate seen so far,
-        # measured again next to each workload (a decode faster than a stale, low reading
-        # would otherwise show more than 100% of its roofline)
-        machine["read_bytes_per_s"] = max(
-            machine["read_bytes_per_s"], measure_machine(preset, flops=False)["read_bytes_per_s"]
-        )
         for dtype in dtypes:
             for engine in engines:
                 if (engine, wname) in NOT_APPLICABLE:
                     why = f"{engine} {wname}: n/a ({NOT_APPLICABLE[(engine, wname)]})"
                     notes += [why] if why not in notes else []
                     continue
+                # the VM's read rate drifts by tens of percent within a run (shared host):
+                # each cell's roofline uses the rate measured just before it
+                read = measure_machine(preset, flops=False)["read_bytes_per_s"]
                 try:
                     cell = run_cell(engine, model, dtype, w, threads)
                 except Exception as err:  # a peer's failure empties its column only
@@ -255,7 +252,8 @@ def run_peers(
                         raise
                     notes.append(f"{engine} {wname} {dtype} failed: {type(err).__name__}: {err}")
                     continue
-                metrics = cell_row(w, cell, shape, dtype, machine)
+                metrics = cell_row(w, cell, shape, dtype, machine | {"read_bytes_per_s": read})
+                metrics["read_bytes_per_s"] = read
                 metrics |= memory_row(engine, w, shape, dtype, model, threads)
                 if engine == "native":
                     native_out[(wname, dtype)] = cell.outputs
