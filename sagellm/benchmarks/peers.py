@@ -159,6 +159,9 @@ def cell_row(w: Workload, cell: CellRun, shape: ModelShape, dtype: str, machine:
         "decode_tok_per_s": decode,
         "mfu": flops / (cell.wall_s * machine[f"peak_{dtype}_flops_per_s"]),
         "roofline_fraction": decode / roofline if decode else None,
+        # weight bytes the decode streams per second: comparable across runs, where the
+        # read-rate probe (the roofline's denominator) drifts with the shared host
+        "decode_read_bytes_per_s": decode * shape.decode_weight_bytes(dtype) if decode else None,
         "peak_rss_bytes": cell.peak_rss_bytes,
         "rss_at_start_bytes": cell.rss_at_start_bytes,
     }

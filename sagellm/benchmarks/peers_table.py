@@ -15,7 +15,13 @@ MEMORY = ("peak_rss_bytes", "weights_plus_kv_pool_bytes")
 SHOWN: dict[str, tuple[str, ...]] = {
     "w1": ("output_tok_per_s", "mfu", "token_agreement_vs_native", *MEMORY),
     "w2": ("wall_s", "mean_tpot_ms", *MEMORY),
-    "w3": ("decode_tok_per_s", "roofline_fraction", *MEMORY),
+    "w3": (
+        "decode_tok_per_s",
+        "decode_read_bytes_per_s",
+        "read_bytes_per_s",
+        "roofline_fraction",
+        *MEMORY,
+    ),
 }
 Row = dict[str, object]
 
