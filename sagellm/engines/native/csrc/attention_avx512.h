@@ -64,6 +64,21 @@ inline __m512 hsum16(const __m512* a) {
 // Query heads per kv head this loop serves (the portable loop takes larger groups).
 constexpr int64_t kMaxGroup = 16;
 
+// One online-softmax step for one query head: the chunk's scores sc[0..15] (lanes outside
+// `live` ignored) raise the running max m if larger, rescale the running denominator l, and
+// give the chunk's probabilities p = exp(sc - m) (0 outside `live`). Returns the factor
+// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk).
+inline float softmax_chunk(const float* sc, __mmask16 live, float& m, float& l, __m512& p) {
+  const __m512 sv =
+      _mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc);
+  const float mn = std::max(m, _mm512_reduce_max_ps(sv));
+  const float corr = std::exp(m - mn);
+  p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
+  l = l * corr + _mm512_reduce_add_ps(p);
+  m = mn;
+  return corr;
+}
+
 // One query row: out[g] = softmax(q[g] . K^T * scale) . V for the G <= kMaxGroup query heads of
 // one kv head, over the first num_keys keys of a block table. q_scaled: [G, D] fp32 (already
 // times scale); acc: [G, D] scratch; block_rows(i, &k, &v): the first K and V rows of this kv
@@ -119,13 +134,8 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
         _mm512_storeu_ps(sc + g * 16, hsum16(a));
       }
       for (int64_t g = 0; g < G; ++g) {
-        const __m512 sv = _mm512_mask_loadu_ps(
-            _mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc + g * 16);
-        const float mn = std::max(m[g], _mm512_reduce_max_ps(sv));
-        const float corr = std::exp(m[g] - mn);  // 0 on the first chunk (m = -inf)
-        const __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
-        l[g] = l[g] * corr + _mm512_reduce_add_ps(pv);
-        m[g] = mn;
+        __m512 pv;
+        const float corr = softmax_chunk(sc + g * 16, live, m[g], l[g], pv);
         _mm512_storeu_ps(p + g * 16, pv);
         if (corr != 1.f) {
           const __m512 cv = _mm512_set1_ps(corr);
@@ -233,13 +243,8 @@ void attend_row_bf16(const float* q_scaled, int64_t G, int64_t num_keys, int64_t
         }
       }
       for (int64_t g = 0; g < G; ++g) {
-        const __m512 sv = _mm512_mask_loadu_ps(
-            _mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc + g * 16);
-        const float mn = std::max(m[g], _mm512_reduce_max_ps(sv));
-        const float corr = std::exp(m[g] - mn);  // 0 on the first chunk (m = -inf)
-        const __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
-        l[g] = l[g] * corr + _mm512_reduce_add_ps(pv);
-        m[g] = mn;
+        __m512 pv;
+        const float corr = softmax_chunk(sc + g * 16, live, m[g], l[g], pv);
         _mm256_store_si256(reinterpret_cast<__m256i*>(pb[g]), (__m256i)_mm512_cvtneps_pbh(pv));
         __m512 o[NV];
         for (int v = 0; v < NV; ++v) o[v] = _mm512_loadu_ps(acc + g * D + v * 16);
