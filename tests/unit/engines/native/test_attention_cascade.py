@@ -4,6 +4,7 @@ path, and is chosen only where every sequence shares the leading blocks before i
 
 import pytest
 import torch
+from attention_reference import dense_reference
 
 from sagellm.engines.native import attention_cascade
 from sagellm.engines.native.attention import AttnMetadata, Workspace, build_group, paged_attention
@@ -38,20 +39,6 @@ def case(dtype, shared_blocks, q_lens, own_cached, seed=0, d=D):
     return q, kc, vc, tables, starts, computed
 
 
-def reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
-    out = torch.zeros(q.shape, dtype=torch.float64)
-    grp, d = H // KVH, q.shape[-1]
-    for bt, s0, ql, nc in zip(tables, starts, q_lens, num_computed, strict=True):
-        k = kc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, d)
-        v = vc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, d)
-        for i in range(ql):
-            n = nc + i + 1
-            for h in range(H):
-                sc = (k[h // grp, :n] @ q[s0 + i, h].double()) * scale
-                out[s0 + i, h] = sc.softmax(-1) @ v[h // grp, :n]
-    return out
-
-
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize(
     "shared,q_lens,own",
@@ -64,7 +51,7 @@ def test_cascade_equals_reference(low_threshold, dtype, tol, shared, q_lens, own
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
     scale = D**-0.5
     out = paged_attention(q, kc, vc, meta, scale, Workspace())
-    ref = reference(q, kc, vc, tables, starts, q_lens, computed, scale)
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, computed, scale)
     assert torch.allclose(out.double(), ref, atol=tol, rtol=tol)
     # and the one-pass path (cascade off) agrees
     plain = build_group(starts, q_lens, computed, tables, BS, torch.device("cpu"))
@@ -79,7 +66,7 @@ def test_bf16_cascade_at_head_size_64_equals_reference(low_threshold):
     g = build_group(starts, [20, 33], computed, tables, BS, torch.device("cpu"))
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
     out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
-    ref = reference(q, kc, vc, tables, starts, [20, 33], computed, 0.125)
+    ref = dense_reference(q, kc, vc, tables, starts, [20, 33], computed, 0.125)
     assert g.shared_blocks == 4 and (out.double() - ref).abs().max() < 3e-2
 
 
@@ -91,7 +78,7 @@ def test_bf16_prefill_groups_at_head_size_64_equal_reference(own):
     g = build_group(starts, [20, 33, 17], computed, tables, BS, torch.device("cpu"))
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
     out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
-    ref = reference(q, kc, vc, tables, starts, [20, 33, 17], computed, 0.125)
+    ref = dense_reference(q, kc, vc, tables, starts, [20, 33, 17], computed, 0.125)
     assert g.shared_blocks == 0 and (out.double() - ref).abs().max() < 3e-2
 
 

@@ -5,6 +5,7 @@ per sequence."""
 
 import pytest
 import torch
+from attention_reference import dense_reference
 
 from sagellm.engines.native.attention import build_group
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -38,13 +39,5 @@ def test_bf16_loop_equals_fp64_reference(D, G, q_lens, num_computed):
         q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
         grp.max_blocks, scale, out,
     )  # fmt: skip
-    ref = torch.zeros(q.shape, dtype=torch.float64)
-    for bt, s0, ql, nc in zip(tables, starts, q_lens, num_computed, strict=True):
-        k = kc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)
-        v = vc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)
-        for i in range(ql):
-            n = nc + i + 1
-            for h in range(H):
-                s = (k[h // G, :n] @ q[s0 + i, h].double()) * scale
-                ref[s0 + i, h] = s.softmax(-1) @ v[h // G, :n]
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     assert (out.double() - ref).abs().max() < 2e-2

@@ -3,6 +3,7 @@ on scattered block tables, mixed query lengths and GQA, in fp32 and bf16."""
 
 import pytest
 import torch
+from attention_reference import dense_reference
 
 from sagellm.engines.native.attention import AttnMetadata, Workspace, build_group, paged_attention
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -28,21 +29,6 @@ def case(dtype, q_lens, num_computed, seed=0):
         t += ql
     q = torch.randn(t, H, D, generator=g).to(dtype)
     return q, kc, vc, tables, starts
-
-
-def reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
-    out = torch.zeros(q.shape, dtype=torch.float64)
-    grp = H // KVH
-    for bt, s0, ql, nc in zip(tables, starts, q_lens, num_computed, strict=True):
-        k = kc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)  # [kvH, L, D]
-        v = vc[bt].double().permute(1, 0, 2, 3).reshape(KVH, -1, D)
-        for i in range(ql):
-            n = nc + i + 1
-            for h in range(H):
-                kh = h // grp
-                sc = (k[kh, :n] @ q[s0 + i, h].double()) * scale
-                out[s0 + i, h] = sc.softmax(-1) @ v[kh, :n]
-    return out
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -72,7 +58,7 @@ def test_kernel_equals_dense_reference(dtype, tol, q_lens, num_computed, portabl
         scale,
         out,
     )
-    ref = reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
 
