@@ -157,6 +157,13 @@ def test_defragment_between_steps_keeps_outputs(llama):
     assert [eng.output_token_ids(f"d{i}") for i in keep] == refs
 
 
+def one_step_engine(folder, **kw):
+    """Prefix caching, 8-token blocks, room for every test prompt in one step."""
+    return NativeEngine.from_pretrained(
+        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True, **kw
+    )
+
+
 @pytest.fixture
 def defer_short_shares(monkeypatch):
     from sagellm.engines.native import prefill_dedup
@@ -172,13 +179,7 @@ def test_requests_admitted_together_compute_their_shared_prefix_once(
     step (deferral threshold lowered to one block): the first computes the prefix, the others
     wait one step and hit it (not compute it again in the same step); outputs equal HF."""
     model, folder = llama
-    eng = NativeEngine.from_pretrained(
-        folder,
-        block_size_tokens=8,
-        max_num_batched_tokens=512,
-        enable_prefix_caching=True,
-        scheduling_strategy=strategy,
-    )
+    eng = one_step_engine(folder, scheduling_strategy=strategy)
     outs = eng.generate(SHARED_PROMPTS, SP)
     assert outs == hf_greedy(model, SHARED_PROMPTS, N_NEW, ignore_eos=True)
     first = eng.step_metrics()[0]
@@ -192,9 +193,7 @@ def test_requests_admitted_together_compute_their_shared_prefix_once(
 def test_a_prompt_sharing_nothing_is_not_deferred(llama, defer_short_shares):
     model, folder = llama
     prompts = [SHARED_PROMPTS[0], rand(20, 77), SHARED_PROMPTS[1]]
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
-    )
+    eng = one_step_engine(folder)
     assert eng.generate(prompts, SP) == hf_greedy(model, prompts, N_NEW, ignore_eos=True)
     first = eng.step_metrics()[0]
     assert first.num_prefill_tokens == len(prompts[0]) + len(prompts[1])
@@ -204,9 +203,7 @@ def test_a_share_shorter_than_the_threshold_is_recomputed_not_deferred(llama):
     """40 shared tokens < MIN_DEFER_TOKENS: all four prompts run in the first step (the
     prefix computed four times) and still equal HF."""
     model, folder = llama
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
-    )
+    eng = one_step_engine(folder)
     assert eng.generate(SHARED_PROMPTS, SP) == hf_greedy(
         model, SHARED_PROMPTS, N_NEW, ignore_eos=True
     )
@@ -226,8 +223,6 @@ def test_cascade_prefill_over_a_shared_prefix_matches_hf(tiny_checkpoint, family
     monkeypatch.setattr(attention_cascade, "merge", lambda *a: calls.append(1) or merge(*a))
     model, folder = tiny_checkpoint(family)
     prompts = [SHARED + rand(n, 30 + n) for n in (20, 25, 31)]
-    eng = NativeEngine.from_pretrained(
-        folder, block_size_tokens=8, max_num_batched_tokens=512, enable_prefix_caching=True
-    )
+    eng = one_step_engine(folder)
     assert eng.generate(prompts, SP) == hf_greedy(model, prompts, N_NEW, ignore_eos=True)
     assert calls  # the second step's group (two sequences, 40 shared tokens) took the cascade
