@@ -68,7 +68,8 @@ class AttnGroup:
     sparse: object | None = None
     # leading table entries all sequences share, before every query (``attention_cascade``)
     shared_blocks: int = 0
-    # [B, max_q] int64: keys each query sees under the causal mask (1 for padding)
+    # [B, max_q] int64: keys each query sees under the causal mask (1 for padding); groups of
+    # several queries only (``_prefill``, ``_cascade``)
     key_limits: torch.Tensor | None = None
 
 
@@ -133,7 +134,7 @@ def build_group(
         causal_only=causal_only,
         fresh_prompts=causal_only and not any(num_computed),
         shared_blocks=shared,
-        key_limits=(q_pos + 1).to(device),
+        key_limits=(q_pos + 1).to(device) if max_q > 1 else None,  # decode groups: unused
     )
 
 
