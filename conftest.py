@@ -38,6 +38,8 @@ def make_tiny_model(family: str, seed: int = 0):
     torch.manual_seed(seed)
     if family == "llama":
         return LlamaForCausalLM(LlamaConfig(**TINY_COMMON)).eval()
+    if family == "llama-d64":  # head size 64 (as SmolLM2's): the C++ row kernels' vector RoPE
+        return LlamaForCausalLM(LlamaConfig(head_dim=64, **TINY_COMMON)).eval()
     if family == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**TINY_COMMON)).eval()
     if family == "qwen3":

@@ -33,7 +33,7 @@ _SRCS = [
         "prefix_attention.cpp",
     )
 ]
-_HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h"]
+_HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h", _CSRC / "vec_avx512.h"]
 _lock = threading.Lock()
 
 
@@ -72,6 +72,10 @@ def _load() -> None:
         _state["gemv"] = torch.ops.sagellm.gemv
         _state["gemv_int8"] = torch.ops.sagellm.gemv_int8
         _state["decoder_layers"] = torch.ops.sagellm.decoder_layers
+        _state["decoder_layer_halves"] = (
+            torch.ops.sagellm.decoder_layer_in,
+            torch.ops.sagellm.decoder_layer_out,
+        )
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX512-BF16 only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
@@ -109,6 +113,14 @@ def decoder_layers_op():
     whose attention groups the in-place kernel serves), or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("decoder_layers")
+
+
+def decoder_layer_halves_op():
+    """``(torch.ops.sagellm.decoder_layer_in, decoder_layer_out)`` (csrc/decoder_layers.cpp:
+    one layer before and after attention, for steps whose attention runs in Python), or None
+    like ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("decoder_layer_halves")
 
 
 def argmax_rows_op():

@@ -28,13 +28,19 @@ from sagellm.engines.native.attention import (
     Workspace,
     paged_attention,
 )
-from sagellm.engines.native.kernels import decoder_layers_op, gemv_int8_op, gemv_op
+from sagellm.engines.native.kernels import (
+    decoder_layer_halves_op,
+    decoder_layers_op,
+    gemv_int8_op,
+    gemv_op,
+)
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
 from sagellm.engines.native.tp_shard import TPShard
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
 Weight = torch.Tensor | QuantLinear
 LINEAR_FIELDS = ("qkv", "o", "gate_up", "down")
+LAYER_WEIGHTS = 12  # tensors per layer in the C++ layer ops' weight list (_fused_weight_list)
 
 
 @dataclass
@@ -285,25 +291,34 @@ class DecoderModel:
 
     def _fused_layers(self, meta: AttnMetadata, cache: PagedKVCache):
         """``(decoder_layers op, its weight list)`` when this step can run every layer in one
-        C++ call (csrc/decoder_layers.cpp), else None: it needs the CPU kernels, one process
-        (no TP), dense weights and cache in the model's dtype, no Qwen3 q/k norms, and
-        attention groups the in-place kernel serves (plain causal, at most ``KERNEL_MAX_Q``
-        queries per sequence: decode, verify, short chunks)."""
-        if self.device.type != "cpu" or self.row_parallel is not None:
-            return None
-        if cache.kv.dtype != self.dtype or self.dtype not in _TRANSPOSED_ROWS:
+        C++ call (csrc/decoder_layers.cpp), else None: it needs the layer halves
+        (``_layer_halves``) and attention groups the in-place kernel serves (plain causal, at
+        most ``KERNEL_MAX_Q`` queries per sequence: decode, verify, short chunks)."""
+        if self._layer_halves(cache) is None:
             return None
         if not all(
             g.causal_only and g.sparse is None and g.max_q <= KERNEL_MAX_Q for g in meta.groups
         ):
             return None
         op = decoder_layers_op()
-        if op is None:
+        return None if op is None else (op, self._fused_weights[2])
+
+    def _layer_halves(self, cache: PagedKVCache):
+        """``(decoder_layer_in, decoder_layer_out, weight list)`` when each layer's work around
+        attention can run as two C++ calls (csrc/decoder_layers.cpp), else None: it needs the
+        CPU kernels, one process (no TP), dense weights and cache in the model's dtype and no
+        Qwen3 q/k norms."""
+        if self.device.type != "cpu" or self.row_parallel is not None:
+            return None
+        if cache.kv.dtype != self.dtype or self.dtype not in _TRANSPOSED_ROWS:
+            return None
+        ops = decoder_layer_halves_op()
+        if ops is None:
             return None
         memo = self._fused_weights
         if memo is None or memo[0] is not self.layers or memo[1] is not self.packed:
             memo = self._fused_weights = (self.layers, self.packed, self._fused_weight_list())
-        return (op, memo[2]) if memo[2] is not None else None
+        return (*ops, memo[2]) if memo[2] is not None else None
 
     def _fused_weight_list(self) -> list[torch.Tensor] | None:
         """The op's 12 tensors per layer (see csrc/decoder_layers.cpp), or None when a layer has
@@ -342,7 +357,18 @@ class DecoderModel:
         cos, sin = self._rope(positions)
         x = F.embedding(input_ids, self.embed)
         fused = self._fused_layers(meta, cache)
+        halves = None if fused is not None else self._layer_halves(cache)
         packed = self.packed
+        rows = (
+            (
+                GEMV_MAX_ROWS,
+                _TRANSPOSED_ROWS[self.dtype].start,
+                _TRANSPOSED_ROWS[self.dtype].stop,
+                PACKED_MIN_ROWS,
+            )
+            if self.dtype in _TRANSPOSED_ROWS
+            else ()
+        )
         if fused is not None:
             op, weights = fused
             groups = meta.groups
@@ -361,12 +387,20 @@ class DecoderModel:
                 H,
                 eps,
                 self.scale,
-                GEMV_MAX_ROWS,
-                _TRANSPOSED_ROWS[self.dtype].start,
-                _TRANSPOSED_ROWS[self.dtype].stop,
-                PACKED_MIN_ROWS,
+                *rows,
             )
-        for i, lw in enumerate(self.layers if fused is None else ()):
+        elif halves is not None:
+            layer_in, layer_out, weights = halves
+            cos_rows, sin_rows = cos[:, 0], sin[:, 0]  # [T, D]
+            for i in range(len(self.layers)):
+                w = weights[i * LAYER_WEIGHTS : (i + 1) * LAYER_WEIGHTS]
+                k_cache, v_cache = cache.layer(i)
+                q = layer_in(
+                    x, w, k_cache, v_cache, cos_rows, sin_rows, meta.kv_rows, H, eps, *rows
+                )
+                attn = paged_attention(q, k_cache, v_cache, meta, self.scale, self.workspace, i)
+                layer_out(x, attn, w, eps, *rows)
+        for i, lw in enumerate(self.layers if fused is None and halves is None else ()):
             h = _rms_norm(x, lw.input_norm, eps)
             qkv = linear(h, lw.qkv, lw.qkv_bias, packed.get(f"layers.{i}.qkv"))
             q = qkv[:, : H * D].view(T, H, D)

@@ -25,12 +25,16 @@
 // (W . x^T)^T, others x . W^T, exactly as model.linear chooses. Sums run in another order
 // than torch's, so results agree to rounding, not bitwise.
 #include "ops.h"
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include "vec_avx512.h"
+#endif
 
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -89,12 +93,33 @@ void for_rows(int64_t M, const F& body) {
   }
 }
 
+// Row kernels below take AVX-512 paths for row widths that are multiples of 16 where the CPU
+// has AVX512-BF16 (its conversions round bf16 as torch does); the scalar loops are the same
+// arithmetic, element by element, for the rest.
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define SAGELLM_ROWS_AVX512 1
+#endif
+
 template <typename T>
 void rms_norm_rows(const T* x, const T* w, T* out, int64_t m0, int64_t m1, int64_t N, float eps) {
   for (int64_t m = m0; m < m1; ++m) {
     const T* xr = x + m * N;
     T* o = out + m * N;
     float ss = 0.f;
+#ifdef SAGELLM_ROWS_AVX512
+    if (N % 16 == 0) {
+      using namespace sagellm_avx512;
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t j = 0; j < N; j += 16) {
+        const __m512 v = load16(xr + j);
+        acc = _mm512_fmadd_ps(v, v, acc);
+      }
+      const __m512 r = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(acc) / N + eps));
+      for (int64_t j = 0; j < N; j += 16)
+        store16(o + j, _mm512_mul_ps(load16(w + j), round16<T>(_mm512_mul_ps(load16(xr + j), r))));
+      continue;
+    }
+#endif
 #pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < N; ++j) ss += f(xr[j]) * f(xr[j]);
     const float r = 1.f / std::sqrt(ss / static_cast<float>(N) + eps);
@@ -112,6 +137,20 @@ void rms_norm(const T* x, const T* w, T* out, int64_t M, int64_t N, float eps) {
 template <typename T>
 inline void rope(const T* src, const T* cos, const T* sin, T* dst, int64_t D) {
   const int64_t half = D / 2;
+#ifdef SAGELLM_ROWS_AVX512
+  if (half % 16 == 0) {
+    using namespace sagellm_avx512;
+    const __m512 neg = _mm512_set1_ps(-0.f);
+    for (int64_t j = 0; j < D; j += 16) {
+      const __m512 other = load16(j < half ? src + j + half : src + j - half);
+      const __m512 rot = j < half ? _mm512_xor_ps(other, neg) : other;
+      const __m512 a = round16<T>(_mm512_mul_ps(load16(src + j), load16(cos + j)));
+      const __m512 b = round16<T>(_mm512_mul_ps(rot, load16(sin + j)));
+      store16(dst + j, _mm512_add_ps(a, b));
+    }
+    return;
+  }
+#endif
   for (int64_t j = 0; j < D; ++j) {
     const float rot = j < half ? -f(src[j + half]) : f(src[j - half]);
     const T a = static_cast<T>(f(src[j]) * f(cos[j]));
@@ -123,41 +162,68 @@ inline void rope(const T* src, const T* cos, const T* sin, T* dst, int64_t D) {
 template <typename T>
 void add_into(T* x, const T* y, int64_t M, int64_t N) {
   for_rows(M, [&](int64_t m0, int64_t m1) {
+    int64_t i = m0 * N;
+#ifdef SAGELLM_ROWS_AVX512
+    using namespace sagellm_avx512;
+    for (; i + 16 <= m1 * N; i += 16) store16(x + i, _mm512_add_ps(load16(x + i), load16(y + i)));
+#endif
 #pragma omp simd
-    for (int64_t i = m0 * N; i < m1 * N; ++i) x[i] = static_cast<T>(f(x[i]) + f(y[i]));
+    for (int64_t k = i; k < m1 * N; ++k) x[k] = static_cast<T>(f(x[k]) + f(y[k]));
   });
 }
 
+// out[m] = silu(gate[m]) * up[m] for the rows of gu = [gate | up] [M, 2 I]. bf16: one pass,
+// silu rounded to bf16 before the product (as torch's silu then mul round); fp32 keeps torch's
+// own silu (its exp), which the HF oracle's token-exact tests compare against.
 template <typename T>
-void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor& kv,
-         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& kv_rows,
-         const std::vector<at::Tensor>& block_ids, const std::vector<at::Tensor>& q_starts,
-         const std::vector<at::Tensor>& q_lens, const std::vector<at::Tensor>& num_computed,
-         const std::vector<int64_t>& max_blocks, int64_t H, float eps, double scale,
-         const LinearRows& rows) {
+at::Tensor silu_mul(const at::Tensor& gu) {
+  const int64_t M = gu.size(0), I = gu.size(1) / 2;
+#ifdef SAGELLM_ROWS_AVX512
+  if (std::is_same_v<T, at::BFloat16> && I % 16 == 0 && gu.is_contiguous()) {
+    at::Tensor out = at::empty({M, I}, gu.options());
+    const T* g = gu.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    for_rows(M, [&](int64_t m0, int64_t m1) {
+      using namespace sagellm_avx512;
+      const __m512 one = _mm512_set1_ps(1.f), neg = _mm512_set1_ps(-0.f);
+      for (int64_t m = m0; m < m1; ++m) {
+        const T* gr = g + m * 2 * I;
+        for (int64_t j = 0; j < I; j += 16) {
+          const __m512 x = load16(gr + j);
+          const __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_xor_ps(x, neg))));
+          store16(o + m * I + j, _mm512_mul_ps(round16<T>(s), load16(gr + I + j)));
+        }
+      }
+    });
+    return out;
+  }
+#endif
+  return at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
+}
+
+// The layer up to attention: h = RMSNorm(x); q|k|v = h . Wqkv^T (+ bias); q and k rotated
+// (RoPE); each token's K and V rows written to the layer's cache at kv_rows. Returns q [T, H, D].
+template <typename T>
+at::Tensor layer_in(const at::Tensor& x, const at::Tensor* w, at::Tensor& k_cache,
+                    at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin,
+                    const at::Tensor& kv_rows, int64_t H, float eps, const LinearRows& rows) {
   const int64_t T_ = x.size(0), hidden = x.size(1);
-  const int64_t L = kv.size(0), kvH = kv.size(3), D = kv.size(5);
+  const int64_t kvH = k_cache.size(1), D = k_cache.size(3);
   const int64_t qkv_width = (H + 2 * kvH) * D;
   const int64_t* kvr = kv_rows.data_ptr<int64_t>();
   const T* cp = cos.data_ptr<T>();
   const T* sp = sin.data_ptr<T>();
-  T* xp = x.data_ptr<T>();
+  T* kc = k_cache.data_ptr<T>();
+  T* vc = v_cache.data_ptr<T>();
   at::Tensor h = at::empty_like(x);
+  rms_norm<T>(x.data_ptr<T>(), w[0].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
+  const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows);
   at::Tensor q = at::empty({T_, H, D}, x.options());
-  at::Tensor attn = at::empty({T_, H, D}, x.options());
-  const at::Tensor none = at::empty({0}, x.options());
-  for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor* w = &weights[l * kPerLayer];
-    at::Tensor k_cache = kv[l][0], v_cache = kv[l][1];
-    T* kc = k_cache.data_ptr<T>();
-    T* vc = v_cache.data_ptr<T>();
-    rms_norm<T>(xp, w[0].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-    const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows);
-    const T* qkvp = qkv.data_ptr<T>();
-    T* qp = q.data_ptr<T>();
-    for_rows(T_, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const T* row = qkvp + t * qkv_width;
+  const T* qkvp = qkv.data_ptr<T>();
+  T* qp = q.data_ptr<T>();
+  for_rows(T_, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const T* row = qkvp + t * qkv_width;
       const T* c = cp + t * D;
       const T* s = sp + t * D;
       for (int64_t hd = 0; hd < H; ++hd) rope<T>(row + hd * D, c, s, qp + (t * H + hd) * D, D);
@@ -167,19 +233,55 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
         const T* v = row + (H + kvH + kh) * D;
         std::copy(v, v + D, vc + dst);
       }
-      }
-    });
+    }
+  });
+  return q;
+}
+
+// The layer after attention, x updated in place: x += attn . Wo^T (+ bias);
+// x += down(silu(gate) * up) of RMSNorm(x).
+template <typename T>
+void layer_out(at::Tensor& x, const at::Tensor& attn, const at::Tensor* w, float eps,
+               const LinearRows& rows) {
+  const int64_t T_ = x.size(0), hidden = x.size(1);
+  T* xp = x.data_ptr<T>();
+  add_into<T>(xp, linear(attn.reshape({T_, -1}), w[3], w[4], w[9], rows).data_ptr<T>(), T_,
+              hidden);
+  at::Tensor h = at::empty_like(x);
+  rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
+  const at::Tensor none = at::empty({0}, x.options());
+  const at::Tensor gu = linear(h, w[6], none, w[10], rows);
+  const at::Tensor act = silu_mul<T>(gu);
+  add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_, hidden);
+}
+
+template <typename T>
+void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor& kv,
+         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& kv_rows,
+         const std::vector<at::Tensor>& block_ids, const std::vector<at::Tensor>& q_starts,
+         const std::vector<at::Tensor>& q_lens, const std::vector<at::Tensor>& num_computed,
+         const std::vector<int64_t>& max_blocks, int64_t H, float eps, double scale,
+         const LinearRows& rows) {
+  const int64_t L = kv.size(0);
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor* w = &weights[l * kPerLayer];
+    at::Tensor k_cache = kv[l][0], v_cache = kv[l][1];
+    const at::Tensor q = layer_in<T>(x, w, k_cache, v_cache, cos, sin, kv_rows, H, eps, rows);
+    at::Tensor attn = at::empty_like(q);
     for (size_t g = 0; g < block_ids.size(); ++g) {
       sagellm::paged_attention(q, k_cache, v_cache, block_ids[g], q_starts[g], q_lens[g],
                                num_computed[g], max_blocks[g], scale, attn);
     }
-    add_into<T>(xp, linear(attn.view({T_, H * D}), w[3], w[4], w[9], rows).data_ptr<T>(), T_,
-                hidden);
-    rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-    const at::Tensor gu = linear(h, w[6], none, w[10], rows);
-    const int64_t I = gu.size(1) / 2;
-    const at::Tensor act = at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
-    add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_, hidden);
+    layer_out<T>(x, attn, w, eps, rows);
+  }
+}
+
+void check_weights(const at::Tensor& x, at::TensorList weights, const char* op) {
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor& w = weights[i];
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": weights of x's dtype");
+    TORCH_CHECK(i % kPerLayer >= kPlain ? (w.numel() == 0 || w.is_mkldnn()) : w.is_contiguous(),
+                op, ": contiguous dense weights; packed ones oneDNN tensors or empty");
   }
 }
 
@@ -196,12 +298,7 @@ void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
   const int64_t L = kv.size(0), D = kv.size(5), T_ = x.size(0);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * kPerLayer,
               "decoder_layers: 12 weights per layer, got ", weights.size(), " for ", L, " layers");
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const at::Tensor& w = weights[i];
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "decoder_layers: weights of x's dtype");
-    TORCH_CHECK(i % kPerLayer >= kPlain ? (w.numel() == 0 || w.is_mkldnn()) : w.is_contiguous(),
-                "decoder_layers: contiguous dense weights; packed ones oneDNN tensors or empty");
-  }
+  check_weights(x, weights, "decoder_layers");
   TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
                   cos.is_contiguous() && sin.is_contiguous() &&
                   cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
@@ -229,6 +326,64 @@ void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
   }
 }
 
+// One layer's halves around attention, for steps whose attention the Python side runs (long
+// prefill chunks: SDPA, the cascade, prefix_attention): decoder_layer_in returns the rotated
+// q [T, H, D] and writes K/V to the layer's cache [N, kvH, bs, D]; decoder_layer_out adds the
+// o projection of attn [T, H, D] and the MLP to x in place. weights: the layer's 12 tensors.
+at::Tensor decoder_layer_in(const at::Tensor& x, at::TensorList weights, at::Tensor k_cache,
+                            at::Tensor v_cache, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& kv_rows, int64_t num_heads, double eps,
+                            int64_t gemv_max_rows, int64_t transposed_min_rows,
+                            int64_t transposed_max_rows, int64_t packed_min_rows) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
+              "decoder_layer_in: x a contiguous CPU [T, hidden] tensor");
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == kPerLayer,
+              "decoder_layer_in: 12 weights, got ", weights.size());
+  check_weights(x, weights, "decoder_layer_in");
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+                  k_cache.sizes() == v_cache.sizes() &&
+                  k_cache.scalar_type() == x.scalar_type() &&
+                  v_cache.scalar_type() == x.scalar_type(),
+              "decoder_layer_in: k/v_cache contiguous [N, kvH, bs, D] of x's dtype");
+  const int64_t T_ = x.size(0), D = k_cache.size(3);
+  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
+                  cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
+              "decoder_layer_in: cos/sin [T, D] of x's dtype");
+  TORCH_CHECK(kv_rows.scalar_type() == at::kLong && kv_rows.numel() == T_ * k_cache.size(1),
+              "decoder_layer_in: kv_rows [T * kvH] int64");
+  const std::vector<at::Tensor> ws(weights.begin(), weights.end());
+  const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
+  const float feps = static_cast<float>(eps);
+  if (x.scalar_type() == at::kFloat)
+    return layer_in<float>(x, ws.data(), k_cache, v_cache, cos, sin, kv_rows, num_heads, feps,
+                           rows);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "decoder_layer_in: float32 or bfloat16 only");
+  return layer_in<at::BFloat16>(x, ws.data(), k_cache, v_cache, cos, sin, kv_rows, num_heads,
+                                feps, rows);
+}
+
+void decoder_layer_out(at::Tensor x, const at::Tensor& attn, at::TensorList weights, double eps,
+                       int64_t gemv_max_rows, int64_t transposed_min_rows,
+                       int64_t transposed_max_rows, int64_t packed_min_rows) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
+              "decoder_layer_out: x a contiguous CPU [T, hidden] tensor");
+  TORCH_CHECK(attn.size(0) == x.size(0) && attn.scalar_type() == x.scalar_type(),
+              "decoder_layer_out: attn [T, H, D] of x's dtype");
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == kPerLayer,
+              "decoder_layer_out: 12 weights, got ", weights.size());
+  check_weights(x, weights, "decoder_layer_out");
+  const std::vector<at::Tensor> ws(weights.begin(), weights.end());
+  const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
+  const float feps = static_cast<float>(eps);
+  if (x.scalar_type() == at::kFloat) {
+    layer_out<float>(x, attn, ws.data(), feps, rows);
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kBFloat16, "decoder_layer_out: float32 or bfloat16 only");
+    layer_out<at::BFloat16>(x, attn, ws.data(), feps, rows);
+  }
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sagellm, m) {
@@ -237,9 +392,24 @@ TORCH_LIBRARY_FRAGMENT(sagellm, m) {
       "Tensor kv_rows, Tensor[] block_ids, Tensor[] q_starts, Tensor[] q_lens, "
       "Tensor[] num_computed, int[] max_blocks, int num_heads, float eps, float scale, "
       "int gemv_max_rows, int transposed_min_rows, int transposed_max_rows, int packed_min_rows) -> ()");
+  m.def(
+      "decoder_layer_in(Tensor x, Tensor[] weights, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor cos, Tensor sin, Tensor kv_rows, int num_heads, float eps, int gemv_max_rows, "
+      "int transposed_min_rows, int transposed_max_rows, int packed_min_rows) -> Tensor");
+  m.def(
+      "decoder_layer_out(Tensor(a!) x, Tensor attn, Tensor[] weights, float eps, "
+      "int gemv_max_rows, int transposed_min_rows, int transposed_max_rows, int packed_min_rows) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(sagellm, CPU, m) { m.impl("decoder_layers", &decoder_layers); }
+TORCH_LIBRARY_IMPL(sagellm, CPU, m) {
+  m.impl("decoder_layers", &decoder_layers);
+  m.impl("decoder_layer_in", &decoder_layer_in);
+  m.impl("decoder_layer_out", &decoder_layer_out);
+}
 
 // packed weights are oneDNN tensors, whose dispatch key outranks CPU
-TORCH_LIBRARY_IMPL(sagellm, MkldnnCPU, m) { m.impl("decoder_layers", &decoder_layers); }
+TORCH_LIBRARY_IMPL(sagellm, MkldnnCPU, m) {
+  m.impl("decoder_layers", &decoder_layers);
+  m.impl("decoder_layer_in", &decoder_layer_in);
+  m.impl("decoder_layer_out", &decoder_layer_out);
+}
