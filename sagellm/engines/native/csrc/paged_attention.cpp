@@ -146,9 +146,6 @@ void run(const Args<T>& a) {
 }
 
 #ifdef SAGELLM_ATTENTION_AVX512
-// K/V bytes of one task requested ahead of the loop (see run_avx512; within L2)
-constexpr int64_t kPrefetchBytes = 128 * 1024;
-
 template <typename T, int DV>
 void run_avx512(const Args<T>& a) {
   const int64_t D = a.D, G = a.G, B = a.B;
@@ -159,34 +156,12 @@ void run_avx512(const Args<T>& a) {
       // common prefix) stay in its L2 across tasks
       const int64_t h = task / B, b = task % B;
       const int64_t* table = a.block_ids + b * a.max_blocks;
-      // K/V blocks of this task requested from memory kPrefetchBytes ahead of use: the loop
-      // alone reads 4-8 KB pieces at scattered addresses one after another (the hardware
-      // prefetchers stop at page boundaries), so memory sat idle between them. Interleaved A/B
-      // in one process (30 DRAM-resident layers, 64 x 296 keys): 0.96 vs 1.2-1.34 ms per bf16
-      // layer in one run, 1.22 vs 1.33 in a later, slower one; fp32 1.6 vs 2.1, then level.
-      const int64_t needed = (a.num_computed[b] + a.q_lens[b] + a.bs - 1) / a.bs;
-      const int64_t block_bytes = a.bs * D * static_cast<int64_t>(sizeof(T));
-      const int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / (2 * block_bytes));
-      auto prefetch = [&](int64_t blk_i) {
-        if (blk_i >= needed) return;
-        const int64_t off = ((table[blk_i] * a.kvH + h) * a.bs) * D;
-        const char* kp = reinterpret_cast<const char*>(a.k + off);
-        const char* vp = reinterpret_cast<const char*>(a.v + off);
-        for (int64_t c = 0; c < block_bytes; c += 64) {
-          _mm_prefetch(kp + c, _MM_HINT_T1);
-          _mm_prefetch(vp + c, _MM_HINT_T1);
-        }
-      };
-      for (int64_t blk_i = 0; blk_i < ahead; ++blk_i) prefetch(blk_i);
-      bool first_query = true;  // later queries of the task find the blocks in cache
       auto rows = [&](int64_t blk_i, const T** k, const T** v) {
-        if (first_query) prefetch(blk_i + ahead);
         const int64_t off = ((table[blk_i] * a.kvH + h) * a.bs) * D;
         *k = a.k + off;
         *v = a.v + off;
       };
       for (int64_t i = 0; i < a.q_lens[b]; ++i) {
-        first_query = i == 0;
         const int64_t first = ((a.q_starts[b] + i) * a.H + h * G) * D;  // of the G query heads
         for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(a.q[first + j]) * a.scale;
 #if defined(__AVX512BF16__)
