@@ -285,6 +285,18 @@ void check_weights(const at::Tensor& x, at::TensorList weights, const char* op) 
   }
 }
 
+// The RoPE rows and K/V destinations of a step's T tokens (head size D, kvH kv heads).
+void check_rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& kv_rows, int64_t D, int64_t kvH, const char* op) {
+  const int64_t T_ = x.size(0);
+  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
+                  cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
+              op, ": cos/sin [T, D] of x's dtype");
+  TORCH_CHECK(kv_rows.scalar_type() == at::kLong && kv_rows.numel() == T_ * kvH, op,
+              ": kv_rows [T * kvH] int64");
+}
+
 void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
                     const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& kv_rows,
                     at::TensorList block_ids, at::TensorList q_starts, at::TensorList q_lens,
@@ -295,16 +307,11 @@ void decoder_layers(at::Tensor x, at::TensorList weights, const at::Tensor& kv,
               "decoder_layers: x a contiguous CPU [T, hidden] tensor");
   TORCH_CHECK(kv.dim() == 6 && kv.is_contiguous() && kv.scalar_type() == x.scalar_type(),
               "decoder_layers: kv a contiguous [L, 2, N, kvH, bs, D] cache of x's dtype");
-  const int64_t L = kv.size(0), D = kv.size(5), T_ = x.size(0);
+  const int64_t L = kv.size(0);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * kPerLayer,
               "decoder_layers: 12 weights per layer, got ", weights.size(), " for ", L, " layers");
   check_weights(x, weights, "decoder_layers");
-  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
-                  cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
-              "decoder_layers: cos/sin [T, D] of x's dtype");
-  TORCH_CHECK(kv_rows.scalar_type() == at::kLong && kv_rows.numel() == T_ * kv.size(3),
-              "decoder_layers: kv_rows [T * kvH] int64");
+  check_rope_rows(x, cos, sin, kv_rows, kv.size(5), kv.size(3), "decoder_layers");
   const size_t G = block_ids.size();
   TORCH_CHECK(q_starts.size() == G && q_lens.size() == G && num_computed.size() == G &&
                   max_blocks.size() == G,
@@ -345,13 +352,7 @@ at::Tensor decoder_layer_in(const at::Tensor& x, at::TensorList weights, at::Ten
                   k_cache.scalar_type() == x.scalar_type() &&
                   v_cache.scalar_type() == x.scalar_type(),
               "decoder_layer_in: k/v_cache contiguous [N, kvH, bs, D] of x's dtype");
-  const int64_t T_ = x.size(0), D = k_cache.size(3);
-  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(0) == T_ && cos.size(1) == D &&
-                  cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(),
-              "decoder_layer_in: cos/sin [T, D] of x's dtype");
-  TORCH_CHECK(kv_rows.scalar_type() == at::kLong && kv_rows.numel() == T_ * k_cache.size(1),
-              "decoder_layer_in: kv_rows [T * kvH] int64");
+  check_rope_rows(x, cos, sin, kv_rows, k_cache.size(3), k_cache.size(1), "decoder_layer_in");
   const std::vector<at::Tensor> ws(weights.begin(), weights.end());
   const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
   const float feps = static_cast<float>(eps);
