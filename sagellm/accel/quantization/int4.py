@@ -9,8 +9,10 @@ produce the same storage by other means. The CPU matmul is torch's
 ``_weight_int4pack_mm_for_cpu`` over ``_convert_weight_to_int4pack_for_cpu`` (two 4-bit values
 per byte), whose dequantization is ``(q - 8) * scale + zero``, hence ``zero = min + 8 * scale``.
 That kernel takes group sizes 32, 64, 128 and 256; it is used for output sizes divisible by 64,
-whose packed layout ``unpack_int4_cpu`` reads back (bytes ``[N/64, K, 32]``: low nibble row
-``64b + j``, high nibble row ``64b + 32 + j``, checked against the kernel by a test). Calls with
+whose packed layout ``unpack_int4_cpu`` reads back (bytes ``[N/B, K, B/2]``: low nibble row
+``Bb + j``, high nibble row ``Bb + B/2 + j``, with the block ``B`` torch picks for the CPU: 64
+on AVX-512, 32 on AVX2; ``int4_pack_block_rows`` finds it once by packing a probe, and a test
+checks the unpacked levels against the kernel). Calls with
 more than ``KERNEL_MAX_ROWS`` rows (prefill) unpack and dequantize once and use the dense GEMM.
 Elsewhere (other devices, other output sizes) the dequantized weight is kept (correct, not fast).
 
@@ -19,6 +21,8 @@ An optional ``input_scale`` [in] (AWQ) multiplies ``x`` before the kernel: the s
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -78,12 +82,30 @@ def dequantize_int4(
     return (qg * scale[..., None] + mn[..., None]).reshape(n, k)
 
 
+def _unpack(packed: torch.Tensor, n: int, k: int, block_rows: int) -> torch.Tensor:
+    p = packed.view(n // block_rows, k, block_rows // 2)
+    q = torch.cat([p & 15, p >> 4], dim=2)  # [n/B, k, B]: row Bb + j
+    return q.permute(0, 2, 1).reshape(n, k)
+
+
+@functools.cache
+def int4_pack_block_rows() -> int:
+    """Output rows per block of ``_convert_weight_to_int4pack_for_cpu``'s layout on this CPU
+    (torch's kernel picks it by the CPU's vector width), found by packing a probe [64, 32]
+    of seeded random levels (its rows differ, so only the right layout reads it back)."""
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, 16, (64, 32), dtype=torch.int32, generator=gen)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
+    for rows in (64, 32, 16):
+        if torch.equal(_unpack(packed, 64, 32, rows).to(torch.int32), probe):
+            return rows
+    raise RuntimeError("unknown int4 pack layout of _convert_weight_to_int4pack_for_cpu")
+
+
 def unpack_int4_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """Levels q [n, k] (uint8) from ``_convert_weight_to_int4pack_for_cpu``'s bytes
     (``n % 64 == 0``)."""
-    p = packed.view(n // 64, k, 32)
-    q = torch.cat([p & 15, p >> 4], dim=2)  # [n/64, k, 64]: row 64b + j
-    return q.permute(0, 2, 1).reshape(n, k)
+    return _unpack(packed, n, k, int4_pack_block_rows())
 
 
 class Int4Linear:

@@ -78,19 +78,23 @@ PACK_HINT_ROWS = 64
 INT8_GEMV_ROWS = {torch.float32: range(1, 17), torch.bfloat16: range(1, 2)}
 
 
+def packs_weights(dtype: torch.dtype) -> bool:
+    """Whether oneDNN can prepack and run ``dtype`` weights on this CPU (bf16 needs AVX-512
+    BW/VL/DQ or AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
+    if not torch.backends.mkldnn.is_available() or dtype not in _TRANSPOSED_ROWS:
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
     """oneDNN's prepacked copy of a dense CPU weight [out, in] (blocked for its GEMM, so a call
     does not repack the weight: 1.2-2x torch's linear at 2-512 rows on 2 Zen 4 cores), or None
-    where it does not apply (quantized, other dtype or device, oneDNN missing, or
+    where it does not apply (quantized, other dtype or device, oneDNN missing, bf16 on a CPU
+    whose oneDNN has no bf16 GEMM (AVX2 only: no AVX-512 BW/VL/DQ, no AVX-NE-CONVERT), or
     ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs)."""
-    if (
-        os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0"
-        or not torch.backends.mkldnn.is_available()
-    ):
+    if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
         return None
     if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:
-        return None
-    if dtype not in _TRANSPOSED_ROWS:
         return None
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_HINT_ROWS)
 

@@ -15,7 +15,7 @@ from sagellm.engines.native.attention import AttnMetadata, build_group
 from sagellm.engines.native.batch_inputs import kv_rows_of
 from sagellm.engines.native.kernels import decoder_layer_halves_op, decoder_layers_op, kernel_status
 from sagellm.engines.native.kv_cache import PagedKVCache
-from sagellm.engines.native.model import DecoderModel
+from sagellm.engines.native.model import DecoderModel, packs_weights
 from sagellm.engines.native.weights import load_checkpoint
 
 pytestmark = pytest.mark.skipif(
@@ -110,7 +110,7 @@ def test_cpp_layers_equal_per_layer_path(
     model = DecoderModel(ckpt.arch, ckpt.state_dict, dtype, torch.device("cpu"))
     fused, fused_kv, plain, plain_kv, calls = both_paths(model, contexts, q_lens, monkeypatch)
     assert calls == expect_calls  # (one-call decoder, layer_in) calls
-    assert bool(model.packed) == (pack and torch.backends.mkldnn.is_available())
+    assert bool(model.packed) == (pack and packs_weights(dtype))
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
     torch.testing.assert_close(fused_kv.float(), plain_kv.float(), atol=tol, rtol=tol)
     assert not torch.equal(fused_kv, batch(model, contexts, q_lens)[3].kv)  # K/V were written
