@@ -7,7 +7,8 @@
 // L1); output rows are split across torch's intra-op threads. Products are summed in fp32 and
 // each output is rounded once to the dtype, as torch's CPU GEMM does; the summation order
 // differs from it, so results agree to fp32 rounding, not bitwise. bf16 uses AVX512-BF16 dot
-// products (vdpbf16ps) when the compiler targets them, else a converted fp32 loop.
+// products (vdpbf16ps) when the compiler targets them, AVX2 FMAs on bf16 widened in registers
+// (a shift or a mask per 8 lanes) on AVX2-only CPUs, else a converted fp32 loop.
 //
 // torch.ops.sagellm.gemv_int8(x, w, scale, out): the same for a weight-only int8 matrix
 // w [O, I] with one scale per output row (out[m, o] = scale[o] * sum_i x[m, i] * w[o, i]); x,
@@ -20,7 +21,7 @@
 
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -51,6 +52,24 @@ inline float dot_bf16(const at::BFloat16* a, const at::BFloat16* b, int64_t n) {
     acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)a0, (__m512bh)b0);
   }
   s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__) && defined(__FMA__)
+  // 16 bf16 per 256-bit load; a 32-bit lane holds an even element (low half, shifted up to
+  // become its fp32) and an odd one (high half, low bits masked off)
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    const __m256i a16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
+    const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j));
+    acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a16, 16)),
+                           _mm256_castsi256_ps(_mm256_slli_epi32(b16, 16)), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(a16, hi)),
+                           _mm256_castsi256_ps(_mm256_and_si256(b16, hi)), acc1);
+  }
+  const __m256 v = _mm256_add_ps(acc0, acc1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  s = _mm_cvtss_f32(r);
 #endif
   float t = 0.f;
 #pragma omp simd reduction(+ : t)
@@ -90,6 +109,19 @@ inline float dot_i8(const float* x, const int8_t* w, int64_t n) {
                            _mm512_loadu_ps(x + j + 16), acc1);
   }
   s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j));
+    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(a)), _mm256_loadu_ps(x + j), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(a, 8))),
+                           _mm256_loadu_ps(x + j + 8), acc1);
+  }
+  const __m256 v = _mm256_add_ps(acc0, acc1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  s = _mm_cvtss_f32(r);
 #endif
   for (; j < n; ++j) s += x[j] * static_cast<float>(w[j]);
   return s;
