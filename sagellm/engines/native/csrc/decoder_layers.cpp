@@ -33,6 +33,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -57,6 +58,27 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at
   return op.call(x, packed, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
 }
 
+// oneDNN runs bf16 GEMMs natively with AVX-512 BW/VL/DQ or AVX-NE-CONVERT (its own check);
+// elsewhere (AVX2 only) bf16 linears widen to fp32 as model.widened_linear does
+#if (defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)) || \
+    defined(__AVXNECONVERT__)
+constexpr bool kBf16GemmNative = true;
+#else
+constexpr bool kBf16GemmNative = false;
+#endif
+constexpr int64_t kWidenChunkRows = 1024;  // model.WIDEN_CHUNK_ROWS
+
+at::Tensor widened_linear(const at::Tensor& x, const at::Tensor& w) {
+  const at::Tensor xt = x.to(at::kFloat).t();
+  at::Tensor out_t = at::empty({w.size(0), x.size(0)}, x.options().dtype(at::kFloat));
+  for (int64_t o = 0; o < w.size(0); o += kWidenChunkRows) {
+    const int64_t n = std::min(kWidenChunkRows, w.size(0) - o);
+    at::Tensor dst = out_t.narrow(0, o, n);
+    at::mm_out(dst, w.narrow(0, o, n).to(at::kFloat), xt);
+  }
+  return out_t.t().to(x.scalar_type()).contiguous();
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                   const at::Tensor& packed, const LinearRows& rows) {
   const int64_t M = x.size(0);
@@ -65,6 +87,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   if (M <= rows.gemv_max) {
     y = at::empty({M, w.size(0)}, x.options());
     sagellm::gemv(x, w, y);
+  } else if (!kBf16GemmNative && x.scalar_type() == at::kBFloat16) {
+    y = widened_linear(x, w);
   } else if (M >= rows.transposed_min && M < rows.transposed_max) {
     y = at::mm(w, x.t()).t().contiguous();
   } else {
