@@ -37,14 +37,22 @@ def device_key(device: str, dtype: str) -> str:
 def measure_peak_flops(
     device: str = "cpu", dtype: str = "float32", n: int = 1536, min_time_s: float = 0.0
 ) -> float:
-    """Best FLOP/s of an n x n x n GEMM (2 n^3 FLOPs) in ``dtype`` on ``device``, over at
+    """Best FLOP/s of an n x n x n GEMM (2 n^3 FLOPs) in ``dtype`` on ``device`` (bf16 on a CPU
+    without a bf16 GEMM: widened to fp32, the engine's kernel there), over at
     least 5 runs and at least ``min_time_s`` seconds of them. Noise only slows a GEMM down,
     so the best run is the estimate; a longer window keeps one slow spell of a shared machine
     from halving the peak (and doubling every MFU read against it)."""
+    from sagellm.engines.native.model import bf16_gemm_native
+
     dev = torch.device(device)
     a = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
     b = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)
-    return 2.0 * n**3 / _best_s(lambda: a @ b, dev, min_time_s, warmup=2)
+    gemm = lambda: a @ b  # noqa: E731
+    if dev.type == "cpu" and dtype == "bfloat16" and not bf16_gemm_native():
+        # no bf16 GEMM on this CPU (AVX2 only; torch's emulated one ran 0.9 GFLOP/s on 2 Zen 3
+        # cores): the best bf16 product widens to fp32 and rounds once, as the engine does
+        gemm = lambda: (a.float() @ b.float()).to(a.dtype)  # noqa: E731
+    return 2.0 * n**3 / _best_s(gemm, dev, min_time_s, warmup=2)
 
 
 def measure_read_bandwidth(
