@@ -92,6 +92,9 @@ def bf16_gemm_native() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+_BF16_GEMM_NATIVE = bf16_gemm_native()  # asked once: the CPU does not change
+
+
 def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w.T`` of bf16 ``x`` [M, I] and ``w`` [O, I] in fp32, rounded once to bf16."""
     xt = x.float().t()
@@ -106,10 +109,7 @@ def packs_weights(dtype: torch.dtype) -> bool:
     BW/VL/DQ or AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
     if not torch.backends.mkldnn.is_available() or dtype not in _TRANSPOSED_ROWS:
         return False
-    return dtype != torch.bfloat16 or bf16_gemm_native()
-
-
-_BF16_GEMM_NATIVE = bf16_gemm_native()
+    return dtype != torch.bfloat16 or _BF16_GEMM_NATIVE
 
 
 def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:

@@ -29,6 +29,14 @@ namespace {
 
 constexpr int64_t kMaxRows = 16;
 
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum256(__m256 v) {  // the sum of v's 8 lanes
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+}
+#endif
+
 inline float dot_f32(const float* a, const float* b, int64_t n) {
   float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -65,11 +73,7 @@ inline float dot_bf16(const at::BFloat16* a, const at::BFloat16* b, int64_t n) {
     acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(a16, hi)),
                            _mm256_castsi256_ps(_mm256_and_si256(b16, hi)), acc1);
   }
-  const __m256 v = _mm256_add_ps(acc0, acc1);
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  s = _mm_cvtss_f32(r);
+  s = hsum256(_mm256_add_ps(acc0, acc1));
 #endif
   float t = 0.f;
 #pragma omp simd reduction(+ : t)
@@ -117,11 +121,7 @@ inline float dot_i8(const float* x, const int8_t* w, int64_t n) {
     acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(a, 8))),
                            _mm256_loadu_ps(x + j + 8), acc1);
   }
-  const __m256 v = _mm256_add_ps(acc0, acc1);
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  s = _mm_cvtss_f32(r);
+  s = hsum256(_mm256_add_ps(acc0, acc1));
 #endif
   for (; j < n; ++j) s += x[j] * static_cast<float>(w[j]);
   return s;
