@@ -10,9 +10,9 @@
 // Query i of sequence b sits at position num_computed[b] + i and attends to keys 0 .. that
 // position (causal). Every (sequence, kv head) pair is one task; its G = H / kvH query heads
 // share each K/V row read. Scores, softmax and the P.V sum are fp32; the output is cast once.
-// On AVX-512 CPUs head sizes 16/32/64/128 with at most 16 query heads per kv head take the
-// one-pass vector loop of attention_avx512.h; SAGELLM_ATTENTION_PORTABLE=1 forces the portable
-// two-pass loop below (the tests compare both).
+// Head sizes 16/32/64/128 with at most 16 query heads per kv head take a one-pass vector loop:
+// attention_avx512.h on AVX-512 CPUs, attention_avx2.h on AVX2 ones; SAGELLM_ATTENTION_PORTABLE=1
+// forces the portable two-pass loop below (the tests compare both).
 #include "ops.h"
 
 #include <ATen/Parallel.h>
@@ -27,6 +27,9 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include "attention_avx512.h"
 #define SAGELLM_ATTENTION_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include "attention_avx2.h"
+#define SAGELLM_ATTENTION_AVX2 1
 #endif
 
 namespace {
@@ -145,9 +148,12 @@ void run(const Args<T>& a) {
   });
 }
 
-#ifdef SAGELLM_ATTENTION_AVX512
-template <typename T, int DV>
-void run_avx512(const Args<T>& a) {
+#if defined(SAGELLM_ATTENTION_AVX512) || defined(SAGELLM_ATTENTION_AVX2)
+// The vector loops' driver: attend(qf, num_keys, rows, acc, out) runs one query row of one kv
+// head's G query heads (qf: their [G, D] fp32 rows times scale; rows(i, &k, &v): the first K
+// and V rows of that kv head in the sequence's i-th block).
+template <typename T, typename Attend>
+void for_each_row(const Args<T>& a, const Attend& attend) {
   const int64_t D = a.D, G = a.G, B = a.B;
   at::parallel_for(0, B * a.kvH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(G * D), acc(G * D);
@@ -164,38 +170,59 @@ void run_avx512(const Args<T>& a) {
       for (int64_t i = 0; i < a.q_lens[b]; ++i) {
         const int64_t first = ((a.q_starts[b] + i) * a.H + h * G) * D;  // of the G query heads
         for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(a.q[first + j]) * a.scale;
-#if defined(__AVX512BF16__)
-        if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0 && DV <= 8) {
-          sagellm_avx512::attend_row_bf16<DV / 2>(qf.data(), G, a.num_computed[b] + i + 1,
-                                                  a.bs, rows, acc.data(), a.out + first);
-          continue;
-        }
-#endif
-        sagellm_avx512::attend_row<DV, T>(qf.data(), G, a.num_computed[b] + i + 1, a.bs, rows,
-                                         acc.data(), a.out + first);
+        attend(qf.data(), a.num_computed[b] + i + 1, rows, acc.data(), a.out + first);
       }
     }
   });
 }
 #endif
 
-// The AVX-512 loop when it serves this head size and group (returns false otherwise).
+#ifdef SAGELLM_ATTENTION_AVX512
+namespace vec = sagellm_avx512;
+constexpr int64_t kVecLanes = 16;
+
+template <typename T, int DV>
+void run_vec(const Args<T>& a) {
+  for_each_row(a, [&](const float* qf, int64_t num_keys, auto rows, float* acc, T* out) {
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0 && DV <= 8) {
+      vec::attend_row_bf16<DV / 2>(qf, a.G, num_keys, a.bs, rows, acc, out);
+      return;
+    }
+#endif
+    vec::attend_row<DV, T>(qf, a.G, num_keys, a.bs, rows, acc, out);
+  });
+}
+#elif defined(SAGELLM_ATTENTION_AVX2)
+namespace vec = sagellm_avx2;
+constexpr int64_t kVecLanes = 8;
+
+template <typename T, int DV>
+void run_vec(const Args<T>& a) {
+  for_each_row(a, [&](const float* qf, int64_t num_keys, auto rows, float* acc, T* out) {
+    vec::attend_row<DV, T>(qf, a.G, num_keys, a.bs, rows, acc, out);
+  });
+}
+#endif
+
+// The vector loop (AVX-512, else AVX2) when it serves this head size and group (returns false
+// otherwise): head sizes 16, 32, 64, 128, at most vec::kMaxGroup query heads per kv head.
 template <typename T>
 bool run_fast(const Args<T>& a) {
-#ifdef SAGELLM_ATTENTION_AVX512
-  if (a.G > sagellm_avx512::kMaxGroup) return false;
+#if defined(SAGELLM_ATTENTION_AVX512) || defined(SAGELLM_ATTENTION_AVX2)
+  if (a.G > vec::kMaxGroup) return false;
   switch (a.D) {
     case 16:
-      run_avx512<T, 1>(a);
+      run_vec<T, 16 / kVecLanes>(a);
       return true;
     case 32:
-      run_avx512<T, 2>(a);
+      run_vec<T, 32 / kVecLanes>(a);
       return true;
     case 64:
-      run_avx512<T, 4>(a);
+      run_vec<T, 64 / kVecLanes>(a);
       return true;
     case 128:
-      run_avx512<T, 8>(a);
+      run_vec<T, 128 / kVecLanes>(a);
       return true;
     default:
       return false;

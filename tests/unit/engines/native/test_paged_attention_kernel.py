@@ -76,3 +76,34 @@ def test_engine_entry_point_uses_kernel_and_matches_torch_path(monkeypatch):
     monkeypatch.setattr(attn, "paged_attention_op", lambda: None)
     slow = paged_attention(q, kc, vc, meta, D**-0.5, Workspace())
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("D", [16, 32, 64, 128])
+@pytest.mark.parametrize("bs", [16, 6])
+@pytest.mark.parametrize("q_scale", [1.0, 30.0])
+def test_vector_loop_head_sizes_partial_chunks_and_peaked_softmax(dtype, tol, D, bs, q_scale):
+    """The vector loop (AVX-512 or AVX2, by CPU) for every head size it serves, blocks whose
+    size is not a multiple of its chunk, and queries scaled so the softmax is peaked (the max
+    grows across chunks; most weights underflow) equals the fp64 reference."""
+    g = torch.Generator().manual_seed(D * 7 + bs)
+    kvh, G, n_blocks = 2, 3, 64
+    q_lens, num_computed = [1, 2, 1], [0, 45, 130]
+    kc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    vc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    perm = torch.randperm(n_blocks, generator=g).tolist()
+    tables, starts, t = [], [], 0
+    for ql, nc in zip(q_lens, num_computed, strict=True):
+        tables.append([perm.pop() for _ in range(-(-(nc + ql) // bs))])
+        starts.append(t)
+        t += ql
+    q = (torch.randn(t, kvh * G, D, generator=g) * q_scale).to(dtype)
+    grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
+    out = torch.full_like(q, float("nan"))
+    scale = D**-0.5
+    paged_attention_op()(
+        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
+        grp.max_blocks, scale, out,
+    )  # fmt: skip
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)

@@ -1,0 +1,167 @@
+// The AVX2 inner loop of paged_attention.cpp (CPUs without AVX-512), for head sizes
+// D = 8 * DV (DV = 2, 4, 8, 16: D = 16, 32, 64, 128).
+//
+// The same one-pass online softmax as attention_avx512.h, 8 keys per chunk: each chunk's G x 8
+// scores are one vector per query head, exponentiated 8 at a time, and the running max,
+// denominator and P.V accumulator are rescaled when the max grows. All arithmetic is fp32; bf16
+// K/V rows are widened once per chunk. Same inputs and result as the portable two-pass loop, to
+// fp32 rounding (the sums run in another order; e^x is a polynomial, not libm's).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+namespace sagellm_avx2 {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+
+inline __m256 load8(const at::BFloat16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// e^x for 8 lanes: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7 Taylor
+// polynomial for e^r (truncation < 1e-8 relative), times 2^n built in the exponent bits.
+// Arguments are clamped to [-87, 88] so that 2^n stays a normal float: e^x below e^-87
+// (1.6e-38) reads as e^-87, a weight no softmax over a maximum of e^0 can tell from 0.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.f / 5040.f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 720.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i two_n =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+inline float hmax8(__m256 v) {
+  __m128 r = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+  return _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
+}
+
+inline float hadd8(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+}
+
+// lane s of the result = the sum of a[s]'s 8 lanes (three rounds of hadd and one cross-lane
+// add for 8 dot products instead of 8 horizontal reductions)
+inline __m256 hsum8(const __m256* a) {
+  const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                       _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// Query heads per kv head this loop serves (the portable loop takes larger groups).
+constexpr int64_t kMaxGroup = 16;
+
+// One online-softmax step for one query head: the chunk's scores sc[0..7] (lanes outside
+// `live` ignored) raise the running max m if larger, rescale the running denominator l, and
+// give the chunk's probabilities p = exp(sc - m) (0 outside `live`). Returns the factor
+// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk).
+inline float softmax_chunk(const float* sc, __m256 live, float& m, float& l, __m256& p) {
+  const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
+                                     _mm256_loadu_ps(sc), live);
+  const float mn = std::max(m, hmax8(sv));
+  const float corr = std::exp(m - mn);
+  p = _mm256_and_ps(live, exp8(_mm256_sub_ps(sv, _mm256_set1_ps(mn))));
+  l = l * corr + hadd8(p);
+  m = mn;
+  return corr;
+}
+
+// One query row: out[g] = softmax(q[g] . K^T * scale) . V for the G <= kMaxGroup query heads of
+// one kv head, over the first num_keys keys of a block table. q_scaled: [G, D] fp32 (already
+// times scale); acc: [G, D] scratch; block_rows(i, &k, &v): the first K and V rows of this kv
+// head in the table's i-th block.
+template <int DV, typename T, typename RowOf>
+void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, RowOf block_rows,
+                float* acc, T* out) {
+  constexpr int64_t D = 8 * DV;
+  float m[kMaxGroup], l[kMaxGroup], p[kMaxGroup * 8], sc[kMaxGroup * 8];
+  float kf[8 * D], vf[8 * D];  // a chunk's rows as fp32 when they are not read in place
+  for (int64_t g = 0; g < G; ++g) {
+    m[g] = -std::numeric_limits<float>::infinity();
+    l[g] = 0.f;
+  }
+  std::fill(acc, acc + G * D, 0.f);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
+    const T* krows;
+    const T* vrows;
+    block_rows(blk_i, &krows, &vrows);
+    const int64_t n_blk = std::min(bs, num_keys - t0);
+    for (int64_t s0 = 0; s0 < n_blk; s0 += 8) {
+      const int64_t c = std::min<int64_t>(8, n_blk - s0);
+      const __m256 live =
+          _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(c)), lane));
+      // fp32 rows of a full chunk are read in place; bf16 rows, and the rows of a chunk that
+      // ends inside the block (the rest zero, never read past the block), go through kf/vf
+      const float* kc;
+      const float* vc;
+      if constexpr (std::is_same_v<T, float>) {
+        if (c == 8) {
+          kc = krows + s0 * D;
+          vc = vrows + s0 * D;
+        }
+      }
+      if (!std::is_same_v<T, float> || c < 8) {
+        for (int64_t i = 0; i < 8 * DV; ++i) {
+          const bool in = i < c * DV;
+          _mm256_storeu_ps(kf + i * 8, in ? load8(krows + s0 * D + i * 8) : _mm256_setzero_ps());
+          _mm256_storeu_ps(vf + i * 8, in ? load8(vrows + s0 * D + i * 8) : _mm256_setzero_ps());
+        }
+        kc = kf;
+        vc = vf;
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        const float* q = q_scaled + g * D;
+        __m256 a[8];
+        for (int s = 0; s < 8; ++s) a[s] = _mm256_mul_ps(load8(q), load8(kc + s * D));
+        for (int dv = 1; dv < DV; ++dv)
+          for (int s = 0; s < 8; ++s)
+            a[s] = _mm256_fmadd_ps(load8(q + dv * 8), load8(kc + s * D + dv * 8), a[s]);
+        _mm256_storeu_ps(sc + g * 8, hsum8(a));
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        __m256 pv;
+        const float corr = softmax_chunk(sc + g * 8, live, m[g], l[g], pv);
+        _mm256_storeu_ps(p + g * 8, pv);
+        // P.V in DV register accumulators, one key at a time
+        float* a = acc + g * D;
+        const __m256 cv = _mm256_set1_ps(corr);
+        __m256 o[DV];
+        for (int dv = 0; dv < DV; ++dv) o[dv] = _mm256_mul_ps(load8(a + dv * 8), cv);
+        for (int64_t s = 0; s < c; ++s) {
+          const __m256 ps = _mm256_set1_ps(p[g * 8 + s]);
+          for (int dv = 0; dv < DV; ++dv)
+            o[dv] = _mm256_fmadd_ps(ps, load8(vc + s * D + dv * 8), o[dv]);
+        }
+        for (int dv = 0; dv < DV; ++dv) _mm256_storeu_ps(a + dv * 8, o[dv]);
+      }
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const float inv = 1.f / l[g];
+    for (int64_t j = 0; j < D; ++j) out[g * D + j] = static_cast<T>(acc[g * D + j] * inv);
+  }
+}
+
+}  // namespace sagellm_avx2
