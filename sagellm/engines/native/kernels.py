@@ -33,7 +33,9 @@ _SRCS = [
         "prefix_attention.cpp",
     )
 ]
-_HEADERS = [_CSRC / "ops.h", _CSRC / "attention_avx512.h", _CSRC / "vec_avx512.h"]
+_HEADERS = [
+    _CSRC / name for name in ("ops.h", "attention_avx512.h", "attention_avx2.h", "vec_avx512.h")
+]
 _lock = threading.Lock()
 
 

@@ -80,7 +80,7 @@ INT8_GEMV_ROWS = {torch.float32: range(1, 17), torch.bfloat16: range(1, 2)}
 
 # On a CPU without a bf16 GEMM (AVX2 only) torch's bf16 matmul runs 3-6x below its fp32 one
 # (2 Zen 3 cores, [1536, 576]: 64 rows 7.5 ms vs 1.4 ms widened, 2048 rows 237 vs 39 ms), so
-# bf16 linears of more than GEMV_MAX_ROWS rows widen x and the weight to fp32 (the weight in
+# bf16 linears of more than gemv_max_rows() rows widen x and the weight to fp32 (the weight in
 # chunks of WIDEN_CHUNK_ROWS output rows, so the lm_head's fp32 copy never exists whole) and
 # round the product once, as torch's bf16 GEMM accumulates in fp32 and rounds once.
 WIDEN_CHUNK_ROWS = 1024
@@ -93,6 +93,17 @@ def bf16_gemm_native() -> bool:
 
 
 _BF16_GEMM_NATIVE = bf16_gemm_native()  # asked once: the CPU does not change
+
+# Where bf16 linears widen (no bf16 GEMM), the bf16 GEMV beats the widened product up to 12
+# rows (2 Zen 3 cores, [3072, 576] and [576, 1536], us, GEMV / widened: 2 rows 294 / 673,
+# 8 rows 847 / 1263, 12 rows 1331 / 1462, 16 rows 1843 / 1153).
+GEMV_MAX_ROWS_WIDENED = 12
+
+
+def gemv_max_rows(dtype: torch.dtype) -> int:
+    """Most rows a ``dtype`` linear gives to the C++ GEMV on this CPU."""
+    widened = dtype == torch.bfloat16 and not _BF16_GEMM_NATIVE
+    return GEMV_MAX_ROWS_WIDENED if widened else GEMV_MAX_ROWS
 
 
 def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -144,7 +155,7 @@ def linear(
     if x.device.type == "cpu":
         rows = x.shape[0]
         dense = x.dtype in _TRANSPOSED_ROWS and x.dtype == w.dtype and w.is_contiguous()
-        if 0 < rows <= GEMV_MAX_ROWS and dense:
+        if 0 < rows <= gemv_max_rows(x.dtype) and dense:
             op = gemv_op()
             if op is not None:
                 y = torch.empty((rows, w.shape[0]), dtype=x.dtype)
@@ -394,7 +405,7 @@ class DecoderModel:
         packed = self.packed
         rows = (
             (
-                GEMV_MAX_ROWS,
+                gemv_max_rows(self.dtype),
                 _TRANSPOSED_ROWS[self.dtype].start,
                 _TRANSPOSED_ROWS[self.dtype].stop,
                 PACKED_MIN_ROWS,

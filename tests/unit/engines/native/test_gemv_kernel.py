@@ -60,11 +60,22 @@ def test_model_linear_routes_decode_rows_to_gemv(monkeypatch):
     monkeypatch.setattr(
         model_mod, "gemv_op", lambda: lambda x, w, y: (calls.append(x.shape[0]), real(x, w, y))
     )
-    w, b = torch.randn(32, 16), torch.randn(32)
-    for rows in (1, model_mod.GEMV_MAX_ROWS, model_mod.GEMV_MAX_ROWS + 1, 0):
-        x = torch.randn(rows, 16)
-        torch.testing.assert_close(model_mod.linear(x, w, b), torch.nn.functional.linear(x, w, b))
-    assert calls == [1, model_mod.GEMV_MAX_ROWS]
+    for dtype in (torch.float32, torch.bfloat16):
+        calls.clear()
+        w, b = torch.randn(32, 16).to(dtype), torch.randn(32).to(dtype)
+        most = model_mod.gemv_max_rows(dtype)
+        for rows in (1, most, most + 1, 0):
+            x = torch.randn(rows, 16).to(dtype)
+            want = (x.double() @ w.double().t() + b.double()).to(dtype)
+            fp32 = dtype == torch.float32
+            tol = dict(atol=1e-5, rtol=1e-5) if fp32 else dict(atol=0.05, rtol=0.02)
+            torch.testing.assert_close(model_mod.linear(x, w, b), want, **tol)
+        assert calls == [1, most]
+    # bf16 takes the GEMV further where its GEMM is the widened fp32 one
+    widened = not model_mod.bf16_gemm_native()
+    assert model_mod.gemv_max_rows(torch.bfloat16) == (
+        model_mod.GEMV_MAX_ROWS_WIDENED if widened else model_mod.GEMV_MAX_ROWS
+    )
 
 
 def test_model_linear_routes_int8_decode_rows(monkeypatch):
