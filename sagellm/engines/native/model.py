@@ -94,10 +94,11 @@ def bf16_gemm_native() -> bool:
 
 _BF16_GEMM_NATIVE = bf16_gemm_native()  # asked once: the CPU does not change
 
-# Where bf16 linears widen (no bf16 GEMM), the bf16 GEMV beats the widened product up to 12
-# rows (2 Zen 3 cores, [3072, 576] and [576, 1536], us, GEMV / widened: 2 rows 294 / 673,
-# 8 rows 847 / 1263, 12 rows 1331 / 1462, 16 rows 1843 / 1153).
-GEMV_MAX_ROWS_WIDENED = 12
+# Where bf16 linears widen (no bf16 GEMM), the bf16 GEMV (csrc/gemv.cpp: each weight row
+# widened once per 4 rows of x) beats the widened product at every row count it serves
+# (2 Zen 3 cores, [3072, 576], us, GEMV / widened: 2 rows 242 / 896, 8 rows 392 / 1209,
+# 16 rows 957 / 1112; [576, 1536] alike).
+GEMV_MAX_ROWS_WIDENED = 16
 
 
 def gemv_max_rows(dtype: torch.dtype) -> int:

@@ -8,7 +8,9 @@
 // each output is rounded once to the dtype, as torch's CPU GEMM does; the summation order
 // differs from it, so results agree to fp32 rounding, not bitwise. bf16 uses AVX512-BF16 dot
 // products (vdpbf16ps) when the compiler targets them, AVX2 FMAs on bf16 widened in registers
-// (a shift or a mask per 8 lanes) on AVX2-only CPUs, else a converted fp32 loop.
+// (a shift or a mask per 8 lanes) on AVX2-only CPUs, else a converted fp32 loop. With 2 or more
+// rows on AVX2 (no AVX512-BF16), x is widened once and each weight row once per 4 rows of x
+// (run_bf16_rows).
 //
 // torch.ops.sagellm.gemv_int8(x, w, scale, out): the same for a weight-only int8 matrix
 // w [O, I] with one scale per output row (out[m, o] = scale[o] * sum_i x[m, i] * w[o, i]); x,
@@ -19,6 +21,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -81,8 +84,81 @@ inline float dot_bf16(const at::BFloat16* a, const at::BFloat16* b, int64_t n) {
   return s + t;
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512BF16__)
+#define SAGELLM_GEMV_BF16_ROWS 1
+// bf16 with 2 or more rows of x on AVX2: x is widened to fp32 once, each full 16-chunk stored
+// as its 8 even then its 8 odd elements (the two halves a 256-bit load of 16 bf16 weights
+// splits into; the tail stays in order). Each weight row is then widened once per 4 rows of x
+// and meets them in 8 independent accumulators, where a dot per (row of x, weight row)
+// widened both operands every time and left the FMA units waiting on one chain each.
+std::vector<float> widen_x_pairs(const at::BFloat16* x, int64_t M, int64_t I) {
+  std::vector<float> xf(M * I);
+  const int64_t full = I / 16 * 16;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t j = 0; j < I; ++j) {
+      const int64_t k = j < full ? j / 16 * 16 + (j % 2) * 8 + (j % 16) / 2 : j;
+      xf[m * I + k] = static_cast<float>(x[m * I + j]);
+    }
+  }
+  return xf;
+}
+
+// s[r] = x_r . w for R consecutive rows of xf (widen_x_pairs layout, row stride I)
+template <int R>
+inline void dot_x_rows(const float* xf, int64_t I, const at::BFloat16* w, float* s) {
+  const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= I; j += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j));
+    const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, odd));
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xf + r * I + j), lo[r]);
+      hi[r] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xf + r * I + j + 8), hi[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float t = hsum256(_mm256_add_ps(lo[r], hi[r]));
+    for (int64_t k = j; k < I; ++k) t += xf[r * I + k] * static_cast<float>(w[k]);
+    s[r] = t;
+  }
+}
+
+void run_bf16_rows(const at::BFloat16* x, const at::BFloat16* w, at::BFloat16* out, int64_t M,
+                   int64_t O, int64_t I) {
+  const std::vector<float> xf = widen_x_pairs(x, M, I);
+  at::parallel_for(0, O, 64, [&](int64_t begin, int64_t end) {
+    float s[4];
+    for (int64_t o = begin; o < end; ++o) {
+      const at::BFloat16* row = w + o * I;
+      for (int64_t m = 0; m < M; m += 4) {
+        const float* xr = xf.data() + m * I;
+        const int64_t r = std::min<int64_t>(4, M - m);
+        if (r == 4) {
+          dot_x_rows<4>(xr, I, row, s);
+        } else if (r == 3) {
+          dot_x_rows<3>(xr, I, row, s);
+        } else if (r == 2) {
+          dot_x_rows<2>(xr, I, row, s);
+        } else {
+          dot_x_rows<1>(xr, I, row, s);
+        }
+        for (int64_t k = 0; k < r; ++k) out[(m + k) * O + o] = static_cast<at::BFloat16>(s[k]);
+      }
+    }
+  });
+}
+#endif
+
 template <typename T>
 void run(const T* x, const T* w, T* out, int64_t M, int64_t O, int64_t I) {
+#ifdef SAGELLM_GEMV_BF16_ROWS
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (M >= 2) return run_bf16_rows(x, w, out, M, O, I);
+  }
+#endif
   at::parallel_for(0, O, 64, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       const T* row = w + o * I;

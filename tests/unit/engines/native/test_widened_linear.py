@@ -22,6 +22,7 @@ def test_linear_widens_bf16_only_without_native_gemm(monkeypatch):
     monkeypatch.setattr(model, "_BF16_GEMM_NATIVE", False)
     monkeypatch.setattr(model, "widened_linear", lambda x, w: calls.append(x.shape) or x @ w.T)
     w, b = torch.randn(64, 32).to(torch.bfloat16), torch.randn(64).to(torch.bfloat16)
-    linear(torch.randn(16, 32).to(torch.bfloat16), w, b)
-    linear(torch.randn(16, 32), w.float())  # fp32: never widened
-    assert calls == [torch.Size([16, 32])]
+    rows = model.GEMV_MAX_ROWS_WIDENED + 1  # fewer go to the GEMV
+    linear(torch.randn(rows, 32).to(torch.bfloat16), w, b)
+    linear(torch.randn(rows, 32), w.float())  # fp32: never widened
+    assert calls == [torch.Size([rows, 32])]
