@@ -4,6 +4,19 @@ attends its own table's keys 0 .. num_computed + i under a plain causal softmax.
 import torch
 
 
+def scattered_tables(q_lens, num_computed, block_size, num_blocks, generator):
+    """Block tables over a random permutation of ``num_blocks`` blocks (drawn from
+    ``generator``), each sequence's enough for its tokens, and each sequence's first flat row.
+    Returns ``(tables, starts, total query rows)``."""
+    perm = torch.randperm(num_blocks, generator=generator).tolist()
+    tables, starts, t = [], [], 0
+    for ql, nc in zip(q_lens, num_computed, strict=True):
+        tables.append([perm.pop() for _ in range(-(-(nc + ql) // block_size))])
+        starts.append(t)
+        t += ql
+    return tables, starts, t
+
+
 def dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
     """q [T, H, D]; caches [N, kvH, bs, D]; per sequence its block table, first flat row,
     query count and tokens before its first query. Returns [T, H, D] fp64."""

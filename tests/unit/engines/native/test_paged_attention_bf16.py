@@ -5,7 +5,7 @@ per sequence."""
 
 import pytest
 import torch
-from attention_reference import dense_reference
+from attention_reference import dense_reference, scattered_tables
 
 from sagellm.engines.native.attention import build_group
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -25,12 +25,7 @@ def test_bf16_loop_equals_fp64_reference(D, G, q_lens, num_computed):
     H, n_blocks = KVH * G, 40
     kc = torch.randn(n_blocks, KVH, BS, D, generator=g).bfloat16()
     vc = torch.randn(n_blocks, KVH, BS, D, generator=g).bfloat16()
-    perm = torch.randperm(n_blocks, generator=g).tolist()
-    tables, starts, t = [], [], 0
-    for ql, nc in zip(q_lens, num_computed, strict=True):
-        tables.append([perm.pop() for _ in range(-(-(nc + ql) // BS))])
-        starts.append(t)
-        t += ql
+    tables, starts, t = scattered_tables(q_lens, num_computed, BS, n_blocks, g)
     q = torch.randn(t, H, D, generator=g).bfloat16()
     grp = build_group(starts, q_lens, num_computed, tables, BS, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))

@@ -3,7 +3,7 @@ on scattered block tables, mixed query lengths and GQA, in fp32 and bf16."""
 
 import pytest
 import torch
-from attention_reference import dense_reference
+from attention_reference import dense_reference, scattered_tables
 
 from sagellm.engines.native.attention import AttnMetadata, Workspace, build_group, paged_attention
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -20,13 +20,7 @@ def case(dtype, q_lens, num_computed, seed=0):
     n_blocks = 40
     kc = torch.randn(n_blocks, KVH, BS, D, generator=g).to(dtype)
     vc = torch.randn(n_blocks, KVH, BS, D, generator=g).to(dtype)
-    perm = torch.randperm(n_blocks, generator=g).tolist()
-    tables, starts, t = [], [], 0
-    for ql, nc in zip(q_lens, num_computed, strict=True):
-        nb = -(-(nc + ql) // BS)
-        tables.append([perm.pop() for _ in range(nb)])
-        starts.append(t)
-        t += ql
+    tables, starts, t = scattered_tables(q_lens, num_computed, BS, n_blocks, g)
     q = torch.randn(t, H, D, generator=g).to(dtype)
     return q, kc, vc, tables, starts
 
@@ -91,12 +85,7 @@ def test_vector_loop_head_sizes_partial_chunks_and_peaked_softmax(dtype, tol, D,
     q_lens, num_computed = [1, 2, 1], [0, 45, 130]
     kc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
     vc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
-    perm = torch.randperm(n_blocks, generator=g).tolist()
-    tables, starts, t = [], [], 0
-    for ql, nc in zip(q_lens, num_computed, strict=True):
-        tables.append([perm.pop() for _ in range(-(-(nc + ql) // bs))])
-        starts.append(t)
-        t += ql
+    tables, starts, t = scattered_tables(q_lens, num_computed, bs, n_blocks, g)
     q = (torch.randn(t, kvh * G, D, generator=g) * q_scale).to(dtype)
     grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))
