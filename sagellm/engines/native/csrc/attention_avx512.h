@@ -158,14 +158,16 @@ void attend_row(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs, 
 
 #if defined(__AVX512BF16__)
 // attend_row for a bf16 cache with AVX512-BF16 dot products instead of widened fp32 rows
-// (D = 32 * DW, DW = 1, 2, 4): scores q.k are vdpbf16ps over bf16 pairs of q (q_scaled rounded
-// to bf16) and of the key row, summed 16 keys at a time by hsum16; for p.v, each pair of keys'
+// (D = 32 * DW, DW = 1, 2, 4): scores q.k are vdpbf16ps over bf16 pairs of q (the bf16 query
+// as given: exact products) and of the key row, summed 16 keys at a time by hsum16 and then
+// times scale in fp32 (q * scale rounded to bf16 would shift every score by up to 2^-9 of its
+// size: 6% error in a weight at a score of 30); for p.v, each pair of keys'
 // value rows is interleaved (unpacklo/hi_epi16) once per chunk, and every query head adds
 // p (rounded to bf16, as SDPA does for bf16 inputs) times the pair with one vdpbf16ps per 16
 // head dims. The interleave permutes head dims within 128-bit lanes; the accumulator keeps
 // that order and the output undoes it. Softmax, sums and accumulators are fp32.
 template <int DW, typename RowOf>
-void attend_row_bf16(const float* q_scaled, int64_t G, int64_t num_keys, int64_t bs,
+void attend_row_bf16(const at::BFloat16* q, float scale, int64_t G, int64_t num_keys, int64_t bs,
                      RowOf block_rows, float* acc, at::BFloat16* out) {
   constexpr int64_t D = 32 * DW, NV = 2 * DW;  // NV: 16-lane accumulators per head
   float m[kMaxGroup], l[kMaxGroup], p[kMaxGroup * 16];
@@ -173,13 +175,10 @@ void attend_row_bf16(const float* q_scaled, int64_t G, int64_t num_keys, int64_t
   for (int64_t g = 0; g < G; ++g) {
     m[g] = -std::numeric_limits<float>::infinity();
     l[g] = 0.f;
-    for (int w = 0; w < DW; ++w) {
-      const __m512 lo = _mm512_loadu_ps(q_scaled + g * D + w * 32);
-      const __m512 hi = _mm512_loadu_ps(q_scaled + g * D + w * 32 + 16);
-      qb[g][w] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-    }
+    for (int w = 0; w < DW; ++w) qb[g][w] = _mm512_loadu_si512(q + g * D + w * 32);
   }
   std::fill(acc, acc + G * D, 0.f);
+  const __m512 vscale = _mm512_set1_ps(scale);
   alignas(64) __m512i vp[8][NV];
   alignas(64) uint32_t pb[kMaxGroup][8];
   for (int64_t t0 = 0, blk_i = 0; t0 < num_keys; t0 += bs, ++blk_i) {
@@ -206,7 +205,7 @@ void attend_row_bf16(const float* q_scaled, int64_t G, int64_t num_keys, int64_t
                                  (__m512bh)qb[g][w]);
           a[s] = x;
         }
-        _mm512_storeu_ps(sc + g * 16, hsum16(a));
+        _mm512_storeu_ps(sc + g * 16, _mm512_mul_ps(hsum16(a), vscale));
       }
       // value rows of key pairs, interleaved: vp[j][2w] holds (v[2j][d], v[2j+1][d]) for the
       // low four head dims of each 128-bit lane of the w-th 32-dim slice, vp[j][2w+1] the high

@@ -149,9 +149,10 @@ void run(const Args<T>& a) {
 }
 
 #if defined(SAGELLM_ATTENTION_AVX512) || defined(SAGELLM_ATTENTION_AVX2)
-// The vector loops' driver: attend(qf, num_keys, rows, acc, out) runs one query row of one kv
-// head's G query heads (qf: their [G, D] fp32 rows times scale; rows(i, &k, &v): the first K
-// and V rows of that kv head in the sequence's i-th block).
+// The vector loops' driver: attend(qf, q, num_keys, rows, acc, out) runs one query row of one kv
+// head's G query heads (qf: their [G, D] fp32 rows times scale; q: the same rows as given,
+// unscaled; rows(i, &k, &v): the first K and V rows of that kv head in the sequence's i-th
+// block).
 template <typename T, typename Attend>
 void for_each_row(const Args<T>& a, const Attend& attend) {
   const int64_t D = a.D, G = a.G, B = a.B;
@@ -170,7 +171,7 @@ void for_each_row(const Args<T>& a, const Attend& attend) {
       for (int64_t i = 0; i < a.q_lens[b]; ++i) {
         const int64_t first = ((a.q_starts[b] + i) * a.H + h * G) * D;  // of the G query heads
         for (int64_t j = 0; j < G * D; ++j) qf[j] = static_cast<float>(a.q[first + j]) * a.scale;
-        attend(qf.data(), a.num_computed[b] + i + 1, rows, acc.data(), a.out + first);
+        attend(qf.data(), a.q + first, a.num_computed[b] + i + 1, rows, acc.data(), a.out + first);
       }
     }
   });
@@ -183,10 +184,11 @@ constexpr int64_t kVecLanes = 16;
 
 template <typename T, int DV>
 void run_vec(const Args<T>& a) {
-  for_each_row(a, [&](const float* qf, int64_t num_keys, auto rows, float* acc, T* out) {
+  for_each_row(a, [&](const float* qf, const T* q, int64_t num_keys, auto rows, float* acc,
+                      T* out) {
 #if defined(__AVX512BF16__)
     if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0 && DV <= 8) {
-      vec::attend_row_bf16<DV / 2>(qf, a.G, num_keys, a.bs, rows, acc, out);
+      vec::attend_row_bf16<DV / 2>(q, a.scale, a.G, num_keys, a.bs, rows, acc, out);
       return;
     }
 #endif
@@ -199,7 +201,7 @@ constexpr int64_t kVecLanes = 8;
 
 template <typename T, int DV>
 void run_vec(const Args<T>& a) {
-  for_each_row(a, [&](const float* qf, int64_t num_keys, auto rows, float* acc, T* out) {
+  for_each_row(a, [&](const float* qf, const T*, int64_t num_keys, auto rows, float* acc, T* out) {
     vec::attend_row<DV, T>(qf, a.G, num_keys, a.bs, rows, acc, out);
   });
 }
