@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from sagellm.comm_backend.shm_segment import DONE, FLAG_WORDS, READY, REDUCED
+from sagellm.core.ext_sources import stage_sources
 
 _SRC = Path(__file__).with_name("shm_kernels.cpp")
 _OPS = None
@@ -197,10 +198,11 @@ def load_shm_ops():
     from torch.utils.cpp_extension import load
 
     try:
+        build_dir = _build_dir()  # keyed by the source's hash; built from its copy there
         _OPS = load(
             name="sagellm_shm_ops",
-            sources=[str(_SRC)],
-            build_directory=str(_build_dir()),
+            sources=[str(p) for p in stage_sources([_SRC], build_dir)],
+            build_directory=str(build_dir),
             extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
             verbose=False,
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sagellm.comm_backend.shm_ext import cpu_flags
+from sagellm.core.ext_sources import stage_sources
 
 _CSRC = Path(__file__).parent / "csrc"
 _SRCS = [
@@ -45,7 +46,8 @@ _state: dict[str, object] = {}
 def _build_dir() -> Path:
     """One folder per torch version and hash of the sources and CPU flags (``-march=native``),
     so checkouts of different versions (a gate's baseline worktree) never rebuild each other's
-    kernels and a home directory moved to another CPU builds afresh."""
+    kernels and a home directory moved to another CPU builds afresh; the sources are built from
+    their copies in it (``stage_sources``), so checkouts of the same version share one build."""
     root = os.environ.get("SAGELLM_KERNEL_DIR") or Path.home() / ".cache" / "sagellm" / "kernels"
     srcs = b"".join(p.read_bytes() for p in _SRCS + _HEADERS)
     h = hashlib.sha256(srcs + cpu_flags()).hexdigest()[:12]
@@ -61,12 +63,14 @@ def _load() -> None:
     try:
         from torch.utils.cpp_extension import load
 
+        build_dir = _build_dir()
+        staged = stage_sources(_SRCS + _HEADERS, build_dir)[: len(_SRCS)]
         load(
             name="sagellm_kernels",
-            sources=[str(p) for p in _SRCS],
+            sources=[str(p) for p in staged],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
-            build_directory=str(_build_dir()),
+            build_directory=str(build_dir),
             is_python_module=False,
             verbose=False,
         )
