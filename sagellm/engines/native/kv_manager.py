@@ -230,13 +230,12 @@ class NativeKVManager(PrefixAdmission, TierEviction):
                 self.tracker.evictable(entry_id)
 
     def _take(self, n: int, tenant: TenantId | None) -> tuple[BlockId, ...] | None:
-        got = self.pool.allocate(n, tenant)
-        if got is None:
-            short = n - self.pool.num_free_blocks
+        short = n - self.pool.num_free_blocks
+        if short > 0:
             if self.index is None or short > self.pool.num_cached_blocks:
                 return None
             self._evict_device(short)
-            got = self.pool.allocate(n, tenant)
+        got = self.pool.allocate(n, tenant)
         return None if got is None else got.block_ids
 
     def ensure_writable(self, seq: Sequence) -> bool:

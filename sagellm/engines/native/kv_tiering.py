@@ -90,8 +90,8 @@ class TierEviction:
         index = self.index
 
         def can_evict(entry_id: int) -> bool:
-            e = index.get(entry_id)
-            return e is not None and ok(e) and (not remove or index.is_leaf(entry_id))
+            e = index.leaf(entry_id) if remove else index.get(entry_id)
+            return e is not None and ok(e)
 
         stats = PoolStats(self.pool.num_blocks, self.pool.num_used_blocks)
         if not remove:
@@ -101,8 +101,9 @@ class TierEviction:
         out: list[PrefixEntry] = []
 
         def leave(entry_id: int) -> None:  # a victim leaves the index; its parent may follow
-            parent = index.get(entry_id).parent_entry_id
-            out.extend(index.invalidate(entry_id))
+            gone = index.invalidate(entry_id)  # [the entry]: a leaf has no subtree
+            out.extend(gone)
+            parent = gone[0].parent_entry_id
             if parent is not None:
                 self.tracker.evictable(parent)
 
