@@ -336,16 +336,9 @@ class PrefixReuseIndex:
             node = self._nodes.get(entry_id)
             return node.entry() if node is not None else None
 
-    def is_leaf(self, entry_id: int) -> bool:
-        """True when ``entry_id`` is indexed and has no children (removable on its own)."""
-        with self._lock:
-            node = self._nodes.get(entry_id)
-            return node is not None and not node.children
-
     def leaf(self, entry_id: int) -> PrefixEntry | None:
         """The entry when ``entry_id`` is indexed and has no children (removable on its own),
-        else None: :meth:`get` and :meth:`is_leaf` under one lock (a victim search asks it of
-        every candidate)."""
+        else None (one lock for what a victim search asks of every candidate)."""
         with self._lock:
             node = self._nodes.get(entry_id)
             return node._entry if node is not None and not node.children else None

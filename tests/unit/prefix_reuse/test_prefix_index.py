@@ -75,6 +75,16 @@ def test_invalidate_removes_subtree():
     ix.check_invariants()
 
 
+def test_leaf_answers_for_childless_entries_only():
+    ix = idx()
+    e = ix.insert(list(range(12)), [0, 1, 2])
+    assert ix.leaf(e[2].entry_id) == e[2]
+    assert ix.leaf(e[0].entry_id) is None and ix.leaf(e[1].entry_id) is None  # inner
+    ix.invalidate(e[2].entry_id)
+    assert ix.leaf(e[2].entry_id) is None  # gone
+    assert ix.leaf(e[1].entry_id) == e[1]  # its parent is a leaf now
+
+
 def test_evict_lru_exact_order_leaf_first():
     ix = idx()
     ix.insert([1] * 8, [0, 1])  # chain A: blocks 0 -> 1
