@@ -83,6 +83,7 @@ def _load() -> None:
             torch.ops.sagellm.decoder_layer_out,
         )
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
+        _state["rms_norm"] = torch.ops.sagellm.rms_norm
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX512-BF16 only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
         _state["status"] = "loaded"
@@ -134,6 +135,14 @@ def argmax_rows_op():
     [N, V] logits), or None like ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("argmax_rows")
+
+
+def rms_norm_op():
+    """``torch.ops.sagellm.rms_norm`` (csrc/decoder_layers.cpp: RMSNorm of the rows of a
+    contiguous fp32 or bf16 [M, N] tensor, as the C++ layers apply it), or None like
+    ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("rms_norm")
 
 
 def prefix_attention_op():

@@ -33,6 +33,7 @@ from sagellm.engines.native.kernels import (
     decoder_layers_op,
     gemv_int8_op,
     gemv_op,
+    rms_norm_op,
 )
 from sagellm.engines.native.kv_cache import PagedKVCache, quantize_kv
 from sagellm.engines.native.tp_shard import TPShard
@@ -173,6 +174,17 @@ def linear(
 
 def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def _final_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """The model's last RMSNorm: the C++ row kernel the layers use (one op, no parallel
+    region for a few rows) on CPU, else :func:`_rms_norm`. Between two weight streams each
+    torch op of a decode step runs with cold caches (measured on 2 Zen 4 cores, batch 1:
+    ``_rms_norm``'s four ops 0.21 ms per step there vs 22 us in a tight loop)."""
+    op = rms_norm_op() if x.device.type == "cpu" and x.dim() == 2 else None
+    if op is None or w.dtype != x.dtype or x.dtype not in (torch.float32, torch.bfloat16):
+        return _rms_norm(x, w, eps)
+    return op(x.contiguous(), w.contiguous(), eps)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -476,5 +488,5 @@ class DecoderModel:
             )
         if logits_index is None:
             return None
-        h = _rms_norm(x[logits_index], self.norm, eps)
+        h = _final_norm(x[logits_index], self.norm, eps)
         return linear(h, self.lm_head, None, packed.get("lm_head")).float()
