@@ -63,13 +63,12 @@ class QuotaManager:
     def charge(self, tenant_id: TenantId, n: int) -> bool:
         """Add ``n`` blocks to the tenant's usage; False (and a hard violation) when that would
         cross the hard limit."""
-        q = self.quotas.get(tenant_id, self.default)
-        before = self._usage.get(tenant_id, 0)
-        if q.hard_blocks is not None and before + n > q.hard_blocks:
+        if not self.can_charge(tenant_id, n):
             self._hard[tenant_id] = self._hard.get(tenant_id, 0) + 1
             return False
+        before = self.usage_blocks(tenant_id)
         self._usage[tenant_id] = before + n
-        soft = q.soft_blocks
+        soft = self.quota(tenant_id).soft_blocks
         if soft is not None and before <= soft < before + n:
             self._soft[tenant_id] = self._soft.get(tenant_id, 0) + 1
         return True
