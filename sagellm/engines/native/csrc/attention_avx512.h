@@ -44,15 +44,19 @@ constexpr int64_t kMaxGroup = 16;
 // One online-softmax step for one query head: the chunk's scores sc[0..15] (lanes outside
 // `live` ignored) raise the running max m if larger, rescale the running denominator l, and
 // give the chunk's probabilities p = exp(sc - m) (0 outside `live`). Returns the factor
-// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk).
+// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk;
+// exactly 1, without a scalar exp, when the max did not grow: most chunks).
 inline float softmax_chunk(const float* sc, __mmask16 live, float& m, float& l, __m512& p) {
   const __m512 sv =
       _mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc);
-  const float mn = std::max(m, _mm512_reduce_max_ps(sv));
-  const float corr = std::exp(m - mn);
-  p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mn))));
+  const float chunk_max = _mm512_reduce_max_ps(sv);
+  float corr = 1.f;
+  if (chunk_max > m) {
+    corr = std::exp(m - chunk_max);
+    m = chunk_max;
+  }
+  p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(m))));
   l = l * corr + _mm512_reduce_add_ps(p);
-  m = mn;
   return corr;
 }
 

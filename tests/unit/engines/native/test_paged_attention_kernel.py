@@ -96,3 +96,37 @@ def test_vector_loop_head_sizes_partial_chunks_and_peaked_softmax(dtype, tol, D,
     )  # fmt: skip
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_shared_prefix_tables_and_prefetched_blocks(dtype, tol):
+    """Sequences whose tables share leading blocks (a cached prefix: the driver skips
+    prefetching a block the previous sequence had at the same place) next to unshared ones of
+    other lengths, in decode and prefill rows, at SmolLM2's shape (D 64, G 3, 32-token blocks),
+    equal the fp64 reference."""
+    g = torch.Generator().manual_seed(5)
+    kvh, G, D, bs, n_blocks = 3, 3, 64, 32, 96
+    kc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    vc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    perm = torch.randperm(n_blocks, generator=g).tolist()
+    prefix = [perm.pop() for _ in range(4)]
+    q_lens = [1, 1, 5, 1, 1, 3, 1]
+    num_computed = [130, 200, 140, 20, 131, 0, 250]
+    shared = [True, True, True, False, True, False, False]
+    tables, starts, t = [], [], 0
+    for ql, nc, sh in zip(q_lens, num_computed, shared, strict=True):
+        n = -(-(nc + ql) // bs)
+        head = prefix[: min(n, 4)] if sh else []
+        tables.append(head + [perm.pop() for _ in range(n - len(head))])
+        starts.append(t)
+        t += ql
+    q = torch.randn(t, kvh * G, D, generator=g).to(dtype)
+    grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
+    out = torch.full_like(q, float("nan"))
+    scale = D**-0.5
+    paged_attention_op()(
+        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
+        grp.max_blocks, scale, out,
+    )  # fmt: skip
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
