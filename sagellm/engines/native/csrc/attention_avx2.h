@@ -75,15 +75,19 @@ constexpr int64_t kMaxGroup = 16;
 // One online-softmax step for one query head: the chunk's scores sc[0..7] (lanes outside
 // `live` ignored) raise the running max m if larger, rescale the running denominator l, and
 // give the chunk's probabilities p = exp(sc - m) (0 outside `live`). Returns the factor
-// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk).
+// exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk;
+// exactly 1, without a scalar exp, when the max did not grow: most chunks).
 inline float softmax_chunk(const float* sc, __m256 live, float& m, float& l, __m256& p) {
   const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
                                      _mm256_loadu_ps(sc), live);
-  const float mn = std::max(m, hmax8(sv));
-  const float corr = std::exp(m - mn);
-  p = _mm256_and_ps(live, exp8(_mm256_sub_ps(sv, _mm256_set1_ps(mn))));
+  const float chunk_max = hmax8(sv);
+  float corr = 1.f;
+  if (chunk_max > m) {
+    corr = std::exp(m - chunk_max);
+    m = chunk_max;
+  }
+  p = _mm256_and_ps(live, exp8(_mm256_sub_ps(sv, _mm256_set1_ps(m))));
   l = l * corr + hadd8(p);
-  m = mn;
   return corr;
 }
 
