@@ -79,13 +79,15 @@ at::Tensor widened_linear(const at::Tensor& x, const at::Tensor& w) {
   return out_t.t().to(x.scalar_type()).contiguous();
 }
 
+// gemv_out: where the GEMV path writes ([M, w.size(0)], contiguous); other paths return a new
+// tensor
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                  const at::Tensor& packed, const LinearRows& rows) {
+                  const at::Tensor& packed, const LinearRows& rows, at::Tensor gemv_out) {
   const int64_t M = x.size(0);
   if (packed.numel() && M >= rows.packed_min) return packed_linear(x, packed, b);
   at::Tensor y;
   if (M <= rows.gemv_max) {
-    y = at::empty({M, w.size(0)}, x.options());
+    y = gemv_out;
     sagellm::gemv(x, w, y);
   } else if (!kBf16GemmNative && x.scalar_type() == at::kBFloat16) {
     y = widened_linear(x, w);
@@ -200,11 +202,10 @@ void add_into(T* x, const T* y, int64_t M, int64_t N) {
 // silu rounded to bf16 before the product (as torch's silu then mul round); fp32 keeps torch's
 // own silu (its exp), which the HF oracle's token-exact tests compare against.
 template <typename T>
-at::Tensor silu_mul(const at::Tensor& gu) {
+at::Tensor silu_mul(const at::Tensor& gu, at::Tensor out) {
   const int64_t M = gu.size(0), I = gu.size(1) / 2;
 #ifdef SAGELLM_ROWS_AVX512
   if (std::is_same_v<T, at::BFloat16> && I % 16 == 0 && gu.is_contiguous()) {
-    at::Tensor out = at::empty({M, I}, gu.options());
     const T* g = gu.data_ptr<T>();
     T* o = out.data_ptr<T>();
     for_rows(M, [&](int64_t m0, int64_t m1) {
@@ -222,15 +223,39 @@ at::Tensor silu_mul(const at::Tensor& gu) {
     return out;
   }
 #endif
-  return at::silu(gu.narrow(1, 0, I)).mul_(gu.narrow(1, I, I));
+  at::silu_out(out, gu.narrow(1, 0, I));
+  return out.mul_(gu.narrow(1, I, I));
 }
+
+// A step's intermediate tensors, made once per call and reused by every layer (a fresh
+// tensor per use was ~10 allocator calls per layer: 300 per decode step of SmolLM2). Each half
+// of a layer makes only its own: qkv_width 0 skips layer_in's, inter 0 layer_out's.
+struct Buffers {
+  at::Tensor h, qkv, q, y, gu, act, none;
+
+  Buffers(const at::Tensor& x, int64_t qkv_width, int64_t H, int64_t D, int64_t inter) {
+    const int64_t T_ = x.size(0);
+    h = at::empty_like(x);
+    if (qkv_width) {
+      qkv = at::empty({T_, qkv_width}, x.options());
+      q = at::empty({T_, H, D}, x.options());
+    }
+    if (inter) {
+      y = at::empty_like(x);
+      gu = at::empty({T_, 2 * inter}, x.options());
+      act = at::empty({T_, inter}, x.options());
+      none = at::empty({0}, x.options());
+    }
+  }
+};
 
 // The layer up to attention: h = RMSNorm(x); q|k|v = h . Wqkv^T (+ bias); q and k rotated
 // (RoPE); each token's K and V rows written to the layer's cache at kv_rows. Returns q [T, H, D].
 template <typename T>
 at::Tensor layer_in(const at::Tensor& x, const at::Tensor* w, at::Tensor& k_cache,
                     at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin,
-                    const at::Tensor& kv_rows, int64_t H, float eps, const LinearRows& rows) {
+                    const at::Tensor& kv_rows, int64_t H, float eps, const LinearRows& rows,
+                    Buffers& buf) {
   const int64_t T_ = x.size(0), hidden = x.size(1);
   const int64_t kvH = k_cache.size(1), D = k_cache.size(3);
   const int64_t qkv_width = (H + 2 * kvH) * D;
@@ -239,10 +264,10 @@ at::Tensor layer_in(const at::Tensor& x, const at::Tensor* w, at::Tensor& k_cach
   const T* sp = sin.data_ptr<T>();
   T* kc = k_cache.data_ptr<T>();
   T* vc = v_cache.data_ptr<T>();
-  at::Tensor h = at::empty_like(x);
+  const at::Tensor& h = buf.h;
   rms_norm<T>(x.data_ptr<T>(), w[0].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-  const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows);
-  at::Tensor q = at::empty({T_, H, D}, x.options());
+  const at::Tensor qkv = linear(h, w[1], w[2], w[8], rows, buf.qkv);
+  const at::Tensor& q = buf.q;
   const T* qkvp = qkv.data_ptr<T>();
   T* qp = q.data_ptr<T>();
   for_rows(T_, [&](int64_t t0, int64_t t1) {
@@ -265,18 +290,16 @@ at::Tensor layer_in(const at::Tensor& x, const at::Tensor* w, at::Tensor& k_cach
 // The layer after attention, x updated in place: x += attn . Wo^T (+ bias);
 // x += down(silu(gate) * up) of RMSNorm(x).
 template <typename T>
-void layer_out(at::Tensor& x, const at::Tensor& attn, const at::Tensor* w, float eps,
-               const LinearRows& rows) {
+void layer_out(at::Tensor& x, const at::Tensor& attn_rows, const at::Tensor* w, float eps,
+               const LinearRows& rows, Buffers& buf) {
   const int64_t T_ = x.size(0), hidden = x.size(1);
   T* xp = x.data_ptr<T>();
-  add_into<T>(xp, linear(attn.reshape({T_, -1}), w[3], w[4], w[9], rows).data_ptr<T>(), T_,
-              hidden);
-  at::Tensor h = at::empty_like(x);
+  add_into<T>(xp, linear(attn_rows, w[3], w[4], w[9], rows, buf.y).data_ptr<T>(), T_, hidden);
+  const at::Tensor& h = buf.h;
   rms_norm<T>(xp, w[5].data_ptr<T>(), h.data_ptr<T>(), T_, hidden, eps);
-  const at::Tensor none = at::empty({0}, x.options());
-  const at::Tensor gu = linear(h, w[6], none, w[10], rows);
-  const at::Tensor act = silu_mul<T>(gu);
-  add_into<T>(xp, linear(act, w[7], none, w[11], rows).data_ptr<T>(), T_, hidden);
+  const at::Tensor gu = linear(h, w[6], buf.none, w[10], rows, buf.gu);
+  const at::Tensor act = silu_mul<T>(gu, buf.act);
+  add_into<T>(xp, linear(act, w[7], buf.none, w[11], rows, buf.y).data_ptr<T>(), T_, hidden);
 }
 
 template <typename T>
@@ -286,17 +309,26 @@ void run(at::Tensor& x, const std::vector<at::Tensor>& weights, const at::Tensor
          const std::vector<at::Tensor>& q_lens, const std::vector<at::Tensor>& num_computed,
          const std::vector<int64_t>& max_blocks, int64_t H, float eps, double scale,
          const LinearRows& rows) {
-  const int64_t L = kv.size(0);
+  const int64_t L = kv.size(0), T_ = x.size(0), kvH = kv.size(3), D = kv.size(5);
+  Buffers buf(x, (H + 2 * kvH) * D, H, D, weights[6].size(0) / 2);
+  const at::Tensor attn = at::empty({T_, H, D}, x.options());
+  const at::Tensor attn_rows = attn.view({T_, H * D});
+  // layer l's K and V [N, kvH, bs, D] as views made without the dispatcher (kv[l][0] was
+  // two select ops per cache per layer)
+  const std::vector<int64_t> cache_shape(kv.sizes().begin() + 2, kv.sizes().end());
+  T* base = kv.data_ptr<T>();
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor* w = &weights[l * kPerLayer];
-    at::Tensor k_cache = kv[l][0], v_cache = kv[l][1];
-    const at::Tensor q = layer_in<T>(x, w, k_cache, v_cache, cos, sin, kv_rows, H, eps, rows);
-    at::Tensor attn = at::empty_like(q);
+    at::Tensor k_cache = at::from_blob(base + (2 * l) * kv.stride(1), cache_shape, kv.options());
+    at::Tensor v_cache =
+        at::from_blob(base + (2 * l + 1) * kv.stride(1), cache_shape, kv.options());
+    const at::Tensor q =
+        layer_in<T>(x, w, k_cache, v_cache, cos, sin, kv_rows, H, eps, rows, buf);
     for (size_t g = 0; g < block_ids.size(); ++g) {
       sagellm::paged_attention(q, k_cache, v_cache, block_ids[g], q_starts[g], q_lens[g],
                                num_computed[g], max_blocks[g], scale, attn);
     }
-    layer_out<T>(x, attn, w, eps, rows);
+    layer_out<T>(x, attn_rows, w, eps, rows, buf);
   }
 }
 
@@ -380,12 +412,14 @@ at::Tensor decoder_layer_in(const at::Tensor& x, at::TensorList weights, at::Ten
   const std::vector<at::Tensor> ws(weights.begin(), weights.end());
   const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
   const float feps = static_cast<float>(eps);
+  const int64_t D = k_cache.size(3);
+  Buffers buf(x, (num_heads + 2 * k_cache.size(1)) * D, num_heads, D, 0);
   if (x.scalar_type() == at::kFloat)
     return layer_in<float>(x, ws.data(), k_cache, v_cache, cos, sin, kv_rows, num_heads, feps,
-                           rows);
+                           rows, buf);
   TORCH_CHECK(x.scalar_type() == at::kBFloat16, "decoder_layer_in: float32 or bfloat16 only");
   return layer_in<at::BFloat16>(x, ws.data(), k_cache, v_cache, cos, sin, kv_rows, num_heads,
-                                feps, rows);
+                                feps, rows, buf);
 }
 
 void decoder_layer_out(at::Tensor x, const at::Tensor& attn, at::TensorList weights, double eps,
@@ -401,11 +435,13 @@ void decoder_layer_out(at::Tensor x, const at::Tensor& attn, at::TensorList weig
   const std::vector<at::Tensor> ws(weights.begin(), weights.end());
   const LinearRows rows{gemv_max_rows, transposed_min_rows, transposed_max_rows, packed_min_rows};
   const float feps = static_cast<float>(eps);
+  Buffers buf(x, 0, 0, 0, weights[6].size(0) / 2);
+  const at::Tensor attn_rows = attn.reshape({x.size(0), -1});
   if (x.scalar_type() == at::kFloat) {
-    layer_out<float>(x, attn, ws.data(), feps, rows);
+    layer_out<float>(x, attn_rows, ws.data(), feps, rows, buf);
   } else {
     TORCH_CHECK(x.scalar_type() == at::kBFloat16, "decoder_layer_out: float32 or bfloat16 only");
-    layer_out<at::BFloat16>(x, attn, ws.data(), feps, rows);
+    layer_out<at::BFloat16>(x, attn_rows, ws.data(), feps, rows, buf);
   }
 }
 
