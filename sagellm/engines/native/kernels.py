@@ -32,6 +32,7 @@ _SRCS = [
         "decoder_layers.cpp",
         "argmax.cpp",
         "prefix_attention.cpp",
+        "final_logits.cpp",
     )
 ]
 _HEADERS = [
@@ -84,6 +85,7 @@ def _load() -> None:
         )
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
         _state["rms_norm"] = torch.ops.sagellm.rms_norm
+        _state["final_logits"] = torch.ops.sagellm.final_logits
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX512-BF16 only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
         _state["status"] = "loaded"
@@ -143,6 +145,14 @@ def rms_norm_op():
     ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("rms_norm")
+
+
+def final_logits_op():
+    """``torch.ops.sagellm.final_logits`` (csrc/final_logits.cpp: fp32 logits of a few rows of
+    the last hidden state through the final RMSNorm and a GEMV lm_head), or None like
+    ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("final_logits")
 
 
 def prefix_attention_op():

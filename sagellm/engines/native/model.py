@@ -31,6 +31,7 @@ from sagellm.engines.native.attention import (
 from sagellm.engines.native.kernels import (
     decoder_layer_halves_op,
     decoder_layers_op,
+    final_logits_op,
     gemv_int8_op,
     gemv_op,
     rms_norm_op,
@@ -185,6 +186,21 @@ def _final_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     if op is None or w.dtype != x.dtype or x.dtype not in (torch.float32, torch.bfloat16):
         return _rms_norm(x, w, eps)
     return op(x.contiguous(), w.contiguous(), eps)
+
+
+def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, packed) -> torch.Tensor:
+    """fp32 logits of ``x[rows]`` through the final norm and lm_head: one C++ op (the same
+    kernels, so the same bits) where ``linear`` would take the GEMV, else three torch ops."""
+    op = final_logits_op() if x.device.type == "cpu" else None
+    n = rows.shape[0]
+    gemv = isinstance(lm_head, torch.Tensor) and (packed is None or n < PACKED_MIN_ROWS)
+    if op is not None and gemv and 0 < n <= gemv_max_rows(x.dtype) and rows.dtype == torch.int64:
+        same = x.dtype == lm_head.dtype == norm.dtype and x.dtype in _TRANSPOSED_ROWS
+        if same and lm_head.is_contiguous() and gemv_op() is not None:
+            out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
+            op(x.contiguous(), rows, norm.contiguous(), eps, lm_head, out)
+            return out
+    return linear(_final_norm(x[rows], norm, eps), lm_head, None, packed).float()
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -488,5 +504,4 @@ class DecoderModel:
             )
         if logits_index is None:
             return None
-        h = _final_norm(x[logits_index], self.norm, eps)
-        return linear(h, self.lm_head, None, packed.get("lm_head")).float()
+        return _final_logits(x, logits_index, self.norm, eps, self.lm_head, packed.get("lm_head"))

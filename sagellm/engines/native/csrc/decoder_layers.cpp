@@ -445,9 +445,13 @@ void decoder_layer_out(at::Tensor x, const at::Tensor& attn, at::TensorList weig
   }
 }
 
-// RMSNorm of each row of x [M, N] with weight w [N], as the layers apply it (one Python-level op
-// for the final norm of a step: torch's rms_norm path is four ops there)
-at::Tensor rms_norm_op(const at::Tensor& x, const at::Tensor& w, double eps) {
+}  // namespace
+
+namespace sagellm {
+
+// RMSNorm of each row of x [M, N] with weight w [N], as the layers apply it (one op for the
+// final norm of a step: torch's rms_norm path is four ops there; final_logits.cpp calls it)
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
               "rms_norm: x a contiguous CPU [M, N] tensor");
   TORCH_CHECK(w.dim() == 1 && w.size(0) == x.size(1) && w.scalar_type() == x.scalar_type() &&
@@ -456,17 +460,17 @@ at::Tensor rms_norm_op(const at::Tensor& x, const at::Tensor& w, double eps) {
   at::Tensor out = at::empty_like(x);
   const float feps = static_cast<float>(eps);
   if (x.scalar_type() == at::kFloat) {
-    rms_norm<float>(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), x.size(0),
-                    x.size(1), feps);
+    ::rms_norm<float>(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(),
+                      x.size(0), x.size(1), feps);
   } else {
     TORCH_CHECK(x.scalar_type() == at::kBFloat16, "rms_norm: float32 or bfloat16 only");
-    rms_norm<at::BFloat16>(x.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(),
-                           out.data_ptr<at::BFloat16>(), x.size(0), x.size(1), feps);
+    ::rms_norm<at::BFloat16>(x.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(),
+                             out.data_ptr<at::BFloat16>(), x.size(0), x.size(1), feps);
   }
   return out;
 }
 
-}  // namespace
+}  // namespace sagellm
 
 TORCH_LIBRARY_FRAGMENT(sagellm, m) {
   m.def("rms_norm(Tensor x, Tensor w, float eps) -> Tensor");
@@ -485,7 +489,7 @@ TORCH_LIBRARY_FRAGMENT(sagellm, m) {
 }
 
 TORCH_LIBRARY_IMPL(sagellm, CPU, m) {
-  m.impl("rms_norm", &rms_norm_op);
+  m.impl("rms_norm", &sagellm::rms_norm);
   m.impl("decoder_layers", &decoder_layers);
   m.impl("decoder_layer_in", &decoder_layer_in);
   m.impl("decoder_layer_out", &decoder_layer_out);

@@ -18,4 +18,8 @@ void gemv(const at::Tensor& x, const at::Tensor& w, at::Tensor& out);
 // out[M, O] = (x[M <= 16, I] . w_int8[O, I]^T) * scale[O] (gemv.cpp)
 void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, at::Tensor& out);
 
+// RMSNorm of each row of x [M, N] (fp32 or bf16) with weight w [N], as the layers apply it
+// (decoder_layers.cpp)
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
+
 }  // namespace sagellm
