@@ -109,6 +109,13 @@ def gemv_max_rows(dtype: torch.dtype) -> int:
     return GEMV_MAX_ROWS_WIDENED if widened else GEMV_MAX_ROWS
 
 
+def _linear_rows(dtype: torch.dtype) -> tuple[int, ...]:
+    """The C++ layers' row thresholds (``LinearRows``: GEMV up to, transposed from, to, packed
+    from), as ``linear`` picks; () where the C++ layers do not serve ``dtype``."""
+    r = _TRANSPOSED_ROWS.get(dtype)
+    return () if r is None else (gemv_max_rows(dtype), r.start, r.stop, PACKED_MIN_ROWS)
+
+
 def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w.T`` of bf16 ``x`` [M, I] and ``w`` [O, I] in fp32, rounded once to bf16."""
     xt = x.float().t()
@@ -432,16 +439,7 @@ class DecoderModel:
         fused = self._fused_layers(meta, cache)
         halves = None if fused is not None else self._layer_halves(cache)
         packed = self.packed
-        rows = (
-            (
-                gemv_max_rows(self.dtype),
-                _TRANSPOSED_ROWS[self.dtype].start,
-                _TRANSPOSED_ROWS[self.dtype].stop,
-                PACKED_MIN_ROWS,
-            )
-            if self.dtype in _TRANSPOSED_ROWS
-            else ()
-        )
+        rows = _linear_rows(self.dtype)
         if fused is not None:
             op, weights = fused
             groups = meta.groups
