@@ -57,11 +57,8 @@ LIST_KV_ROWS_MAX_TOKENS = 64
 def kv_rows_from_lists(
     pos: list[int], slot_block: list[int], num_kv_heads: int, block_size: int, device
 ) -> torch.Tensor:
-    """:func:`kv_rows_of` for token positions and blocks given as lists."""
-    if len(pos) > LIST_KV_ROWS_MAX_TOKENS:
-        blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
-        positions = torch.tensor(pos, dtype=torch.int64, device=device)
-        return kv_rows_of(positions, blocks, num_kv_heads, block_size)
+    """:func:`kv_rows_of` for token positions and blocks given as lists (computed in
+    Python: for steps of up to ``LIST_KV_ROWS_MAX_TOKENS`` tokens)."""
     rows = [
         (b * num_kv_heads + h) * block_size + p % block_size
         for b, p in zip(slot_block, pos, strict=True)
@@ -142,8 +139,13 @@ def build_inputs(
         row0 = starts[id(seq)] + first - seq.num_computed_tokens
         logits_rows.extend(range(row0, row0 + k))
     positions = torch.tensor(pos, dtype=torch.int64, device=device)
+    if len(pos) <= LIST_KV_ROWS_MAX_TOKENS:
+        kv_rows = kv_rows_from_lists(pos, slot_block, num_kv_heads, block_size, device)
+    else:
+        blocks = torch.tensor(slot_block, dtype=torch.int64, device=device)
+        kv_rows = kv_rows_of(positions, blocks, num_kv_heads, block_size)
     meta = AttnMetadata(
-        kv_rows=kv_rows_from_lists(pos, slot_block, num_kv_heads, block_size, device),
+        kv_rows=kv_rows,
         groups=tuple(
             build_group(*g[:4], block_size=block_size, device=device)
             if sparse is None

@@ -146,6 +146,23 @@ def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_HINT_ROWS)
 
 
+def _dense(x: torch.Tensor, w: Weight) -> bool:
+    """``w`` a contiguous tensor of ``x``'s dtype, one the C++ kernels serve."""
+    return (
+        isinstance(w, torch.Tensor)
+        and x.dtype in _TRANSPOSED_ROWS
+        and x.dtype == w.dtype
+        and w.is_contiguous()
+    )
+
+
+def _takes_gemv(x: torch.Tensor, w: Weight, rows: int, packed: torch.Tensor | None) -> bool:
+    """Whether ``linear`` gives ``rows`` rows of ``x`` times ``w`` to the C++ GEMV."""
+    if x.device.type != "cpu" or (packed is not None and rows >= PACKED_MIN_ROWS):
+        return False
+    return _dense(x, w) and 0 < rows <= gemv_max_rows(x.dtype) and gemv_op() is not None
+
+
 def linear(
     x: torch.Tensor, w: Weight, b: torch.Tensor | None = None, packed: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -164,13 +181,11 @@ def linear(
         return y + b if b is not None else y
     if x.device.type == "cpu":
         rows = x.shape[0]
-        dense = x.dtype in _TRANSPOSED_ROWS and x.dtype == w.dtype and w.is_contiguous()
-        if 0 < rows <= gemv_max_rows(x.dtype) and dense:
-            op = gemv_op()
-            if op is not None:
-                y = torch.empty((rows, w.shape[0]), dtype=x.dtype)
-                op(x.contiguous(), w, y)
-                return y + b if b is not None else y
+        if _takes_gemv(x, w, rows, None):
+            y = torch.empty((rows, w.shape[0]), dtype=x.dtype)
+            gemv_op()(x.contiguous(), w, y)
+            return y + b if b is not None else y
+        dense = _dense(x, w)
         if dense and x.dtype == torch.bfloat16 and not _BF16_GEMM_NATIVE:
             y = widened_linear(x, w)
             return y + b if b is not None else y
@@ -198,15 +213,12 @@ def _final_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, packed) -> torch.Tensor:
     """fp32 logits of ``x[rows]`` through the final norm and lm_head: one C++ op (the same
     kernels, so the same bits) where ``linear`` would take the GEMV, else three torch ops."""
-    op = final_logits_op() if x.device.type == "cpu" else None
-    n = rows.shape[0]
-    gemv = isinstance(lm_head, torch.Tensor) and (packed is None or n < PACKED_MIN_ROWS)
-    if op is not None and gemv and 0 < n <= gemv_max_rows(x.dtype) and rows.dtype == torch.int64:
-        same = x.dtype == lm_head.dtype == norm.dtype and x.dtype in _TRANSPOSED_ROWS
-        if same and lm_head.is_contiguous() and gemv_op() is not None:
-            out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
-            op(x.contiguous(), rows, norm.contiguous(), eps, lm_head, out)
-            return out
+    op, n = final_logits_op(), rows.shape[0]
+    same = norm.dtype == x.dtype and rows.dtype == torch.int64
+    if op is not None and same and _takes_gemv(x, lm_head, n, packed):
+        out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
+        op(x.contiguous(), rows, norm.contiguous(), eps, lm_head, out)
+        return out
     return linear(_final_norm(x[rows], norm, eps), lm_head, None, packed).float()
 
 
