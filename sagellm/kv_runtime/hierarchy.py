@@ -76,6 +76,9 @@ class HierarchyManager:
             self._tiers["host"] = host
         if disk is not None:
             self._tiers["disk"] = disk
+        names = self.tier_names
+        below: list[TierName | None] = [*names[1:], None]
+        self._lower = dict(zip(names, below, strict=True))  # the next slower tier, or None
 
     @classmethod
     def build(
@@ -111,9 +114,10 @@ class HierarchyManager:
 
     def lower(self, name: TierName) -> TierName | None:
         """The next slower tier present below ``name`` (None at the bottom)."""
-        names = self.tier_names
-        i = names.index(name)
-        return names[i + 1] if i + 1 < len(names) else None
+        try:
+            return self._lower[name]
+        except KeyError:
+            raise ValueError(f"tier {name!r} is not enabled; present: {self.tier_names}") from None
 
     def occupancy(self) -> list[TierOccupancy]:
         return [

@@ -123,12 +123,21 @@ class KVPool:
             raise ValueError(f"n must be >= 0, got {n}")
         if n > len(self._free):
             return None
-        out = tuple(self._free.popleft() for _ in range(n))
-        for b in out:
-            self._ref[b] = 1
-            self._owner[b] = tenant_id
-        self._touch(out)
-        return AllocationResult(out, self.tier)
+        pop, ref, owner, last_access = (
+            self._free.popleft,
+            self._ref,
+            self._owner,
+            self._last_access,
+        )
+        self._clock += 1
+        out = []
+        for _ in range(n):
+            b = pop()
+            ref[b] = 1
+            owner[b] = tenant_id
+            last_access[b] = self._clock
+            out.append(b)
+        return AllocationResult(tuple(out), self.tier)
 
     def incref(self, block_ids: Sequence[BlockId]) -> None:
         """Share used or cached blocks (a cached block becomes used again)."""

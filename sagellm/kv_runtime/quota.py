@@ -47,8 +47,8 @@ class QuotaManager:
         return self._usage.get(tenant_id, 0)
 
     def can_charge(self, tenant_id: TenantId, n: int) -> bool:
-        hard = self.quota(tenant_id).hard_blocks
-        return hard is None or self.usage_blocks(tenant_id) + n <= hard
+        hard = self.quotas.get(tenant_id, self.default).hard_blocks
+        return hard is None or self._usage.get(tenant_id, 0) + n <= hard
 
     def rejection_reason(self, tenant_id: TenantId, need_blocks: int) -> str | None:
         """Why a request needing ``need_blocks`` can never run for this tenant (None = it can)."""
@@ -63,12 +63,13 @@ class QuotaManager:
     def charge(self, tenant_id: TenantId, n: int) -> bool:
         """Add ``n`` blocks to the tenant's usage; False (and a hard violation) when that would
         cross the hard limit."""
-        if not self.can_charge(tenant_id, n):
+        q = self.quotas.get(tenant_id, self.default)
+        before = self._usage.get(tenant_id, 0)
+        if q.hard_blocks is not None and before + n > q.hard_blocks:
             self._hard[tenant_id] = self._hard.get(tenant_id, 0) + 1
             return False
-        before = self.usage_blocks(tenant_id)
         self._usage[tenant_id] = before + n
-        soft = self.quota(tenant_id).soft_blocks
+        soft = q.soft_blocks
         if soft is not None and before <= soft < before + n:
             self._soft[tenant_id] = self._soft.get(tenant_id, 0) + 1
         return True
