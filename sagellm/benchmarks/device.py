@@ -42,7 +42,7 @@ def measure_peak_flops(
     least 5 runs and at least ``min_time_s`` seconds of them. Noise only slows a GEMM down,
     so the best run is the estimate; a longer window keeps one slow spell of a shared machine
     from halving the peak (and doubling every MFU read against it)."""
-    from sagellm.engines.native.model import bf16_gemm_native
+    from sagellm.engines.native.linear import bf16_gemm_native
 
     dev = torch.device(device)
     a = torch.randn(n, n, dtype=_DTYPES[dtype], device=dev)

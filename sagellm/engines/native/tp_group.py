@@ -50,7 +50,7 @@ import torch.multiprocessing as mp
 
 from sagellm.comm_backend import CommConfig, CommError, OverlapWindow, create_backend
 from sagellm.core.errors import SageLLMError
-from sagellm.engines.native.model import linear
+from sagellm.engines.native.linear import linear
 from sagellm.engines.native.tp_shard import TPShard
 
 # a collective = row ranges [lo, hi) of the flat batch; a schedule = the collectives of each

@@ -10,7 +10,7 @@
 //   weights    12 per layer: input_norm [hidden], qkv [(H + 2 kvH) D, hidden], qkv_bias
 //              [(H + 2 kvH) D] or empty, o [hidden, H D], o_bias [hidden] or empty,
 //              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I], then oneDNN's
-//              prepacked qkv, o, gate_up, down (model.pack_weight) or empty tensors
+//              prepacked qkv, o, gate_up, down (linear.pack_weight) or empty tensors
 //   kv         [L, 2, N, kvH, bs, D]   the paged cache (kv_cache.py); new K/V rows are written
 //   cos, sin   [T, D]        RoPE rows of each token's position (already scaled, in the dtype)
 //   kv_rows    [T * kvH]     row of (token, kv head) in one layer's K (or V) viewed as [-1, D]
@@ -22,7 +22,7 @@
 // * up (torch's own ops); down GEMM added to x. Linears with a packed weight and at least
 // packed_min_rows rows use oneDNN's GEMM on it; else at most gemv_max_rows rows the GEMV
 // (gemv.cpp), rows in [transposed_min_rows, transposed_max_rows) the transposed GEMM
-// (W . x^T)^T, others x . W^T, exactly as model.linear chooses. Sums run in another order
+// (W . x^T)^T, others x . W^T, exactly as linear.linear chooses. Sums run in another order
 // than torch's, so results agree to rounding, not bitwise.
 #include "ops.h"
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -59,14 +59,14 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at
 }
 
 // oneDNN runs bf16 GEMMs natively with AVX-512 BW/VL/DQ or AVX-NE-CONVERT (its own check);
-// elsewhere (AVX2 only) bf16 linears widen to fp32 as model.widened_linear does
+// elsewhere (AVX2 only) bf16 linears widen to fp32 as linear.widened_linear does
 #if (defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)) || \
     defined(__AVXNECONVERT__)
 constexpr bool kBf16GemmNative = true;
 #else
 constexpr bool kBf16GemmNative = false;
 #endif
-constexpr int64_t kWidenChunkRows = 1024;  // model.WIDEN_CHUNK_ROWS
+constexpr int64_t kWidenChunkRows = 1024;  // linear.WIDEN_CHUNK_ROWS
 
 at::Tensor widened_linear(const at::Tensor& x, const at::Tensor& w) {
   const at::Tensor xt = x.to(at::kFloat).t();

@@ -15,7 +15,8 @@ from sagellm.engines.native.attention import AttnMetadata, build_group
 from sagellm.engines.native.batch_inputs import kv_rows_of
 from sagellm.engines.native.kernels import decoder_layer_halves_op, decoder_layers_op, kernel_status
 from sagellm.engines.native.kv_cache import PagedKVCache
-from sagellm.engines.native.model import DecoderModel, packs_weights
+from sagellm.engines.native.linear import packs_weights
+from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.weights import load_checkpoint
 
 pytestmark = pytest.mark.skipif(

@@ -5,6 +5,7 @@ forward takes it only where ``linear`` would have taken the GEMV."""
 import pytest
 import torch
 
+from sagellm.engines.native import linear as linear_mod
 from sagellm.engines.native import model as model_mod
 from sagellm.engines.native.kernels import final_logits_op, kernel_status
 
@@ -28,7 +29,7 @@ def test_same_bits_as_the_torch_ops(dtype, rows):
     idx = torch.tensor(rows)
     out = torch.empty(len(rows), lm_head.shape[0])
     final_logits_op()(x, idx, norm, 1e-5, lm_head, out)
-    ref = model_mod.linear(model_mod._final_norm(x[idx], norm, 1e-5), lm_head).float()
+    ref = linear_mod.linear(model_mod._final_norm(x[idx], norm, 1e-5), lm_head).float()
     assert torch.equal(out, ref)
 
 
@@ -47,14 +48,14 @@ def test_forward_tail_takes_the_op_only_for_gemv_rows(dtype, monkeypatch):
     op = final_logits_op()
     monkeypatch.setattr(model_mod, "final_logits_op", lambda: lambda *a: calls.append(1) or op(*a))
     x, norm, lm_head = _inputs(dtype, tokens=40)
-    packed = model_mod.pack_weight(lm_head, dtype)
-    for n in (1, 2, model_mod.gemv_max_rows(dtype), 32):
+    packed = linear_mod.pack_weight(lm_head, dtype)
+    for n in (1, 2, linear_mod.gemv_max_rows(dtype), 32):
         calls.clear()
         idx = torch.arange(n)
         got = model_mod._final_logits(x, idx, norm, 1e-5, lm_head, packed)
-        ref = model_mod.linear(model_mod._final_norm(x[idx], norm, 1e-5), lm_head, None, packed)
+        ref = linear_mod.linear(model_mod._final_norm(x[idx], norm, 1e-5), lm_head, None, packed)
         assert torch.equal(got, ref.float())
-        gemv = n <= model_mod.gemv_max_rows(dtype) and (
-            packed is None or n < model_mod.PACKED_MIN_ROWS
+        gemv = n <= linear_mod.gemv_max_rows(dtype) and (
+            packed is None or n < linear_mod.PACKED_MIN_ROWS
         )
         assert calls == ([1] if gemv else []), n

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sagellm.accel.quantization import Int8Quantizer
-from sagellm.engines.native import model as model_mod
+from sagellm.engines.native import linear as linear_mod
 from sagellm.engines.native.kernels import gemv_int8_op, gemv_op, kernel_status
 
 pytestmark = pytest.mark.skipif(gemv_op() is None, reason=f"C++ kernels: {kernel_status()}")
@@ -58,23 +58,23 @@ def test_model_linear_routes_decode_rows_to_gemv(monkeypatch):
     calls = []
     real = gemv_op()
     monkeypatch.setattr(
-        model_mod, "gemv_op", lambda: lambda x, w, y: (calls.append(x.shape[0]), real(x, w, y))
+        linear_mod, "gemv_op", lambda: lambda x, w, y: (calls.append(x.shape[0]), real(x, w, y))
     )
     for dtype in (torch.float32, torch.bfloat16):
         calls.clear()
         w, b = torch.randn(32, 16).to(dtype), torch.randn(32).to(dtype)
-        most = model_mod.gemv_max_rows(dtype)
+        most = linear_mod.gemv_max_rows(dtype)
         for rows in (1, most, most + 1, 0):
             x = torch.randn(rows, 16).to(dtype)
             want = (x.double() @ w.double().t() + b.double()).to(dtype)
             fp32 = dtype == torch.float32
             tol = dict(atol=1e-5, rtol=1e-5) if fp32 else dict(atol=0.05, rtol=0.02)
-            torch.testing.assert_close(model_mod.linear(x, w, b), want, **tol)
+            torch.testing.assert_close(linear_mod.linear(x, w, b), want, **tol)
         assert calls == [1, most]
     # bf16 takes the GEMV further where its GEMM is the widened fp32 one
-    widened = not model_mod.bf16_gemm_native()
-    assert model_mod.gemv_max_rows(torch.bfloat16) == (
-        model_mod.GEMV_MAX_ROWS_WIDENED if widened else model_mod.GEMV_MAX_ROWS
+    widened = not linear_mod.bf16_gemm_native()
+    assert linear_mod.gemv_max_rows(torch.bfloat16) == (
+        linear_mod.GEMV_MAX_ROWS_WIDENED if widened else linear_mod.GEMV_MAX_ROWS
     )
 
 
@@ -86,9 +86,9 @@ def test_model_linear_routes_int8_decode_rows(monkeypatch):
         calls.append(x.shape[0])
         real(x, q, s, y)
 
-    monkeypatch.setattr(model_mod, "gemv_int8_op", lambda: spy)
+    monkeypatch.setattr(linear_mod, "gemv_int8_op", lambda: spy)
     w, b = Int8Quantizer().quantize(torch.randn(32, 64)), torch.randn(32)
-    for rows in (2, max(model_mod.INT8_GEMV_ROWS[torch.float32]) + 1):
+    for rows in (2, max(linear_mod.INT8_GEMV_ROWS[torch.float32]) + 1):
         x = torch.randn(rows, 64)
-        torch.testing.assert_close(model_mod.linear(x, w, b), w.linear(x) + b)
+        torch.testing.assert_close(linear_mod.linear(x, w, b), w.linear(x) + b)
     assert calls == [2]

@@ -3,8 +3,8 @@ whole fp32 product rounded once, including a last chunk shorter than the others.
 
 import torch
 
-from sagellm.engines.native import model
-from sagellm.engines.native.model import WIDEN_CHUNK_ROWS, linear, widened_linear
+from sagellm.engines.native import linear as linear_mod
+from sagellm.engines.native.linear import WIDEN_CHUNK_ROWS, linear, widened_linear
 
 
 def test_widened_equals_fp32_product_rounded_once():
@@ -19,10 +19,10 @@ def test_widened_equals_fp32_product_rounded_once():
 
 def test_linear_widens_bf16_only_without_native_gemm(monkeypatch):
     calls = []
-    monkeypatch.setattr(model, "_BF16_GEMM_NATIVE", False)
-    monkeypatch.setattr(model, "widened_linear", lambda x, w: calls.append(x.shape) or x @ w.T)
+    monkeypatch.setattr(linear_mod, "_BF16_GEMM_NATIVE", False)
+    monkeypatch.setattr(linear_mod, "widened_linear", lambda x, w: calls.append(x.shape) or x @ w.T)
     w, b = torch.randn(64, 32).to(torch.bfloat16), torch.randn(64).to(torch.bfloat16)
-    rows = model.GEMV_MAX_ROWS_WIDENED + 1  # fewer go to the GEMV
+    rows = linear_mod.GEMV_MAX_ROWS_WIDENED + 1  # fewer go to the GEMV
     linear(torch.randn(rows, 32).to(torch.bfloat16), w, b)
     linear(torch.randn(rows, 32), w.float())  # fp32: never widened
     assert calls == [torch.Size([rows, 32])]
