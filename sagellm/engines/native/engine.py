@@ -32,6 +32,7 @@ from sagellm.engines.native.model import DecoderModel
 from sagellm.engines.native.plan_exec import PlanExecution
 from sagellm.engines.native.quant_load import quantize_engine_model
 from sagellm.engines.native.queues import RequestQueues
+from sagellm.engines.native.request_check import validate_request
 from sagellm.engines.native.runtime import tune_malloc
 from sagellm.engines.native.scoring import teacher_forced_logits
 from sagellm.engines.native.sequence import SeqStatus, Sequence
@@ -223,7 +224,7 @@ class NativeEngine(PlanExecution):
 
     def add_request(self, request: Request) -> None:
         """Validate and queue ``request``; raise :class:`InvalidRequestError` if it cannot run."""
-        self._validate(request)
+        validate_request(self, request)
         now = self.clock()
         arrival = request.arrival_s if request.arrival_s is not None else now
         metrics = RequestMetrics(request.request_id, arrival, len(request.prompt_token_ids))
@@ -246,46 +247,6 @@ class NativeEngine(PlanExecution):
         self.queues.add(seq)
         if self.plan_log is not None:
             self.plan_log.add(request)
-
-    def _validate(self, request: Request) -> None:
-        rid = request.request_id
-        if rid in self._seqs:
-            raise InvalidRequestError(f"request_id {rid!r} is already in use")
-        try:
-            request.sampling.validate()
-        except ValueError as err:
-            raise InvalidRequestError(f"request {rid!r}: {err}") from None
-        for name in ("ttft_s", "tpot_s"):
-            v = getattr(request.slo, name)
-            if v is not None and not v > 0:
-                raise InvalidRequestError(
-                    f"request {rid!r}: slo.{name} must be None or > 0 seconds, got {v!r}"
-                )
-        n = len(request.prompt_token_ids)
-        if n == 0:
-            raise InvalidRequestError(f"request {rid!r}: prompt is empty (need >= 1 token)")
-        if n >= self.max_model_len:
-            raise InvalidRequestError(
-                f"request {rid!r}: prompt has {n} tokens; the context is "
-                f"max_model_len_tokens={self.max_model_len}, leaving no room to generate"
-            )
-        bad = [t for t in request.prompt_token_ids if not 0 <= t < self.arch.vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"request {rid!r}: token ids {bad[:5]} outside [0, {self.arch.vocab_size})"
-            )
-        total = min(n + request.sampling.max_tokens, self.max_model_len)
-        need = -(-total // self.config.block_size_tokens)
-        if self.sparse is not None:  # streaming holds sinks + window (+ one chunk) at most
-            need = self.sparse.peak_blocks(total, self.config.max_num_batched_tokens)
-        if need > self.kv.num_blocks:
-            raise InvalidRequestError(
-                f"request {rid!r} needs {need} KV blocks ({total} tokens) but the pool has "
-                f"only {self.kv.num_blocks}; raise num_kv_blocks or kv_cache_bytes"
-            )
-        reason = self.kv.quota.rejection_reason(request.tenant_id, need)
-        if reason is not None:
-            raise InvalidRequestError(f"request {rid!r} rejected: {reason}")
 
     def abort(self, request_id: RequestId) -> bool:
         """Stop a request; its final output (finish_reason "abort") comes with the next step."""
@@ -401,7 +362,7 @@ class NativeEngine(PlanExecution):
             rid = f"gen-{next(self._ids)}"
             reqs.append(Request(rid, ids, sp))
         for r in reqs:
-            self._validate(r)
+            validate_request(self, r)
         for r in reqs:
             self.add_request(r)
         while any(self._seqs[r.request_id].status is not SeqStatus.FINISHED for r in reqs):
