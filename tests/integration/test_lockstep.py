@@ -51,7 +51,10 @@ def cfg(tiny_checkpoint):
 
 def test_each_side_times_only_its_own_steps(cfg, spin_engine_cls):
     a = InProcessSide("a", create_engine(cfg.engine), cfg, 1e11)
-    b = InProcessSide("b", spin_engine_cls(create_engine(cfg.engine), extra=4.0), cfg, 1e11)
+    # b's forwards spin 20x their own time: its TPOT is ~8x a's (measured; the tiny model's
+    # forward is under half a step, the rest plan and sampling). With 4x it was ~2.6x, and
+    # once under `make test` a slow stretch of a's steps inverted one repeat pair.
+    b = InProcessSide("b", spin_engine_cls(create_engine(cfg.engine), extra=20.0), cfg, 1e11)
     ra, rb = run_lockstep([a, b])
     assert len(ra) == len(rb) == 3
     # were a's clock running during b's steps, a's TPOT would include b's much longer steps
