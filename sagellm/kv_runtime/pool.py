@@ -123,19 +123,13 @@ class KVPool:
             raise ValueError(f"n must be >= 0, got {n}")
         if n > len(self._free):
             return None
-        pop, ref, owner, last_access = (
-            self._free.popleft,
-            self._ref,
-            self._owner,
-            self._last_access,
-        )
-        self._clock += 1
+        self._clock += 1  # one touch for the whole allocation, as _touch stamps
         out = []
-        for _ in range(n):
-            b = pop()
-            ref[b] = 1
-            owner[b] = tenant_id
-            last_access[b] = self._clock
+        for _ in range(n):  # a plain loop: the one-block eviction path runs this per victim
+            b = self._free.popleft()
+            self._ref[b] = 1
+            self._owner[b] = tenant_id
+            self._last_access[b] = self._clock
             out.append(b)
         return AllocationResult(tuple(out), self.tier)
 
