@@ -46,6 +46,13 @@ class PolicyTracker:
         self._entry_of_key: dict[int, int] = {}
         self.num_victims = 0  # entries the policy chose, all calls together
         self.victims_reported_late = 0  # of the last select: victims not seen by on_victim
+        # the current select's arguments, read by the two callbacks its context hands the
+        # policy (bound once, so one context serves every call with the same pool stats and
+        # hints: building one per call was ~1.6 us of a ~15 us one-block eviction)
+        self._can_evict: Callable[[int], bool] = _never
+        self._on_victim: Callable[[int], None] | None = None
+        self._out: list[int] = []
+        self._ctx: PolicyContext | None = None
 
     def __len__(self) -> int:
         return len(self._key_of_entry)
@@ -101,26 +108,41 @@ class PolicyTracker:
         entries that turned evictable. ``victims_reported_late`` counts the victims of this call
         the policy did not announce that way (a policy without the hook): they are handed to
         ``on_victim`` after the call, so the caller may have to ask again for the rest."""
-        entry_of_key, key_of_entry = self._entry_of_key, self._key_of_entry
-        out: list[int] = []
-
-        def chosen(key: int) -> None:
-            entry_id = entry_of_key.pop(key)
-            del key_of_entry[entry_id]
-            out.append(entry_id)
-            if on_victim is not None:
-                on_victim(entry_id)
-
-        ctx = PolicyContext(
-            pool_stats,
-            is_evictable=lambda k: can_evict(entry_of_key[k]),
-            evictable_hints=hints,
-            on_victim=chosen,
-        )
-        victims = self.policy.select_victims(ctx, num_blocks).victims
-        late = [k for k in victims if k in entry_of_key]  # chosen() untracked the rest
-        for key in late:
-            chosen(key)
-        self.victims_reported_late = len(late)
+        saved = self._can_evict, self._on_victim, self._out  # a callback may select again
+        self._can_evict, self._on_victim, self._out = can_evict, on_victim, []
+        try:
+            ctx = self._ctx
+            same = ctx is not None and ctx.evictable_hints == hints
+            if not (same and (ctx.pool_stats is pool_stats or ctx.pool_stats == pool_stats)):
+                ctx = self._ctx = PolicyContext(
+                    pool_stats,
+                    is_evictable=self._is_evictable,
+                    evictable_hints=hints,
+                    on_victim=self._chosen,
+                )
+            victims = self.policy.select_victims(ctx, num_blocks).victims
+            late = [k for k in victims if k in self._entry_of_key]  # _chosen untracked the rest
+            for key in late:
+                self._chosen(key)
+            self.victims_reported_late = len(late)
+            out = self._out
+        finally:
+            self._can_evict, self._on_victim, self._out = saved
         self.num_victims += len(out)
         return out
+
+    def _is_evictable(self, key: int) -> bool:
+        return self._can_evict(self._entry_of_key[key])
+
+    def _chosen(self, key: int) -> None:
+        """The policy chose ``key``: untrack it, record it for the current select, and run
+        that select's ``on_victim``."""
+        entry_id = self._entry_of_key.pop(key)
+        del self._key_of_entry[entry_id]
+        self._out.append(entry_id)
+        if self._on_victim is not None:
+            self._on_victim(entry_id)
+
+
+def _never(entry_id: int) -> bool:
+    return False

@@ -47,6 +47,7 @@ class TierEviction:
     num_demoted_blocks: int
     num_dropped_entries: int
     evictable_hints: bool
+    _pool_stats: PoolStats | None = None  # the last victim search's, reused while unchanged
 
     @property
     def migration_log(self) -> list[MigrationRecord]:
@@ -93,7 +94,9 @@ class TierEviction:
             e = index.leaf(entry_id) if remove else index.get(entry_id)
             return e is not None and ok(e)
 
-        stats = PoolStats(self.pool.num_blocks, self.pool.num_used_blocks)
+        stats, used = self._pool_stats, self.pool.num_used_blocks
+        if stats is None or stats.num_used_blocks != used:  # a full pool: the same every time
+            stats = self._pool_stats = PoolStats(self.pool.num_blocks, used)
         if not remove:
             return [index.get(i) for i in self.tracker.select(k, can_evict, stats)]
         # one rule (leaves, no tenant filter) whose every turn to True the manager reports
