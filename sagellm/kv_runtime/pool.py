@@ -123,15 +123,12 @@ class KVPool:
             raise ValueError(f"n must be >= 0, got {n}")
         if n > len(self._free):
             return None
-        self._clock += 1  # one touch for the whole allocation, as _touch stamps
-        out = []
-        for _ in range(n):  # a plain loop: the one-block eviction path runs this per victim
-            b = self._free.popleft()
+        out = tuple([self._free.popleft() for _ in range(n)])
+        for b in out:
             self._ref[b] = 1
             self._owner[b] = tenant_id
-            self._last_access[b] = self._clock
-            out.append(b)
-        return AllocationResult(tuple(out), self.tier)
+        self._touch(out)
+        return AllocationResult(out, self.tier)
 
     def incref(self, block_ids: Sequence[BlockId]) -> None:
         """Share used or cached blocks (a cached block becomes used again)."""
