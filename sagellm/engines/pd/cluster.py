@@ -39,6 +39,7 @@ from multiprocessing.connection import wait
 from sagellm.comm_backend import CommPeerLostError
 from sagellm.core.errors import InvalidRequestError
 from sagellm.core.types import Request, RequestId, RequestMetrics, RequestOutput, StepMetrics
+from sagellm.engines.native.request_check import check_blocks, check_request, context_tokens
 from sagellm.engines.pd.config import PDClusterConfig
 from sagellm.engines.pd.worker import worker_main
 
@@ -132,30 +133,18 @@ class PDCluster:
         self._ctrl["prefill"].send(("add", request))
 
     def _validate(self, request: Request) -> None:
-        rid, n = request.request_id, len(request.prompt_token_ids)
+        """The native engine's admission rules (``request_check``) against each worker's
+        limits, so a bad request fails here, at once, instead of in a worker."""
+        rid = request.request_id
         if rid in self._inflight or rid in self._metrics:
             raise InvalidRequestError(f"request_id {rid!r} is already in use")
-        if n == 0:
-            raise InvalidRequestError(f"request {rid!r}: prompt is empty (need >= 1 token)")
-        bad = [t for t in request.prompt_token_ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"request {rid!r}: token ids {bad[:5]} outside [0, {self.vocab_size})"
-            )
         for role in ROLES:
             i = self.info[role]
-            if n >= i["max_model_len_tokens"]:
-                raise InvalidRequestError(
-                    f"request {rid!r}: prompt has {n} tokens; the context is "
-                    f"max_model_len_tokens={i['max_model_len_tokens']}"
-                )
-            total = min(n + request.sampling.max_tokens, i["max_model_len_tokens"])
+            max_len = i["max_model_len_tokens"]
+            check_request(request, vocab_size=i["vocab_size"], max_model_len_tokens=max_len)
+            total = context_tokens(request, max_len)
             need = -(-total // i["block_size_tokens"])
-            if need > i["num_kv_blocks"]:
-                raise InvalidRequestError(
-                    f"request {rid!r} needs {need} KV blocks but the {role} pool has only "
-                    f"{i['num_kv_blocks']}"
-                )
+            check_blocks(request, need, i["num_kv_blocks"], total, f"the {role} pool")
 
     def abort(self, request_id: RequestId) -> bool:
         """Stop a request on whichever side holds it; its final output (finish_reason
