@@ -1,6 +1,6 @@
-"""The C++ row argmax equals ``torch.argmax(dim=-1)``: random rows, ties (first index wins),
-NaN (the first NaN wins, as torch treats NaN as the largest), -inf and single-column rows; the
-sampler's greedy pick uses it."""
+"""The C++ row argmax equals ``torch.argmax(dim=-1)``: random rows, ties (first index wins,
+across lanes, chunks and the masked tail), NaN (the first NaN wins, as torch treats NaN as the
+largest), -inf and single-column rows; the sampler's greedy pick uses it."""
 
 import pytest
 import torch
@@ -28,6 +28,18 @@ def cases():
     yield t
     yield torch.randn(3, 1, generator=g)
     yield torch.randn(1, 17, generator=g)
+    t = torch.randn(2, 300, generator=g)
+    t[0, 295] = float("nan")  # only in the masked tail (300 = 9 * 32 + 12)
+    t[1, 290] = t[1, 299] = t[1].max() + 1  # a tie inside the tail
+    yield t
+
+
+@pytest.mark.parametrize("cols", [*range(1, 70), 1000, 49152, 49153])
+def test_ties_in_every_lane_and_tail(cols):
+    """Few distinct values, so the maximum repeats across lanes, chunks and the tail."""
+    g = torch.Generator().manual_seed(cols)
+    x = torch.randint(-3, 3, (8, cols), generator=g).float()
+    assert torch.equal(argmax_rows_op()(x), torch.argmax(x, dim=-1))
 
 
 @pytest.mark.parametrize("x", list(cases()), ids=lambda x: "x".join(map(str, x.shape)))
