@@ -155,6 +155,14 @@ inline void prefetch_l2(const void* p, int64_t bytes) {
   for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
 }
 
+// Whether two neighbouring sequences of the group begin with the same block (a shared prefix).
+template <typename T>
+bool shares_first_block(const Args<T>& a) {
+  for (int64_t b = 1; b < a.B; ++b)
+    if (a.block_ids[b * a.max_blocks] == a.block_ids[(b - 1) * a.max_blocks]) return true;
+  return false;
+}
+
 // The vector loops' driver: attend(qf, q, num_keys, rows, acc, out) runs one query row of one kv
 // head's G query heads (qf: their [G, D] fp32 rows times scale; q: the same rows as given,
 // unscaled; rows(i, &k, &v): the first K and V rows of that kv head in the sequence's i-th
@@ -168,24 +176,33 @@ inline void prefetch_l2(const void* p, int64_t bytes) {
 // (prefill) find the blocks in cache already, and so does a block the thread's previous task
 // (the previous sequence, same kv head) had at the same place in its table: a shared prefix,
 // which stays in L2 without the extra requests.
+//
+// Task order: with a shared prefix, head-major (a thread runs one kv head for many sequences,
+// so the blocks they share stay in its L2 across tasks); otherwise sequence-major, so a
+// thread's consecutive tasks read the kv heads of one block side by side (kvH x bs x D values
+// in a row) instead of one head's slice of every block: bf16 decode of 64 sequences x 320 keys
+// over 30 layer caches took 8-13% less time, fp32 the same; with a 1024-token shared prefix
+// sequence-major took 15-29% more.
 template <typename T, typename Attend>
 void for_each_row(const Args<T>& a, const Attend& attend) {
   const int64_t D = a.D, G = a.G, B = a.B, bs = a.bs;
+  const bool seq_major = !shares_first_block(a);
   at::parallel_for(0, B * a.kvH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(G * D), acc(G * D);
     for (int64_t task = begin; task < end; ++task) {
-      // head-major: a thread runs one kv head for many sequences, so blocks they share (a
-      // common prefix) stay in its L2 across tasks
-      const int64_t h = task / B, b = task % B;
+      const int64_t h = seq_major ? task % a.kvH : task / B;
+      const int64_t b = seq_major ? task / a.kvH : task % B;
       const int64_t* table = a.block_ids + b * a.max_blocks;
       // the previous sequence's table when this thread just ran it (a stale entry past its end
       // only costs a skipped prefetch)
-      const int64_t* prev_table = task > begin && b > 0 ? table - a.max_blocks : nullptr;
+      const int64_t* prev_table =
+          !seq_major && task > begin && b > 0 ? table - a.max_blocks : nullptr;
       int64_t prefetch_keys = 0;  // keys of the row being run while it prefetches, else 0
       // the last block of a task's first row asks for the thread's next task's first block:
       // a task otherwise starts on a string of DRAM misses (W1-shaped decode: -7% time)
       auto prefetch_first_block = [&](int64_t next_task) {
-        const int64_t h2 = next_task / B, b2 = next_task % B;
+        const int64_t h2 = seq_major ? next_task % a.kvH : next_task / B;
+        const int64_t b2 = seq_major ? next_task / a.kvH : next_task % B;
         const int64_t keys = std::min(bs, a.num_computed[b2] + 1);
         const int64_t first = ((a.block_ids[b2 * a.max_blocks] * a.kvH + h2) * bs) * D;
         prefetch_l2(a.k + first, keys * D * static_cast<int64_t>(sizeof(T)));
