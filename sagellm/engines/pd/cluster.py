@@ -138,11 +138,14 @@ class PDCluster:
         rid = request.request_id
         if rid in self._inflight or rid in self._metrics:
             raise InvalidRequestError(f"request_id {rid!r} is already in use")
-        for role in ROLES:
-            i = self.info[role]
-            max_len = i["max_model_len_tokens"]
-            check_request(request, vocab_size=i["vocab_size"], max_model_len_tokens=max_len)
-            total = context_tokens(request, max_len)
+        limits = [self.info[role] for role in ROLES]
+        check_request(  # once, against the tighter worker
+            request,
+            vocab_size=min(i["vocab_size"] for i in limits),
+            max_model_len_tokens=min(i["max_model_len_tokens"] for i in limits),
+        )
+        for role, i in zip(ROLES, limits, strict=True):
+            total = context_tokens(request, i["max_model_len_tokens"])
             need = -(-total // i["block_size_tokens"])
             check_blocks(request, need, i["num_kv_blocks"], total, f"the {role} pool")
 

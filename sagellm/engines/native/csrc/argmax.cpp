@@ -40,7 +40,7 @@ inline void merge_lanes(__m512& av, __m512i& ai, __m512 bv, __m512i bi) {
 int64_t argmax_row(const float* x, int64_t V) {
   if (V >= (int64_t{1} << 31) - 32) return -2;  // int32 lane indices; the scalar loop takes it
   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512i step = _mm512_set1_epi32(16);
+  const __m512i step = _mm512_set1_epi32(16), step2 = _mm512_set1_epi32(32);
   __m512i i0 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i i1 = _mm512_add_epi32(i0, step);
   // lanes start at -inf with their own index: a row of -inf answers its first index
@@ -57,8 +57,8 @@ int64_t argmax_row(const float* x, int64_t V) {
     x0 = _mm512_mask_mov_epi32(x0, ga, i0);
     v1 = _mm512_mask_mov_ps(v1, gb, b);
     x1 = _mm512_mask_mov_epi32(x1, gb, i1);
-    i0 = _mm512_add_epi32(i0, _mm512_add_epi32(step, step));
-    i1 = _mm512_add_epi32(i1, _mm512_add_epi32(step, step));
+    i0 = _mm512_add_epi32(i0, step2);
+    i1 = _mm512_add_epi32(i1, step2);
   }
   for (; j < V; j += 16) {  // the tail, masked: lanes past V stay -inf
     const __mmask16 live = static_cast<__mmask16>(V - j >= 16 ? 0xFFFF : (1u << (V - j)) - 1u);

@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -187,11 +188,16 @@ template <typename T, typename Attend>
 void for_each_row(const Args<T>& a, const Attend& attend) {
   const int64_t D = a.D, G = a.G, B = a.B, bs = a.bs;
   const bool seq_major = !shares_first_block(a);
+  // task -> (kv head, sequence) in the chosen order
+  const auto head_seq = [&](int64_t task) {
+    return seq_major ? std::pair<int64_t, int64_t>{task % a.kvH, task / a.kvH}
+                     : std::pair<int64_t, int64_t>{task / B, task % B};
+  };
   at::parallel_for(0, B * a.kvH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(G * D), acc(G * D);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t h = seq_major ? task % a.kvH : task / B;
-      const int64_t b = seq_major ? task / a.kvH : task % B;
+      const std::pair<int64_t, int64_t> hb = head_seq(task);
+      const int64_t h = hb.first, b = hb.second;  // plain names: lambdas below capture them
       const int64_t* table = a.block_ids + b * a.max_blocks;
       // the previous sequence's table when this thread just ran it (a stale entry past its end
       // only costs a skipped prefetch)
@@ -201,8 +207,8 @@ void for_each_row(const Args<T>& a, const Attend& attend) {
       // the last block of a task's first row asks for the thread's next task's first block:
       // a task otherwise starts on a string of DRAM misses (W1-shaped decode: -7% time)
       auto prefetch_first_block = [&](int64_t next_task) {
-        const int64_t h2 = seq_major ? next_task % a.kvH : next_task / B;
-        const int64_t b2 = seq_major ? next_task / a.kvH : next_task % B;
+        const std::pair<int64_t, int64_t> hb2 = head_seq(next_task);
+        const int64_t h2 = hb2.first, b2 = hb2.second;
         const int64_t keys = std::min(bs, a.num_computed[b2] + 1);
         const int64_t first = ((a.block_ids[b2 * a.max_blocks] * a.kvH + h2) * bs) * D;
         prefetch_l2(a.k + first, keys * D * static_cast<int64_t>(sizeof(T)));
