@@ -7,9 +7,9 @@ multi-MB tensors cost page faults on every step on CPU), then:
 
 - decode: scores are one broadcast matmul per block, ``q [B,1,kvH,G,D] @ K [B,nb,kvH,D,bs]``,
   softmax over all of a sequence's keys, and ``P @ V`` summed over blocks; no GQA copies.
-- prefill: K/V are laid out as ``[B, kvH, L, D]``; bf16 on AVX512-BF16 CPUs goes to the C++
-  kernel with per-query causal key limits (``attention_folded``), otherwise SDPA with a
-  causal-and-length mask (fresh prompts: SDPA's own ``is_causal``).
+- prefill: K/V are laid out as ``[B, kvH, L, D]``; fp32 on AVX-512 CPUs and bf16 on
+  AVX512-BF16 ones go to the C++ kernel with per-query causal key limits (``attention_folded``),
+  otherwise SDPA with a causal-and-length mask (fresh prompts: SDPA's own ``is_causal``).
 - prefill groups sharing a long cached prefix: the prefix once for all queries, merged with
   each sequence's own keys (``attention_cascade``).
 

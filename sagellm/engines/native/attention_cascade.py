@@ -5,8 +5,9 @@ few-shot header; W2 of the peer benchmark) attention splits at the end of that p
 
     prefix:  every query of the group, GQA heads folded into the query length, against the
              prefix keys: one call over one copy of the prefix K/V instead of one per
-             sequence, with a query length large enough to run near GEMM speed (bf16 on
-             AVX512-BF16 CPUs: ``csrc/prefix_attention.cpp``; otherwise SDPA's flash kernel)
+             sequence, with a query length large enough to run near GEMM speed (fp32 on
+             AVX-512 CPUs, bf16 on AVX512-BF16 ones: ``csrc/prefix_attention.cpp``; otherwise
+             SDPA's flash kernel)
     suffix:  each sequence's queries against its own remaining keys (causal mask)
 
 and the two partial results merge exactly through their log-sum-exps

@@ -86,8 +86,11 @@ def _load() -> None:
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
         _state["rms_norm"] = torch.ops.sagellm.rms_norm
         _state["final_logits"] = torch.ops.sagellm.final_logits
-        if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX512-BF16 only
+        if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX-512F only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
+            _state["prefix_attention_dtypes"] = frozenset(
+                getattr(torch, d) for d in torch.ops.sagellm.prefix_attention_dtypes()
+            )
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -156,11 +159,18 @@ def final_logits_op():
 
 
 def prefix_attention_op():
-    """``torch.ops.sagellm.prefix_attention`` (csrc/prefix_attention.cpp: bf16 q [G, M, D]
-    over k, v [G, L, D] -> (out, lse)), or None where the CPU lacks AVX512-BF16 or as
-    ``paged_attention_op``."""
+    """``torch.ops.sagellm.prefix_attention`` (csrc/prefix_attention.cpp: q [G, M, D] over
+    k, v [G, L, D] -> (out, lse), in ``prefix_attention_dtypes()``), or None where the CPU
+    lacks AVX-512F or as ``paged_attention_op``."""
     paged_attention_op()
     return _state.get("prefix_attention")
+
+
+def prefix_attention_dtypes() -> frozenset[torch.dtype]:
+    """The dtypes ``prefix_attention_op`` serves here: float32, and bfloat16 where the CPU has
+    AVX512-BF16; empty where the op is absent."""
+    paged_attention_op()
+    return _state.get("prefix_attention_dtypes", frozenset())
 
 
 def kernel_status() -> str:

@@ -7,6 +7,7 @@ import torch
 from attention_reference import dense_reference
 
 from sagellm.engines.native import attention_cascade
+from sagellm.engines.native import attention_folded as folded
 from sagellm.engines.native.attention import AttnMetadata, Workspace, build_group, paged_attention
 from sagellm.engines.native.attention_cascade import shared_prefix_blocks
 
@@ -60,26 +61,48 @@ def test_cascade_equals_reference(low_threshold, dtype, tol, shared, q_lens, own
     assert torch.allclose(out.float(), one_pass.float(), atol=tol, rtol=tol)
 
 
-def test_bf16_cascade_at_head_size_64_equals_reference(low_threshold):
-    """Head size 64 in bf16 takes the C++ prefix kernel where the CPU has AVX512-BF16."""
-    q, kc, vc, tables, starts, computed = case(torch.bfloat16, 4, [20, 33], [2, 0], d=64)
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts calls into the C++ prefill kernel's wrapper (``attention_folded.attend``)."""
+    calls = []
+    real = folded.attend
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(folded, "attend", spy)
+    return calls
+
+
+SIZE_64 = [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)]
+
+
+@pytest.mark.parametrize("dtype,tol", SIZE_64)
+def test_cascade_at_head_size_64_equals_reference(low_threshold, kernel_calls, dtype, tol):
+    """Head size 64 takes the C++ prefix kernel where the CPU serves the dtype (fp32: AVX-512,
+    bf16: AVX512-BF16), for the prefix and the suffix half."""
+    q, kc, vc, tables, starts, computed = case(dtype, 4, [20, 33], [2, 0], d=64)
     g = build_group(starts, [20, 33], computed, tables, BS, torch.device("cpu"))
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
     out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
     ref = dense_reference(q, kc, vc, tables, starts, [20, 33], computed, 0.125)
-    assert g.shared_blocks == 4 and (out.double() - ref).abs().max() < 3e-2
+    assert g.shared_blocks == 4 and (out.double() - ref).abs().max() < tol
+    assert kernel_calls == ([dtype] if folded.available(q) else [])
 
 
+@pytest.mark.parametrize("dtype,tol", SIZE_64)
 @pytest.mark.parametrize("own", [[0, 0, 0], [5, 0, 9]])
-def test_bf16_prefill_groups_at_head_size_64_equal_reference(own):
-    """No shared prefix: a bf16 prefill group (fresh prompts, or chunks after cached tokens)
-    goes to the C++ kernel with causal key limits where the CPU has AVX512-BF16."""
-    q, kc, vc, tables, starts, computed = case(torch.bfloat16, 0, [20, 33, 17], own, d=64)
+def test_prefill_groups_at_head_size_64_equal_reference(kernel_calls, own, dtype, tol):
+    """No shared prefix: a prefill group (fresh prompts, or chunks after cached tokens) goes
+    to the C++ kernel with causal key limits where the CPU serves the dtype."""
+    q, kc, vc, tables, starts, computed = case(dtype, 0, [20, 33, 17], own, d=64)
     g = build_group(starts, [20, 33, 17], computed, tables, BS, torch.device("cpu"))
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
     out = paged_attention(q, kc, vc, meta, 0.125, Workspace())
     ref = dense_reference(q, kc, vc, tables, starts, [20, 33, 17], computed, 0.125)
-    assert g.shared_blocks == 0 and (out.double() - ref).abs().max() < 3e-2
+    assert g.shared_blocks == 0 and (out.double() - ref).abs().max() < tol
+    assert kernel_calls == ([dtype] if folded.available(q) else [])
 
 
 def test_shared_prefix_blocks_rules(low_threshold):
