@@ -4,14 +4,15 @@ query heads folded into one run of query rows, each row with its own causal key 
 The kernel computes in fp32 (fp32 inputs, AVX-512F) or with AVX512-BF16 dot products (bf16
 inputs), keys and then head dims in the lanes, an online softmax in fp32, and returns the
 log-sum-exp beside the output, so the same call serves a plain prefill group and both halves of
-a cascade. Measured alone on this project's 2-core Zen 4 box, one layer, against SDPA's flash
-kernel (fp32 with a mask or ``is_causal``, the K/V heads repeated for GQA):
+a cascade. Measured alone on this project's 2-core Zen 4 box, one layer, against SDPA: its
+flash kernel with a mask or ``is_causal`` and, after a slash, ``F.scaled_dot_product_attention``
+with ``enable_gqa`` (the path fp32 prefill took before):
 
     bf16  6,144 folded queries over 1,024 keys            253 vs 152 GFLOP/s
     fp32  5,952 folded queries over 1,024 keys            160 vs 155 GFLOP/s (both near peak)
-    fp32  8 prompts x 256 tokens, causal (W1's prefill)   6.1 vs 14.3 ms
+    fp32  8 prompts x 256 tokens, causal (W1's prefill)   6.1-6.4 vs 14.3 / 12.4 ms
     fp32  31 x 64 queries over their own 64 keys, causal  2.3 vs 4.8 ms (a cascade's suffix)
-    fp32  one 1,088-token prompt, causal                  10.6 vs 15.2 ms
+    fp32  one 1,088-token prompt, causal                  10.6-13.8 vs 15.2 / 18.3 ms
 
 Where the CPU lacks AVX-512 (bf16: AVX512-BF16), or for other dtypes and head sizes,
 ``available`` is False and callers use SDPA.

@@ -35,7 +35,7 @@
 #include <vector>
 
 #if defined(__AVX512F__)
-#include "attention_avx512.h"
+#include "vec_avx512.h"
 
 namespace {
 

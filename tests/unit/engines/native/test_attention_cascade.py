@@ -81,7 +81,7 @@ SIZE_64 = [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)]
 @pytest.mark.parametrize("dtype,tol", SIZE_64)
 def test_cascade_at_head_size_64_equals_reference(low_threshold, kernel_calls, dtype, tol):
     """Head size 64 takes the C++ prefix kernel where the CPU serves the dtype (fp32: AVX-512,
-    bf16: AVX512-BF16), for the prefix and the suffix half."""
+    bf16: AVX512-BF16), for the prefix half and (the call the spy sees) the suffix half."""
     q, kc, vc, tables, starts, computed = case(dtype, 4, [20, 33], [2, 0], d=64)
     g = build_group(starts, [20, 33], computed, tables, BS, torch.device("cpu"))
     meta = AttnMetadata(kv_rows=torch.empty(0, dtype=torch.int64), groups=(g,))
