@@ -73,23 +73,49 @@ inline __m512 softmax_step(__m512 s, int64_t live, float scale, float& mx, __m51
   return e;
 }
 
+// The online-softmax state of a tile's R rows (P.V accumulators, vector denominators, running
+// maxima), for both tiles: the longest row's limit decides the chunks the tile visits; step()
+// runs one chunk's softmax for row r; finish() writes out = acc / denominator (store(r, b, v)
+// rounds block b of row r) and the log-sum-exp of each of the first `rows` rows.
+template <int R, int NB>
+struct RowState {
+  __m512 acc[R][NB], den[R];
+  float mx[R];
+  int64_t keys = 0, chunks;  // the longest row's limit, and the 16-key chunks it spans
+
+  explicit RowState(const int64_t* lim) {
+    for (int r = 0; r < R; ++r) {
+      keys = std::max(keys, lim[r]);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
+      den[r] = _mm512_setzero_ps();
+      mx[r] = -std::numeric_limits<float>::infinity();
+    }
+    chunks = (keys + 15) / 16;
+  }
+
+  __m512 step(int r, __m512 s, int64_t live, float scale) {
+    return softmax_step<NB>(s, live, scale, mx[r], den[r], acc[r]);
+  }
+
+  template <typename Store>
+  void finish(int rows, float* lse, const Store& store) {
+    for (int r = 0; r < rows; ++r) {
+      const float l = _mm512_reduce_add_ps(den[r]);
+      const __m512 inv = _mm512_set1_ps(1.f / l);
+      for (int b = 0; b < NB; ++b) store(r, b, _mm512_mul_ps(acc[r][b], inv));
+      lse[r] = mx[r] + std::log(l);
+    }
+  }
+};
+
 // fp32: R query rows of one head over kt (repacked keys) and v [L, D] read in place. q.k keeps
 // two accumulators per row (even and odd head dims) so 2R independent FMA chains are in flight.
 template <int R, int NB>
 void tile(const float* const* qrow, int rows, const int64_t* lim, const float* kt,
           const float* v, int64_t D, float scale, float* const* orow, float* lse) {
-  int64_t keys = 0;
-  for (int r = 0; r < R; ++r) keys = std::max(keys, lim[r]);
-  const int64_t C = (keys + 15) / 16;
-  __m512 acc[R][NB], den[R];
-  float mx[R];
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
-    den[r] = _mm512_setzero_ps();
-    mx[r] = -std::numeric_limits<float>::infinity();
-  }
+  RowState<R, NB> st(lim);
   alignas(64) float pr[R][16];
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = 0; c < st.chunks; ++c) {
     __m512 s0[R], s1[R];
     for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_ps();
     const float* kc = kt + c * D * 16;
@@ -106,25 +132,19 @@ void tile(const float* const* qrow, int rows, const int64_t* lim, const float* k
         _mm512_store_ps(pr[r], _mm512_setzero_ps());
         continue;
       }
-      _mm512_store_ps(pr[r], softmax_step<NB>(_mm512_add_ps(s0[r], s1[r]), live, scale, mx[r],
-                                              den[r], acc[r]));
+      _mm512_store_ps(pr[r], st.step(r, _mm512_add_ps(s0[r], s1[r]), live, scale));
     }
-    const int64_t n = std::min<int64_t>(16, keys - c * 16);  // keys < L: rows of v to read
+    const int64_t n = std::min<int64_t>(16, st.keys - c * 16);  // keys < L: rows of v to read
     for (int64_t j = 0; j < n; ++j) {
       const float* vr = v + (c * 16 + j) * D;
       for (int b = 0; b < NB; ++b) {
         const __m512 vv = _mm512_loadu_ps(vr + b * 16);
         for (int r = 0; r < R; ++r)
-          acc[r][b] = _mm512_fmadd_ps(_mm512_set1_ps(pr[r][j]), vv, acc[r][b]);
+          st.acc[r][b] = _mm512_fmadd_ps(_mm512_set1_ps(pr[r][j]), vv, st.acc[r][b]);
       }
     }
   }
-  for (int r = 0; r < rows; ++r) {
-    const float l = _mm512_reduce_add_ps(den[r]);
-    const __m512 inv = _mm512_set1_ps(1.f / l);
-    for (int b = 0; b < NB; ++b) _mm512_storeu_ps(orow[r] + b * 16, _mm512_mul_ps(acc[r][b], inv));
-    lse[r] = mx[r] + std::log(l);
-  }
+  st.finish(rows, lse, [&](int r, int b, __m512 o) { _mm512_storeu_ps(orow[r] + b * 16, o); });
 }
 
 #if defined(__AVX512BF16__)
@@ -162,18 +182,10 @@ void repack(const bf16* k, const bf16* v, int64_t L, int64_t D, uint32_t* kt, ui
 template <int R, int NB>
 void tile(const bf16* const* qrow, int rows, const int64_t* lim, const uint32_t* kt,
           const uint32_t* vt, int64_t D, float scale, bf16* const* orow, float* lse) {
-  int64_t keys = 0;  // the tile's longest row decides the chunks it visits
-  for (int r = 0; r < R; ++r) keys = std::max(keys, lim[r]);
-  const int64_t C = (keys + 15) / 16, P = D / 2;
-  __m512 acc[R][NB], den[R];
-  float mx[R];
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
-    den[r] = _mm512_setzero_ps();
-    mx[r] = -std::numeric_limits<float>::infinity();
-  }
+  const int64_t P = D / 2;
+  RowState<R, NB> st(lim);
   alignas(64) uint32_t pb[R][8];
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = 0; c < st.chunks; ++c) {
     __m512 s[R];
     for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_ps();
     const uint32_t* kc = kt + c * P * 16;
@@ -188,7 +200,7 @@ void tile(const bf16* const* qrow, int rows, const int64_t* lim, const uint32_t*
         std::fill(pb[r], pb[r] + 8, 0u);
         continue;
       }
-      const __m512 e = softmax_step<NB>(s[r], live, scale, mx[r], den[r], acc[r]);
+      const __m512 e = st.step(r, s[r], live, scale);
       _mm256_store_si256(reinterpret_cast<__m256i*>(pb[r]), (__m256i)_mm512_cvtneps_pbh(e));
     }
     const uint32_t* vc = vt + c * 8 * D;
@@ -196,19 +208,15 @@ void tile(const bf16* const* qrow, int rows, const int64_t* lim, const uint32_t*
       for (int b = 0; b < NB; ++b) {
         const __m512bh vv = (__m512bh)_mm512_loadu_si512(vc + j * D + b * 16);
         for (int r = 0; r < R; ++r)
-          acc[r][b] = _mm512_dpbf16_ps(acc[r][b], vv, (__m512bh)_mm512_set1_epi32(pb[r][j]));
+          st.acc[r][b] =
+              _mm512_dpbf16_ps(st.acc[r][b], vv, (__m512bh)_mm512_set1_epi32(pb[r][j]));
       }
     }
   }
-  for (int r = 0; r < rows; ++r) {
-    const float l = _mm512_reduce_add_ps(den[r]);
-    const __m512 inv = _mm512_set1_ps(1.f / l);
-    for (int b = 0; b < NB; ++b) {
-      const __m256bh o = _mm512_cvtneps_pbh(_mm512_mul_ps(acc[r][b], inv));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(orow[r] + b * 16), (__m256i)o);
-    }
-    lse[r] = mx[r] + std::log(l);
-  }
+  st.finish(rows, lse, [&](int r, int b, __m512 o) {
+    const __m256bh h = _mm512_cvtneps_pbh(o);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(orow[r] + b * 16), (__m256i)h);
+  });
 }
 
 #endif  // __AVX512BF16__
