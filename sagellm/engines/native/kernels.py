@@ -33,6 +33,7 @@ _SRCS = [
         "argmax.cpp",
         "prefix_attention.cpp",
         "final_logits.cpp",
+        "gemm_bf16.cpp",
     )
 ]
 _HEADERS = [
@@ -91,6 +92,8 @@ def _load() -> None:
             _state["prefix_attention_dtypes"] = frozenset(
                 getattr(torch, d) for d in torch.ops.sagellm.prefix_attention_dtypes()
             )
+        if hasattr(torch.ops.sagellm, "gemm_bf16"):  # compiled for AVX512-BF16 only
+            _state["gemm_bf16"] = (torch.ops.sagellm.pack_bf16_gemm, torch.ops.sagellm.gemm_bf16)
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -171,6 +174,14 @@ def prefix_attention_dtypes() -> frozenset[torch.dtype]:
     AVX512-BF16; empty where the op is absent."""
     paged_attention_op()
     return _state.get("prefix_attention_dtypes", frozenset())
+
+
+def gemm_bf16_ops():
+    """``(torch.ops.sagellm.pack_bf16_gemm, torch.ops.sagellm.gemm_bf16)`` (csrc/gemm_bf16.cpp:
+    bf16 linears of 2 or more rows over a weight packed once), or None where the CPU lacks
+    AVX512-BF16 or as ``paged_attention_op``."""
+    paged_attention_op()
+    return _state.get("gemm_bf16")
 
 
 def kernel_status() -> str:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sagellm.accel.quantization import Int8Linear, QuantLinear
-from sagellm.engines.native.kernels import gemv_int8_op, gemv_op
+from sagellm.engines.native.kernels import gemm_bf16_ops, gemv_int8_op, gemv_op
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
 Weight = torch.Tensor | QuantLinear
@@ -30,7 +30,8 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 # Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
 # beats both: decode steps of a few sequences, where the weights' bytes set the time.
 GEMV_MAX_ROWS = 4
-# With a prepacked weight (``pack_weight``) oneDNN's GEMM takes every step of 2 or more rows:
+# With a prepacked weight (``pack_weight``) its GEMM (oneDNN's, or csrc/gemm_bf16.cpp's for
+# bf16 on AVX512-BF16 CPUs) takes every step of 2 or more rows; oneDNN's against the GEMV:
 # [3072, 576] on 2 Zen 4 cores, ours vs packed, us: fp32 1 row 86 / 153, 2 rows 151 / 129,
 # 4 rows 279 / 134; bf16 1 row 59 / 63, 4 rows 191 / 79. The pack's layout is tuned for a
 # typical decode batch (the hint); it serves any row count.
@@ -89,22 +90,44 @@ def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def packs_weights(dtype: torch.dtype) -> bool:
-    """Whether oneDNN can prepack and run ``dtype`` weights on this CPU (bf16 needs AVX-512
-    BW/VL/DQ or AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
+    """Whether ``dtype`` weights are prepacked on this CPU: bf16 for our GEMM where the CPU has
+    AVX512-BF16 (csrc/gemm_bf16.cpp), else for oneDNN's (bf16 needs AVX-512 BW/VL/DQ or
+    AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
+    if dtype == torch.bfloat16 and gemm_bf16_ops() is not None:
+        return True
+    return _onednn_packs(dtype)
+
+
+def _onednn_packs(dtype: torch.dtype) -> bool:
     if not torch.backends.mkldnn.is_available() or dtype not in _TRANSPOSED_ROWS:
         return False
     return dtype != torch.bfloat16 or _BF16_GEMM_NATIVE
 
 
+def _packs_for_gemm_bf16(w: torch.Tensor) -> bool:
+    """bf16 ``w`` [N, K] in the layout csrc/gemm_bf16.cpp packs: N a multiple of 16, K even."""
+    return (
+        w.dtype == torch.bfloat16
+        and w.shape[0] % 16 == 0
+        and w.shape[1] % 2 == 0
+        and gemm_bf16_ops() is not None
+    )
+
+
 def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
-    """oneDNN's prepacked copy of a dense CPU weight [out, in] (blocked for its GEMM, so a call
-    does not repack the weight: 1.2-2x torch's linear at 2-512 rows on 2 Zen 4 cores), or None
-    where it does not apply (quantized, other dtype or device, oneDNN missing, bf16 on a CPU
+    """A prepacked copy of a dense CPU weight [out, in], so a GEMM call never repacks it, or None
+    where packing does not apply (quantized, other dtype or device, oneDNN missing, bf16 on a CPU
     whose oneDNN has no bf16 GEMM (AVX2 only: no AVX-512 BW/VL/DQ, no AVX-NE-CONVERT), or
-    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs)."""
+    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs). bf16 weights on AVX512-BF16 CPUs get our GEMM's
+    layout (csrc/gemm_bf16.cpp: 1.1-1.9x oneDNN's at 2-2,048 rows on 2 Zen 4 cores), every
+    other packable weight oneDNN's (blocked for its GEMM: 1.2-2x torch's linear at 2-512 rows)."""
     if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
         return None
     if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:
+        return None
+    if _packs_for_gemm_bf16(w):
+        return gemm_bf16_ops()[0](w.contiguous())
+    if not _onednn_packs(dtype):
         return None
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_HINT_ROWS)
 
@@ -126,13 +149,24 @@ def takes_gemv(x: torch.Tensor, w: Weight, rows: int, packed: torch.Tensor | Non
     return _dense(x, w) and 0 < rows <= gemv_max_rows(x.dtype) and gemv_op() is not None
 
 
+def _gemm_bf16(x: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``x @ w.T + b`` over ``pack_weight``'s gemm_bf16 layout ``packed`` [N / 16, K / 2, 32]."""
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.empty((x2.shape[0], packed.shape[0] * 16), dtype=x.dtype)
+    bias = b if b is not None else torch.empty(0, dtype=x.dtype)
+    gemm_bf16_ops()[1](x2, packed, bias, y)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
 def linear(
     x: torch.Tensor, w: Weight, b: torch.Tensor | None = None, packed: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``x @ w.T + b`` with the fastest kernel for the row count (``packed``: ``w``'s
     ``pack_weight`` copy, used from ``PACKED_MIN_ROWS`` rows)."""
     if packed is not None and x.shape[0] >= PACKED_MIN_ROWS:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+        if packed.is_mkldnn:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+        return _gemm_bf16(x, packed, b)
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
         rows = x.shape[0]
         op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None
