@@ -33,7 +33,7 @@ _SRCS = [
         "argmax.cpp",
         "prefix_attention.cpp",
         "final_logits.cpp",
-        "gemm_bf16.cpp",
+        "gemm_packed.cpp",
     )
 ]
 _HEADERS = [
@@ -92,8 +92,11 @@ def _load() -> None:
             _state["prefix_attention_dtypes"] = frozenset(
                 getattr(torch, d) for d in torch.ops.sagellm.prefix_attention_dtypes()
             )
-        if hasattr(torch.ops.sagellm, "gemm_bf16"):  # compiled for AVX512-BF16 only
-            _state["gemm_bf16"] = (torch.ops.sagellm.pack_bf16_gemm, torch.ops.sagellm.gemm_bf16)
+        if hasattr(torch.ops.sagellm, "gemm_packed"):  # compiled for AVX-512F only
+            _state["gemm_packed"] = (torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)
+            _state["gemm_packed_dtypes"] = frozenset(
+                getattr(torch, d) for d in torch.ops.sagellm.gemm_packed_dtypes()
+            )
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -176,12 +179,19 @@ def prefix_attention_dtypes() -> frozenset[torch.dtype]:
     return _state.get("prefix_attention_dtypes", frozenset())
 
 
-def gemm_bf16_ops():
-    """``(torch.ops.sagellm.pack_bf16_gemm, torch.ops.sagellm.gemm_bf16)`` (csrc/gemm_bf16.cpp:
-    bf16 linears of 2 or more rows over a weight packed once), or None where the CPU lacks
-    AVX512-BF16 or as ``paged_attention_op``."""
+def gemm_packed_ops():
+    """``(torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)`` (csrc/gemm_packed.cpp:
+    linears of 2 or more rows over a weight packed once, in ``gemm_packed_dtypes()``), or None
+    where the CPU lacks AVX-512F or as ``paged_attention_op``."""
     paged_attention_op()
-    return _state.get("gemm_bf16")
+    return _state.get("gemm_packed")
+
+
+def gemm_packed_dtypes() -> frozenset[torch.dtype]:
+    """The dtypes ``gemm_packed_ops`` serves here: float32, and bfloat16 where the CPU has
+    AVX512-BF16; empty where the ops are absent."""
+    paged_attention_op()
+    return _state.get("gemm_packed_dtypes", frozenset())
 
 
 def kernel_status() -> str:

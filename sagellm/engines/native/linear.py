@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from sagellm.accel.quantization import Int8Linear, QuantLinear
-from sagellm.engines.native.kernels import gemm_bf16_ops, gemv_int8_op, gemv_op
+from sagellm.engines.native.kernels import (
+    gemm_packed_dtypes,
+    gemm_packed_ops,
+    gemv_int8_op,
+    gemv_op,
+)
 
 # A linear weight: a dense [out, in] tensor or a quantized one (sagellm.accel.quantization)
 Weight = torch.Tensor | QuantLinear
@@ -30,8 +35,8 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 # Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
 # beats both: decode steps of a few sequences, where the weights' bytes set the time.
 GEMV_MAX_ROWS = 4
-# With a prepacked weight (``pack_weight``) its GEMM (oneDNN's, or csrc/gemm_bf16.cpp's for
-# bf16 on AVX512-BF16 CPUs) takes every step of 2 or more rows; oneDNN's against the GEMV:
+# With a prepacked weight (``pack_weight``) its GEMM (csrc/gemm_packed.cpp's on AVX-512 CPUs,
+# else oneDNN's) takes every step of 2 or more rows; oneDNN's against the GEMV:
 # [3072, 576] on 2 Zen 4 cores, ours vs packed, us: fp32 1 row 86 / 153, 2 rows 151 / 129,
 # 4 rows 279 / 134; bf16 1 row 59 / 63, 4 rows 191 / 79. The pack's layout is tuned for a
 # typical decode batch (the hint); it serves any row count.
@@ -90,12 +95,10 @@ def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def packs_weights(dtype: torch.dtype) -> bool:
-    """Whether ``dtype`` weights are prepacked on this CPU: bf16 for our GEMM where the CPU has
-    AVX512-BF16 (csrc/gemm_bf16.cpp), else for oneDNN's (bf16 needs AVX-512 BW/VL/DQ or
-    AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
-    if dtype == torch.bfloat16 and gemm_bf16_ops() is not None:
-        return True
-    return _onednn_packs(dtype)
+    """Whether ``dtype`` weights are prepacked on this CPU: for our GEMM where it serves the
+    dtype (csrc/gemm_packed.cpp: fp32 with AVX-512F, bf16 with AVX512-BF16), else for oneDNN's
+    (bf16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
+    return dtype in gemm_packed_dtypes() or _onednn_packs(dtype)
 
 
 def _onednn_packs(dtype: torch.dtype) -> bool:
@@ -104,29 +107,27 @@ def _onednn_packs(dtype: torch.dtype) -> bool:
     return dtype != torch.bfloat16 or _BF16_GEMM_NATIVE
 
 
-def _packs_for_gemm_bf16(w: torch.Tensor) -> bool:
-    """bf16 ``w`` [N, K] in the layout csrc/gemm_bf16.cpp packs: N a multiple of 16, K even."""
-    return (
-        w.dtype == torch.bfloat16
-        and w.shape[0] % 16 == 0
-        and w.shape[1] % 2 == 0
-        and gemm_bf16_ops() is not None
-    )
+def _our_gemm_packs(w: torch.Tensor) -> bool:
+    """``w`` [N, K] fits csrc/gemm_packed.cpp's layout: a served dtype, N a multiple of 16 and
+    K of the inputs one 32-bit lane holds (1 fp32, 2 bf16)."""
+    per_lane = 4 // w.element_size()
+    return w.dtype in gemm_packed_dtypes() and w.shape[0] % 16 == 0 and w.shape[1] % per_lane == 0
 
 
 def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
     """A prepacked copy of a dense CPU weight [out, in], so a GEMM call never repacks it, or None
-    where packing does not apply (quantized, other dtype or device, oneDNN missing, bf16 on a CPU
-    whose oneDNN has no bf16 GEMM (AVX2 only: no AVX-512 BW/VL/DQ, no AVX-NE-CONVERT), or
-    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs). bf16 weights on AVX512-BF16 CPUs get our GEMM's
-    layout (csrc/gemm_bf16.cpp: 1.1-1.9x oneDNN's at 2-2,048 rows on 2 Zen 4 cores), every
-    other packable weight oneDNN's (blocked for its GEMM: 1.2-2x torch's linear at 2-512 rows)."""
+    where packing does not apply (quantized, other dtype or device, no AVX-512 and oneDNN
+    missing or without a bf16 GEMM (AVX2 only: no AVX-512 BW/VL/DQ, no AVX-NE-CONVERT), or
+    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs). Where our GEMM serves the weight it gets that
+    layout (csrc/gemm_packed.cpp, 2 Zen 4 cores: bf16 1.1-1.9x oneDNN's at 2-2,048 rows; fp32
+    1.1-1.7x at 8-64 rows, level at 128-512, 3-5% slower at 1,024-2,048); else oneDNN's
+    (blocked for its GEMM: 1.2-2x torch's linear at 2-512 rows)."""
     if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
         return None
     if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:
         return None
-    if _packs_for_gemm_bf16(w):
-        return gemm_bf16_ops()[0](w.contiguous())
+    if _our_gemm_packs(w):
+        return gemm_packed_ops()[0](w.contiguous())
     if not _onednn_packs(dtype):
         return None
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_HINT_ROWS)
@@ -149,12 +150,13 @@ def takes_gemv(x: torch.Tensor, w: Weight, rows: int, packed: torch.Tensor | Non
     return _dense(x, w) and 0 < rows <= gemv_max_rows(x.dtype) and gemv_op() is not None
 
 
-def _gemm_bf16(x: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``x @ w.T + b`` over ``pack_weight``'s gemm_bf16 layout ``packed`` [N / 16, K / 2, 32]."""
+def _gemm_packed(x: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``x @ w.T + b`` over ``pack_weight``'s csrc/gemm_packed.cpp layout ``packed``
+    [N / 16, K / P, 16 P]."""
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
     y = torch.empty((x2.shape[0], packed.shape[0] * 16), dtype=x.dtype)
     bias = b if b is not None else torch.empty(0, dtype=x.dtype)
-    gemm_bf16_ops()[1](x2, packed, bias, y)
+    gemm_packed_ops()[1](x2, packed, bias, y)
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -166,7 +168,7 @@ def linear(
     if packed is not None and x.shape[0] >= PACKED_MIN_ROWS:
         if packed.is_mkldnn:
             return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
-        return _gemm_bf16(x, packed, b)
+        return _gemm_packed(x, packed, b)
     if not isinstance(w, torch.Tensor):  # quantized: its own kernel, or ours for int8 GEMVs
         rows = x.shape[0]
         op = gemv_int8_op() if isinstance(w, Int8Linear) and x.device.type == "cpu" else None

@@ -11,7 +11,7 @@
 //              [(H + 2 kvH) D] or empty, o [hidden, H D], o_bias [hidden] or empty,
 //              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I], then the
 //              prepacked qkv, o, gate_up, down (linear.pack_weight: oneDNN tensors, or
-//              gemm_bf16.cpp's layout for bf16 on AVX512-BF16 CPUs) or empty tensors
+//              gemm_packed.cpp's layout on AVX-512 CPUs) or empty tensors
 //   kv         [L, 2, N, kvH, bs, D]   the paged cache (kv_cache.py); new K/V rows are written
 //   cos, sin   [T, D]        RoPE rows of each token's position (already scaled, in the dtype)
 //   kv_rows    [T * kvH]     row of (token, kv head) in one layer's K (or V) viewed as [-1, D]
@@ -21,7 +21,7 @@
 // sum each rounded to the dtype as torch rounds them; K/V written to the cache; paged
 // attention (paged_attention.cpp); o GEMM (+ bias) added to x; RMSNorm; gate|up GEMM; silu(gate)
 // * up (torch's own ops); down GEMM added to x. Linears with a packed weight and at least
-// packed_min_rows rows use oneDNN's GEMM on it (gemm_bf16.cpp's on its layout); else at most
+// packed_min_rows rows use oneDNN's GEMM on it (gemm_packed.cpp's on its layout); else at most
 // gemv_max_rows rows the GEMV (gemv.cpp), rows in [transposed_min_rows, transposed_max_rows)
 // the transposed GEMM (W . x^T)^T, others x . W^T, exactly as linear.linear chooses. Sums run
 // in another order than torch's, so results agree to rounding, not bitwise.
@@ -87,12 +87,12 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   const int64_t M = x.size(0);
   if (packed.numel() && M >= rows.packed_min) {
     if (packed.is_mkldnn()) return packed_linear(x, packed, b);
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
-    at::Tensor y = at::empty({M, packed.size(0) * packed.size(2) / 2}, x.options());
-    sagellm::gemm_bf16(x, packed, b, y);
+#if defined(__AVX512F__)
+    at::Tensor y = at::empty({M, packed.size(0) * 16}, x.options());
+    sagellm::gemm_packed(x, packed, b, y);
     return y;
 #else
-    TORCH_CHECK(false, "decoder_layers: a pack_bf16_gemm weight needs AVX512-BF16");
+    TORCH_CHECK(false, "decoder_layers: a pack_gemm weight needs AVX-512");
 #endif
   }
   at::Tensor y;
@@ -349,8 +349,8 @@ void check_weights(const at::Tensor& x, at::TensorList weights, const char* op) 
     TORCH_CHECK(i % kPerLayer >= kPlain
                     ? (w.numel() == 0 || w.is_mkldnn() || (w.dim() == 3 && w.is_contiguous()))
                     : w.is_contiguous(),
-                op, ": contiguous dense weights; packed ones oneDNN tensors, pack_bf16_gemm ",
-                "[N / 16, K / 2, 32] tensors or empty");
+                op, ": contiguous dense weights; packed ones oneDNN tensors, pack_gemm ",
+                "[N / 16, K / P, 16 P] tensors or empty");
   }
 }
 

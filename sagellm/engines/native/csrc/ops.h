@@ -22,8 +22,9 @@ void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale
 // (decoder_layers.cpp)
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
 
-// out[M, N] = x[M, K] . w^T (+ bias) of bf16 x and pack_bf16_gemm's wp [N / 16, K / 2, 32]
-// (gemm_bf16.cpp; compiled where the compiler targets AVX512-BF16 only)
-void gemm_bf16(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bias, at::Tensor& out);
+// out[M, N] = x[M, K] . w^T (+ bias) over pack_gemm's wp [N / 16, K / P, 16 P] (gemm_packed.cpp;
+// compiled where the compiler targets AVX-512F; bf16 with AVX512-BF16 only)
+void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bias,
+                 at::Tensor& out);
 
 }  // namespace sagellm
