@@ -89,18 +89,25 @@ def _load() -> None:
         _state["final_logits"] = torch.ops.sagellm.final_logits
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX-512F only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
-            _state["prefix_attention_dtypes"] = frozenset(
-                getattr(torch, d) for d in torch.ops.sagellm.prefix_attention_dtypes()
-            )
+            _state["prefix_attention_dtypes"] = _dtypes(torch.ops.sagellm.prefix_attention_dtypes)
         if hasattr(torch.ops.sagellm, "gemm_packed"):  # compiled for AVX-512F only
             _state["gemm_packed"] = (torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)
-            _state["gemm_packed_dtypes"] = frozenset(
-                getattr(torch, d) for d in torch.ops.sagellm.gemm_packed_dtypes()
-            )
+            _state["gemm_packed_dtypes"] = _dtypes(torch.ops.sagellm.gemm_packed_dtypes)
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
         warnings.warn(f"sagellm C++ kernels unavailable, using torch ops: {err}", stacklevel=3)
+
+
+def _dtypes(names_op) -> frozenset[torch.dtype]:
+    """The torch dtypes an op's ``*_dtypes()`` companion names (e.g. "float32", "bfloat16")."""
+    return frozenset(getattr(torch, d) for d in names_op())
+
+
+def _loaded(key: str, default=None):
+    """``_state[key]`` once the extension is loaded (or has failed to), else ``default``."""
+    paged_attention_op()
+    return _state.get(key, default)
 
 
 def paged_attention_op():
@@ -115,83 +122,72 @@ def paged_attention_op():
 def gemv_op():
     """``torch.ops.sagellm.gemv`` (x [M <= 16, I], w [O, I], out [M, O]), or None like
     ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("gemv")
+    return _loaded("gemv")
 
 
 def gemv_int8_op():
     """``torch.ops.sagellm.gemv_int8`` (x [M <= 16, I], int8 w [O, I], scale [O], out [M, O]),
     or None like ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("gemv_int8")
+    return _loaded("gemv_int8")
 
 
 def decoder_layers_op():
     """``torch.ops.sagellm.decoder_layers`` (csrc/decoder_layers.cpp: every layer of a step
     whose attention groups the in-place kernel serves), or None like ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("decoder_layers")
+    return _loaded("decoder_layers")
 
 
 def decoder_layer_halves_op():
     """``(torch.ops.sagellm.decoder_layer_in, decoder_layer_out)`` (csrc/decoder_layers.cpp:
     one layer before and after attention, for steps whose attention runs in Python), or None
     like ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("decoder_layer_halves")
+    return _loaded("decoder_layer_halves")
 
 
 def argmax_rows_op():
     """``torch.ops.sagellm.argmax_rows`` (csrc/argmax.cpp: ``argmax(dim=-1)`` of fp32
     [N, V] logits), or None like ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("argmax_rows")
+    return _loaded("argmax_rows")
 
 
 def rms_norm_op():
     """``torch.ops.sagellm.rms_norm`` (csrc/decoder_layers.cpp: RMSNorm of the rows of a
     contiguous fp32 or bf16 [M, N] tensor, as the C++ layers apply it), or None like
     ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("rms_norm")
+    return _loaded("rms_norm")
 
 
 def final_logits_op():
     """``torch.ops.sagellm.final_logits`` (csrc/final_logits.cpp: fp32 logits of a few rows of
     the last hidden state through the final RMSNorm and a GEMV lm_head), or None like
     ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("final_logits")
+    return _loaded("final_logits")
 
 
 def prefix_attention_op():
     """``torch.ops.sagellm.prefix_attention`` (csrc/prefix_attention.cpp: q [G, M, D] over
     k, v [G, L, D] -> (out, lse), in ``prefix_attention_dtypes()``), or None where the CPU
     lacks AVX-512F or as ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("prefix_attention")
+    return _loaded("prefix_attention")
 
 
 def prefix_attention_dtypes() -> frozenset[torch.dtype]:
     """The dtypes ``prefix_attention_op`` serves here: float32, and bfloat16 where the CPU has
     AVX512-BF16; empty where the op is absent."""
-    paged_attention_op()
-    return _state.get("prefix_attention_dtypes", frozenset())
+    return _loaded("prefix_attention_dtypes", frozenset())
 
 
 def gemm_packed_ops():
     """``(torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)`` (csrc/gemm_packed.cpp:
     linears of 2 or more rows over a weight packed once, in ``gemm_packed_dtypes()``), or None
     where the CPU lacks AVX-512F or as ``paged_attention_op``."""
-    paged_attention_op()
-    return _state.get("gemm_packed")
+    return _loaded("gemm_packed")
 
 
 def gemm_packed_dtypes() -> frozenset[torch.dtype]:
     """The dtypes ``gemm_packed_ops`` serves here: float32, and bfloat16 where the CPU has
     AVX512-BF16; empty where the ops are absent."""
-    paged_attention_op()
-    return _state.get("gemm_packed_dtypes", frozenset())
+    return _loaded("gemm_packed_dtypes", frozenset())
 
 
 def kernel_status() -> str:

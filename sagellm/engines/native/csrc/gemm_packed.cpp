@@ -166,11 +166,20 @@ bool served(at::ScalarType t) {
 
 int64_t group_of(at::ScalarType t) { return t == at::kFloat ? 1 : 2; }
 
+// The dtypes this build serves, by name (gemm_packed_dtypes() and the error messages)
+std::vector<std::string> served_names() {
+  std::vector<std::string> d{"float32"};
 #if defined(__AVX512BF16__)
-constexpr const char* kServed = "float32, bfloat16";
-#else
-constexpr const char* kServed = "float32";
+  d.push_back("bfloat16");
 #endif
+  return d;
+}
+
+std::string served_list() {
+  std::string out;
+  for (const std::string& n : served_names()) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
 
 }  // namespace
 
@@ -179,7 +188,7 @@ namespace sagellm {
 at::Tensor pack_gemm(const at::Tensor& w) {
   TORCH_CHECK(w.device().is_cpu() && w.dim() == 2, "pack_gemm: w a CPU [N, K] tensor");
   TORCH_CHECK(served(w.scalar_type()), "pack_gemm: w's dtype ", w.scalar_type(),
-              " not served here; allowed: ", kServed);
+              " not served here; allowed: ", served_list());
   const int64_t N = w.size(0), K = w.size(1), P = group_of(w.scalar_type());
   TORCH_CHECK(N % kCols == 0 && N > 0,
               "pack_gemm: N (w.size(0)) a positive multiple of 16, got ", N);
@@ -204,7 +213,8 @@ void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bi
                  at::Tensor& out) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous() &&
                   served(x.scalar_type()),
-              "gemm_packed: x a contiguous CPU [M, K] tensor of a served dtype (", kServed, ")");
+              "gemm_packed: x a contiguous CPU [M, K] tensor of a served dtype (", served_list(),
+              ")");
   const at::ScalarType t = x.scalar_type();
   const int64_t P = group_of(t);
   TORCH_CHECK(wp.dim() == 3 && wp.size(2) == kCols * P && wp.is_contiguous() &&
@@ -235,13 +245,7 @@ void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bi
 }
 
 // The dtypes gemm_packed serves on this build.
-std::vector<std::string> gemm_packed_dtypes() {
-  std::vector<std::string> d{"float32"};
-#if defined(__AVX512BF16__)
-  d.push_back("bfloat16");
-#endif
-  return d;
-}
+std::vector<std::string> gemm_packed_dtypes() { return served_names(); }
 
 }  // namespace sagellm
 
