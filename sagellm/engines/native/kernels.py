@@ -37,7 +37,15 @@ _SRCS = [
     )
 ]
 _HEADERS = [
-    _CSRC / name for name in ("ops.h", "attention_avx512.h", "attention_avx2.h", "vec_avx512.h")
+    _CSRC / name
+    for name in (
+        "ops.h",
+        "attention_avx512.h",
+        "attention_avx2.h",
+        "vec_avx512.h",
+        "gemm_tile_avx512.h",
+        "gemm_tile_avx2.h",
+    )
 ]
 _lock = threading.Lock()
 
@@ -90,7 +98,7 @@ def _load() -> None:
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX-512F only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
             _state["prefix_attention_dtypes"] = _dtypes(torch.ops.sagellm.prefix_attention_dtypes)
-        if hasattr(torch.ops.sagellm, "gemm_packed"):  # compiled for AVX-512F only
+        if hasattr(torch.ops.sagellm, "gemm_packed"):  # compiled for AVX-512F or AVX2+FMA
             _state["gemm_packed"] = (torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)
             _state["gemm_packed_dtypes"] = _dtypes(torch.ops.sagellm.gemm_packed_dtypes)
         _state["status"] = "loaded"
@@ -180,13 +188,14 @@ def prefix_attention_dtypes() -> frozenset[torch.dtype]:
 def gemm_packed_ops():
     """``(torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)`` (csrc/gemm_packed.cpp:
     linears of 2 or more rows over a weight packed once, in ``gemm_packed_dtypes()``), or None
-    where the CPU lacks AVX-512F or as ``paged_attention_op``."""
+    where the CPU has neither AVX-512F nor AVX2 with FMA, or as ``paged_attention_op``."""
     return _loaded("gemm_packed")
 
 
 def gemm_packed_dtypes() -> frozenset[torch.dtype]:
     """The dtypes ``gemm_packed_ops`` serves here: float32, and bfloat16 where the CPU has
-    AVX512-BF16; empty where the ops are absent."""
+    AVX512-BF16 or is AVX2-only (AVX-512F without AVX512-BF16 leaves bf16 to oneDNN); empty
+    where the ops are absent."""
     return _loaded("gemm_packed_dtypes", frozenset())
 
 

@@ -35,11 +35,13 @@ _TRANSPOSED_ROWS = {torch.float32: range(4, 256), torch.bfloat16: range(16, 256)
 # Rows for which the C++ GEMV (csrc/gemv.cpp: each weight row read once for all rows of x)
 # beats both: decode steps of a few sequences, where the weights' bytes set the time.
 GEMV_MAX_ROWS = 4
-# With a prepacked weight (``pack_weight``) its GEMM (csrc/gemm_packed.cpp's on AVX-512 CPUs,
-# else oneDNN's) takes every step of 2 or more rows; oneDNN's against the GEMV:
+# With a prepacked weight (``pack_weight``) its GEMM (csrc/gemm_packed.cpp's on AVX-512 and
+# AVX2 CPUs, else oneDNN's) takes every step of 2 or more rows; oneDNN's against the GEMV:
 # [3072, 576] on 2 Zen 4 cores, ours vs packed, us: fp32 1 row 86 / 153, 2 rows 151 / 129,
 # 4 rows 279 / 134; bf16 1 row 59 / 63, 4 rows 191 / 79. The pack's layout is tuned for a
-# typical decode batch (the hint); it serves any row count.
+# typical decode batch (the hint); it serves any row count. csrc/gemm_packed.cpp's against
+# the GEMV on 2 Zen 3 cores (AVX2), SmolLM2's four layer shapes x 30 layers, ms, GEMV /
+# packed: fp32 2 rows 14.0 / 6.3, 4 rows 25.0 / 8.5; bf16 2 rows 9.7 / 6.0, 4 rows 13.0 / 9.7.
 PACKED_MIN_ROWS = 2
 PACK_HINT_ROWS = 64
 # Rows for which our int8 GEMV beats torch's int8 kernel, per activation dtype (accel_quant's
@@ -51,9 +53,11 @@ INT8_GEMV_ROWS = {torch.float32: range(1, 17), torch.bfloat16: range(1, 2)}
 
 # On a CPU without a bf16 GEMM (AVX2 only) torch's bf16 matmul runs 3-6x below its fp32 one
 # (2 Zen 3 cores, [1536, 576]: 64 rows 7.5 ms vs 1.4 ms widened, 2048 rows 237 vs 39 ms), so
-# bf16 linears of more than gemv_max_rows() rows widen x and the weight to fp32 (the weight in
-# chunks of WIDEN_CHUNK_ROWS output rows, so the lm_head's fp32 copy never exists whole) and
-# round the product once, as torch's bf16 GEMM accumulates in fp32 and rounds once.
+# bf16 linears of more than gemv_max_rows() rows without our GEMM's pack
+# (SAGELLM_PACK_WEIGHTS=0, a width the pack cannot hold, no AVX2) widen x and the weight to
+# fp32 (the weight in chunks of WIDEN_CHUNK_ROWS output rows, so the lm_head's fp32 copy never
+# exists whole) and round the product once, as torch's bf16 GEMM accumulates in fp32 and
+# rounds once.
 WIDEN_CHUNK_ROWS = 1024
 
 
@@ -96,8 +100,8 @@ def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def packs_weights(dtype: torch.dtype) -> bool:
     """Whether ``dtype`` weights are prepacked on this CPU: for our GEMM where it serves the
-    dtype (csrc/gemm_packed.cpp: fp32 with AVX-512F, bf16 with AVX512-BF16), else for oneDNN's
-    (bf16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on an AVX2-only CPU it has no bf16 GEMM)."""
+    dtype (csrc/gemm_packed.cpp: fp32 with AVX-512F or AVX2, bf16 with AVX512-BF16 or AVX2),
+    else for oneDNN's (bf16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT)."""
     return dtype in gemm_packed_dtypes() or _onednn_packs(dtype)
 
 
@@ -116,12 +120,13 @@ def _our_gemm_packs(w: torch.Tensor) -> bool:
 
 def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
     """A prepacked copy of a dense CPU weight [out, in], so a GEMM call never repacks it, or None
-    where packing does not apply (quantized, other dtype or device, no AVX-512 and oneDNN
-    missing or without a bf16 GEMM (AVX2 only: no AVX-512 BW/VL/DQ, no AVX-NE-CONVERT), or
-    ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs). Where our GEMM serves the weight it gets that
-    layout (csrc/gemm_packed.cpp, 2 Zen 4 cores: bf16 1.1-1.9x oneDNN's at 2-2,048 rows; fp32
-    1.1-1.7x at 8-64 rows, level at 128-512, 3-5% slower at 1,024-2,048); else oneDNN's
-    (blocked for its GEMM: 1.2-2x torch's linear at 2-512 rows)."""
+    where packing does not apply (quantized, other dtype or device, neither our GEMM nor
+    oneDNN serving the dtype or shape, or ``SAGELLM_PACK_WEIGHTS=0`` for A/B runs). Where our
+    GEMM serves the weight it gets that layout (csrc/gemm_packed.cpp; 2 Zen 4 cores: bf16
+    1.1-1.9x oneDNN's at 2-2,048 rows, fp32 1.1-1.7x at 8-64 rows, level at 128-512, 3-5% slower
+    at 1,024-2,048; 2 Zen 3 cores (AVX2): fp32 1.06-1.6x oneDNN's at 2-2,048 rows, bf16
+    1.2-11x the widened product at 2-2,048 rows); else oneDNN's (blocked for its GEMM: 1.2-2x
+    torch's linear at 2-512 rows)."""
     if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
         return None
     if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:

@@ -11,7 +11,7 @@
 //              [(H + 2 kvH) D] or empty, o [hidden, H D], o_bias [hidden] or empty,
 //              post_norm [hidden], gate_up [2 I, hidden], down [hidden, I], then the
 //              prepacked qkv, o, gate_up, down (linear.pack_weight: oneDNN tensors, or
-//              gemm_packed.cpp's layout on AVX-512 CPUs) or empty tensors
+//              gemm_packed.cpp's layout on AVX-512 and AVX2 CPUs) or empty tensors
 //   kv         [L, 2, N, kvH, bs, D]   the paged cache (kv_cache.py); new K/V rows are written
 //   cos, sin   [T, D]        RoPE rows of each token's position (already scaled, in the dtype)
 //   kv_rows    [T * kvH]     row of (token, kv head) in one layer's K (or V) viewed as [-1, D]
@@ -87,12 +87,12 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   const int64_t M = x.size(0);
   if (packed.numel() && M >= rows.packed_min) {
     if (packed.is_mkldnn()) return packed_linear(x, packed, b);
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     at::Tensor y = at::empty({M, packed.size(0) * 16}, x.options());
     sagellm::gemm_packed(x, packed, b, y);
     return y;
 #else
-    TORCH_CHECK(false, "decoder_layers: a pack_gemm weight needs AVX-512");
+    TORCH_CHECK(false, "decoder_layers: a pack_gemm weight needs AVX-512F or AVX2 with FMA");
 #endif
   }
   at::Tensor y;

@@ -1,18 +1,17 @@
-// Linear layers of 2 or more rows on AVX-512 CPUs over a weight packed once:
+// Linear layers of 2 or more rows over a weight packed once, on AVX-512 and AVX2 CPUs:
 // out[M, N] = x[M, K] . w[N, K]^T (+ bias), fp32 sums, each output rounded once to the dtype.
 //
-// Registered (where the compiler targets AVX-512F) as
+// Registered (where the compiler targets AVX-512F, or AVX2 with FMA) as
 //   torch.ops.sagellm.pack_gemm(w) -> wp           w [N, K], N % 16 == 0, K % P == 0
 //   torch.ops.sagellm.gemm_packed(x, wp, bias, out) x [M, K], bias [N] or empty, out [M, N]
 //   torch.ops.sagellm.gemm_packed_dtypes() -> the dtype names served: float32, and bfloat16
-//                                             where the compiler targets AVX512-BF16
+//                                             with AVX2 or AVX512-BF16
 // P is the inputs one 32-bit lane holds: 1 for float32, 2 for bfloat16. wp is
 // [N / 16, K / P, 16 P]: for each 16 output columns, the K / P groups (w[n, P k .. P k + P - 1])
-// of its 16 columns side by side, one 64-byte vector per group of inputs: the operand of an
-// FMA (fp32) or of vdpbf16ps (bf16), so a step's GEMMs never reorder a weight. A tile of 8
-// rows x up to 3 * 16 columns keeps its 24 fp32 accumulators in registers over all of K: per
-// group of inputs, 3 weight vectors (from L1/L2; a panel is 16 columns x K) and one broadcast
-// of x per row. Threads split the column panels.
+// of its 16 columns side by side, 64 bytes per group of inputs, so a step's GEMMs never reorder
+// a weight. The register tile is the ISA's (gemm_tile_avx512.h: 8 rows x 48 columns;
+// gemm_tile_avx2.h: 6 rows x 16 columns); it keeps its accumulators in registers over all of K.
+// Threads split the column panels.
 //
 // Measured against oneDNN's GEMM on its own prepacked weight (linear.pack_weight, hint 64 rows),
 // SmolLM2-135M's four layer shapes x 30 layers, alone on 2 Zen 4 cores, ms (oneDNN / ours):
@@ -23,10 +22,9 @@
 // In the engine (alternating processes, fp32 W2: 64 x 1,088-token prompts with a shared
 // prefix, 64 decode rows a step) that is a 7-12% lower TPOT and a level wall time.
 //
-// Numerics: fp32 sums each output's K products in order, in one accumulator; bf16's vdpbf16ps
-// multiplies pairs exactly and adds in fp32 with denormals flushed, as oneDNN's bf16 GEMM on
-// these CPUs does. Both orders differ from oneDNN's and torch's, so results agree to fp32
-// rounding (before bf16's one rounding), not bitwise.
+// Numerics: fp32 sums each output's K products in order, in one accumulator; bf16 sums exact
+// products of pairs in fp32. Both orders differ from oneDNN's and torch's, so results agree to
+// fp32 rounding (before bf16's one rounding), not bitwise.
 #include "ops.h"
 
 #include <ATen/Parallel.h>
@@ -40,81 +38,29 @@
 #include <vector>
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "gemm_tile_avx512.h"
+#define SAGELLM_GEMM_PACKED 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include "gemm_tile_avx2.h"
+#define SAGELLM_GEMM_PACKED 1
+#endif
 
+#ifdef SAGELLM_GEMM_PACKED
 namespace {
 
-constexpr int64_t kCols = 16;  // output columns per weight vector
-constexpr int kRows = 8, kPanels = 3;
+using sagellm_gemm::kPanels;
+using sagellm_gemm::kRows;
+using sagellm_gemm::tile;
+using sagellm_gemm::XOf;
+
+constexpr int64_t kCols = 16;  // output columns per panel
 
 template <typename T>
 constexpr int64_t kGroup = std::is_same_v<T, float> ? 1 : 2;  // inputs per 32-bit lane
 
-// Both dtypes' vectors travel as __m512: a weight vector (16 fp32 weights, or 16 lanes of bf16
-// pairs), x's group g broadcast to every lane, and acc += a * w lane by lane (pairs summed)
-template <typename T>
-inline __m512 load_w(const T* w) {
-  if constexpr (std::is_same_v<T, float>) return _mm512_loadu_ps(w);
-  return _mm512_castsi512_ps(_mm512_loadu_si512(w));
-}
-
-template <typename T>
-inline __m512 broadcast(const T* xrow, int64_t g) {
-  if constexpr (std::is_same_v<T, float>) return _mm512_set1_ps(xrow[g]);
-  return _mm512_castsi512_ps(_mm512_set1_epi32(reinterpret_cast<const int32_t*>(xrow)[g]));
-}
-
-template <typename T>
-inline __m512 madd(__m512 acc, __m512 a, __m512 w) {
-  if constexpr (std::is_same_v<T, float>) {
-    return _mm512_fmadd_ps(a, w, acc);
-  } else {
-#if defined(__AVX512BF16__)
-    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(a),
-                            (__m512bh)_mm512_castps_si512(w));
-#else
-    return acc;  // never instantiated: bf16 is served only with AVX512-BF16
-#endif
-  }
-}
-
-template <typename T>
-inline void store(T* out, __m512 v) {
-  if constexpr (std::is_same_v<T, float>) {
-    _mm512_storeu_ps(out, v);
-  } else {
-#if defined(__AVX512BF16__)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(v));
-#endif
-  }
-}
-
-// out[r, j * 16 + c] for r < R, j < NP: x's R rows (row stride K) times the NP column panels
-// starting at wp (panel stride Kg * 16 * kGroup elements)
-template <typename T, int R, int NP>
-inline void tile(const T* x, int64_t K, const T* wp, int64_t Kg, const float* bias, T* out,
-                 int64_t N) {
-  constexpr int64_t V = kCols * kGroup<T>;  // elements per weight vector
-  __m512 acc[R][NP];
-  for (int j = 0; j < NP; ++j) {
-    const __m512 b = bias ? _mm512_loadu_ps(bias + j * kCols) : _mm512_setzero_ps();
-    for (int r = 0; r < R; ++r) acc[r][j] = b;
-  }
-  for (int64_t g = 0; g < Kg; ++g) {
-    __m512 w[NP];
-    for (int j = 0; j < NP; ++j) w[j] = load_w<T>(wp + (j * Kg + g) * V);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = broadcast<T>(x + r * K, g);
-      for (int j = 0; j < NP; ++j) acc[r][j] = madd<T>(acc[r][j], a, w[j]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NP; ++j) store<T>(out + r * N + j * kCols, acc[r][j]);
-}
-
 template <typename T, int NP>
-void rows_of_panel(const T* x, int64_t M, int64_t K, const T* wp, int64_t Kg, const float* bias,
-                   T* out, int64_t N) {
+void rows_of_panel(const XOf<T>* x, int64_t M, int64_t K, const T* wp, int64_t Kg,
+                   const float* bias, T* out, int64_t N) {
   int64_t m = 0;
   for (; m + kRows <= M; m += kRows) tile<T, kRows, NP>(x + m * K, K, wp, Kg, bias, out + m * N, N);
   if (M - m >= 4) {
@@ -136,49 +82,51 @@ constexpr int64_t kBlockRows = 256;
 template <typename T>
 void run(const T* x, const T* w, const float* bias, T* out, int64_t M, int64_t N, int64_t K) {
   const int64_t Kg = K / kGroup<T>, NB = N / kCols, panels = (NB + kPanels - 1) / kPanels;
+  std::vector<float> staged;
   for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
     const int64_t mb = std::min(kBlockRows, M - m0);
-    const T* xb = x + m0 * K;
+    const XOf<T>* xb = sagellm_gemm::stage_x<T>(x + m0 * K, mb, K, staged);
     at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t nb = p * kPanels, np = std::min<int64_t>(kPanels, NB - nb);
         const T* wp = w + nb * K * kCols;
         const float* b = bias ? bias + nb * kCols : nullptr;
         T* o = out + m0 * N + nb * kCols;
-        if (np == 3) {
-          rows_of_panel<T, 3>(xb, mb, K, wp, Kg, b, o, N);
-        } else if (np == 2) {
-          rows_of_panel<T, 2>(xb, mb, K, wp, Kg, b, o, N);
-        } else {
-          rows_of_panel<T, 1>(xb, mb, K, wp, Kg, b, o, N);
+        if constexpr (kPanels == 3) {
+          if (np == 3) {
+            rows_of_panel<T, 3>(xb, mb, K, wp, Kg, b, o, N);
+            continue;
+          }
+          if (np == 2) {
+            rows_of_panel<T, 2>(xb, mb, K, wp, Kg, b, o, N);
+            continue;
+          }
         }
+        rows_of_panel<T, 1>(xb, mb, K, wp, Kg, b, o, N);
       }
     });
   }
 }
 
 bool served(at::ScalarType t) {
-#if defined(__AVX512BF16__)
-  if (t == at::kBFloat16) return true;
-#endif
-  return t == at::kFloat;
+  return (t == at::kFloat && sagellm_gemm::kServes<float>) ||
+         (t == at::kBFloat16 && sagellm_gemm::kServes<at::BFloat16>);
 }
 
 int64_t group_of(at::ScalarType t) { return t == at::kFloat ? 1 : 2; }
 
 // The dtypes this build serves, by name (gemm_packed_dtypes() and the error messages)
 std::vector<std::string> served_names() {
-  std::vector<std::string> d{"float32"};
-#if defined(__AVX512BF16__)
-  d.push_back("bfloat16");
-#endif
+  std::vector<std::string> d;
+  if (served(at::kFloat)) d.push_back("float32");
+  if (served(at::kBFloat16)) d.push_back("bfloat16");
   return d;
 }
 
 std::string served_list() {
   std::string out;
   for (const std::string& n : served_names()) out += (out.empty() ? "" : ", ") + n;
-  return out;
+  return out + " (" + sagellm_gemm::kIsa + ")";
 }
 
 }  // namespace
@@ -235,13 +183,13 @@ void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bi
   if (bias.numel()) bias_f = bias.to(at::kFloat).contiguous();
   const float* bp = bias.numel() ? bias_f.data_ptr<float>() : nullptr;
   if (t == at::kFloat) {
-    run<float>(x.data_ptr<float>(), wp.data_ptr<float>(), bp, out.data_ptr<float>(), M, N, K);
+    if constexpr (sagellm_gemm::kServes<float>)
+      run<float>(x.data_ptr<float>(), wp.data_ptr<float>(), bp, out.data_ptr<float>(), M, N, K);
     return;
   }
-#if defined(__AVX512BF16__)
-  run<at::BFloat16>(x.data_ptr<at::BFloat16>(), wp.data_ptr<at::BFloat16>(), bp,
-                    out.data_ptr<at::BFloat16>(), M, N, K);
-#endif
+  if constexpr (sagellm_gemm::kServes<at::BFloat16>)
+    run<at::BFloat16>(x.data_ptr<at::BFloat16>(), wp.data_ptr<at::BFloat16>(), bp,
+                      out.data_ptr<at::BFloat16>(), M, N, K);
 }
 
 // The dtypes gemm_packed serves on this build.

@@ -1,6 +1,7 @@
-"""The GEMM over a packed weight (csrc/gemm_packed.cpp, AVX-512 CPUs; bf16 with AVX512-BF16)
-equals an fp64 reference to fp32 summation (and bf16's one rounding) for every row count (the
-8-, 4-, 2- and 1-row tiles) and column count (3-, 2- and 1-panel tails), with and without bias;
+"""The GEMM over a packed weight (csrc/gemm_packed.cpp: AVX-512 CPUs, bf16 with AVX512-BF16;
+AVX2 CPUs, both dtypes) equals an fp64 reference to fp32 summation (and bf16's one rounding)
+for every row count (the 8- or 6-, 4-, 2- and 1-row tiles) and column count (3-, 2- and
+1-panel tails on AVX-512), with and without bias;
 the pack is the documented layout; bad inputs name the field; and ``linear``/``pack_weight``
 route linears of 2 or more rows to it."""
 
@@ -14,11 +15,14 @@ from sagellm.engines.native import linear as linear_mod
 from sagellm.engines.native.kernels import gemm_packed_dtypes, gemm_packed_ops, kernel_status
 
 pytestmark = pytest.mark.skipif(
-    gemm_packed_ops() is None, reason=f"no AVX-512 GEMM here ({kernel_status()})"
+    gemm_packed_ops() is None, reason=f"no AVX-512 or AVX2 GEMM here ({kernel_status()})"
 )
 DTYPES = [
     pytest.param(
-        d, marks=pytest.mark.skipif(d not in gemm_packed_dtypes(), reason="no AVX512-BF16")
+        d,
+        marks=pytest.mark.skipif(
+            d not in gemm_packed_dtypes(), reason="AVX-512F without AVX512-BF16"
+        ),
     )
     for d in (torch.float32, torch.bfloat16)
 ]
@@ -43,7 +47,7 @@ def _gemm(x, wp, bias=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 15, 64, 131])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 8, 11, 15, 64, 131])
 @pytest.mark.parametrize(("out_dim", "in_dim"), [(16, 2), (32, 30), (80, 576), (960, 64)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_gemm_matches_fp64(dtype, rows, out_dim, in_dim, with_bias):
@@ -92,8 +96,9 @@ def test_bad_inputs_name_the_field():
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo")
 def test_dtypes_follow_the_cpu():
     flags = Path("/proc/cpuinfo").read_text()
+    avx2_only = " avx2" in flags and " fma" in flags and " avx512f" not in flags
     assert torch.float32 in gemm_packed_dtypes()
-    assert (torch.bfloat16 in gemm_packed_dtypes()) == (" avx512_bf16" in flags)
+    assert (torch.bfloat16 in gemm_packed_dtypes()) == (" avx512_bf16" in flags or avx2_only)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,113 @@
+// The AVX2 tile of gemm_packed.cpp (CPUs with AVX2 and FMA, without AVX-512F): the same packed
+// layout, 16 output columns per weight vector, held as two 8-lane halves.
+//
+// A tile of 6 rows x 16 columns keeps its 12 fp32 accumulators in registers over all of K (the
+// 6 x 16 shape of the classic AVX2 GEMM kernels: 12 accumulators, 2 weight vectors and one
+// broadcast fill 15 of the 16 registers). fp32: per input, 2 weight vectors and one broadcast
+// of x per row. bf16 has no dot-product instruction here: per pair of inputs, each 32-bit lane
+// of the weight vector holds an even input's weight (low half: shifted up, it is that weight
+// in fp32) and an odd one's (high half: the low bits masked off), and x, widened to fp32 once
+// per row block (stage_x), is broadcast per input. Products of bf16 weights and bf16-exact x
+// are exact in fp32, so bf16 sums are fp32 sums of exact products, rounded once to bf16
+// (nearest even, as torch rounds).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+namespace sagellm_gemm {
+
+constexpr int kRows = 6, kPanels = 1;
+constexpr const char* kIsa = "AVX2";
+
+template <typename T>
+constexpr bool kServes = std::is_same_v<T, float> || std::is_same_v<T, at::BFloat16>;
+
+template <typename T>
+using XOf = float;  // the tile reads x in fp32: bf16 rows are widened by stage_x
+
+// x's mb rows [mb, K] as the tile reads them: fp32 as is; bf16 widened into buf
+template <typename T>
+const float* stage_x(const T* x, int64_t mb, int64_t K, std::vector<float>& buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    buf.resize(mb * K);
+    for (int64_t i = 0; i < mb * K; ++i) buf[i] = static_cast<float>(x[i]);
+    return buf.data();
+  }
+}
+
+// 8 fp32 lanes rounded to bf16, nearest even (NaN to the quiet NaN 0x7fc0, as c10 rounds)
+inline __m128i to_bf16(__m256 v) {
+  const __m256i b = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  r = _mm256_srli_epi32(r, 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+}
+
+template <typename T>
+inline void store16(T* out, __m256 lo, __m256 hi) {
+  if constexpr (std::is_same_v<T, float>) {
+    _mm256_storeu_ps(out, lo);
+    _mm256_storeu_ps(out + 8, hi);
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), to_bf16(lo));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), to_bf16(hi));
+  }
+}
+
+// out[r, c] for r < R, c < 16: x's R fp32 rows (row stride K inputs) times the column panel at
+// wp ([Kg, 16 P]); NP is 1 (kPanels)
+template <typename T, int R, int NP>
+inline void tile(const float* x, int64_t K, const T* wp, int64_t Kg, const float* bias, T* out,
+                 int64_t N) {
+  static_assert(NP == 1, "the AVX2 tile is one panel wide");
+  __m256 lo[R], hi[R];  // columns 0-7 and 8-15 of each row
+  const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+  const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+    lo[r] = b0;
+    hi[r] = b1;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t g = 0; g < Kg; ++g) {
+      const __m256 w0 = _mm256_loadu_ps(wp + g * 16), w1 = _mm256_loadu_ps(wp + g * 16 + 8);
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+        const __m256 a = _mm256_broadcast_ss(x + r * K + g);
+        lo[r] = _mm256_fmadd_ps(a, w0, lo[r]);
+        hi[r] = _mm256_fmadd_ps(a, w1, hi[r]);
+      }
+    }
+  } else {
+    const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+    for (int64_t g = 0; g < Kg; ++g) {
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + g * 32));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + g * 32 + 16));
+      __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+      __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+        const __m256 a = _mm256_broadcast_ss(x + r * K + 2 * g);
+        lo[r] = _mm256_fmadd_ps(a, w0, lo[r]);
+        hi[r] = _mm256_fmadd_ps(a, w1, hi[r]);
+      }
+      w0 = _mm256_castsi256_ps(_mm256_and_si256(v0, odd));
+      w1 = _mm256_castsi256_ps(_mm256_and_si256(v1, odd));
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+        const __m256 a = _mm256_broadcast_ss(x + r * K + 2 * g + 1);
+        lo[r] = _mm256_fmadd_ps(a, w0, lo[r]);
+        hi[r] = _mm256_fmadd_ps(a, w1, hi[r]);
+      }
+    }
+  }
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) store16<T>(out + r * N, lo[r], hi[r]);
+}
+
+}  // namespace sagellm_gemm
