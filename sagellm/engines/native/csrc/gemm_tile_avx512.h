@@ -34,9 +34,6 @@ const T* stage_x(const T* x, int64_t, int64_t, std::vector<float>&) {
   return x;
 }
 
-template <typename T>
-constexpr int64_t kGroup = std::is_same_v<T, float> ? 1 : 2;  // inputs per 32-bit lane
-
 // Both dtypes' vectors travel as __m512: a weight vector (16 fp32 weights, or 16 lanes of bf16
 // pairs), x's group g broadcast to every lane, and acc += a * w lane by lane (pairs summed)
 template <typename T>
@@ -77,11 +74,11 @@ inline void store(T* out, __m512 v) {
 }
 
 // out[r, j * 16 + c] for r < R, j < NP: x's R rows (row stride K) times the NP column panels
-// starting at wp (panel stride Kg * 16 * kGroup elements)
+// starting at wp (panel stride Kg weight vectors)
 template <typename T, int R, int NP>
 inline void tile(const T* x, int64_t K, const T* wp, int64_t Kg, const float* bias, T* out,
                  int64_t N) {
-  constexpr int64_t V = 16 * kGroup<T>;  // elements per weight vector
+  constexpr int64_t V = 64 / sizeof(T);  // elements per 64-byte weight vector
   __m512 acc[R][NP];
   for (int j = 0; j < NP; ++j) {
     const __m512 b = bias ? _mm512_loadu_ps(bias + j * 16) : _mm512_setzero_ps();
