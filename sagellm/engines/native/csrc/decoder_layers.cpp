@@ -87,7 +87,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   const int64_t M = x.size(0);
   if (packed.numel() && M >= rows.packed_min) {
     if (packed.is_mkldnn()) return packed_linear(x, packed, b);
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#ifdef SAGELLM_GEMM_PACKED
     at::Tensor y = at::empty({M, packed.size(0) * 16}, x.options());
     sagellm::gemm_packed(x, packed, b, y);
     return y;

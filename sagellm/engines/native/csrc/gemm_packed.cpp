@@ -39,10 +39,8 @@
 
 #if defined(__AVX512F__)
 #include "gemm_tile_avx512.h"
-#define SAGELLM_GEMM_PACKED 1
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(SAGELLM_GEMM_PACKED)  // AVX2 with FMA (ops.h)
 #include "gemm_tile_avx2.h"
-#define SAGELLM_GEMM_PACKED 1
 #endif
 
 #ifdef SAGELLM_GEMM_PACKED

@@ -23,7 +23,11 @@ void gemv_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
 
 // out[M, N] = x[M, K] . w^T (+ bias) over pack_gemm's wp [N / 16, K / P, 16 P] (gemm_packed.cpp;
-// compiled where the compiler targets AVX-512F (bf16 with AVX512-BF16 only) or AVX2 with FMA)
+// compiled where SAGELLM_GEMM_PACKED is defined: the compiler targets AVX-512F (bf16 with
+// AVX512-BF16 only) or AVX2 with FMA)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define SAGELLM_GEMM_PACKED 1
+#endif
 void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bias,
                  at::Tensor& out);
 
