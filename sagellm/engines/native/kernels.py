@@ -101,6 +101,7 @@ def _load() -> None:
         if hasattr(torch.ops.sagellm, "gemm_packed"):  # compiled for AVX-512F or AVX2+FMA
             _state["gemm_packed"] = (torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)
             _state["gemm_packed_dtypes"] = _dtypes(torch.ops.sagellm.gemm_packed_dtypes)
+            _state["gemm_packed_min_rows"] = int(torch.ops.sagellm.gemm_packed_min_rows())
         _state["status"] = "loaded"
     except Exception as err:  # any build failure falls back to the torch ops
         _state["status"] = f"build failed: {type(err).__name__}: {err}"
@@ -167,7 +168,8 @@ def rms_norm_op():
 
 def final_logits_op():
     """``torch.ops.sagellm.final_logits`` (csrc/final_logits.cpp: fp32 logits of a few rows of
-    the last hidden state through the final RMSNorm and a GEMV lm_head), or None like
+    the last hidden state through the final RMSNorm and the lm_head's GEMV or packed GEMM), or
+    None like
     ``paged_attention_op``."""
     return _loaded("final_logits")
 
@@ -187,7 +189,7 @@ def prefix_attention_dtypes() -> frozenset[torch.dtype]:
 
 def gemm_packed_ops():
     """``(torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)`` (csrc/gemm_packed.cpp:
-    linears of 2 or more rows over a weight packed once, in ``gemm_packed_dtypes()``), or None
+    linears over a weight packed once, in ``gemm_packed_dtypes()``), or None
     where the CPU has neither AVX-512F nor AVX2 with FMA, or as ``paged_attention_op``."""
     return _loaded("gemm_packed")
 
@@ -197,6 +199,12 @@ def gemm_packed_dtypes() -> frozenset[torch.dtype]:
     AVX512-BF16 or is AVX2-only (AVX-512F without AVX512-BF16 leaves bf16 to oneDNN); empty
     where the ops are absent."""
     return _loaded("gemm_packed_dtypes", frozenset())
+
+
+def gemm_packed_min_rows() -> int | None:
+    """The fewest rows ``linear`` gives ``gemm_packed_ops``' GEMM rather than the GEMV: 1 on
+    AVX2 (its one-row tile), 2 on AVX-512; None where the ops are absent."""
+    return _loaded("gemm_packed_min_rows")
 
 
 def kernel_status() -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sagellm.accel.quantization import Int8Linear, QuantLinear
 from sagellm.engines.native.kernels import (
     gemm_packed_dtypes,
+    gemm_packed_min_rows,
     gemm_packed_ops,
     gemv_int8_op,
     gemv_op,
@@ -42,6 +43,7 @@ GEMV_MAX_ROWS = 4
 # typical decode batch (the hint); it serves any row count. csrc/gemm_packed.cpp's against
 # the GEMV on 2 Zen 3 cores (AVX2), SmolLM2's four layer shapes x 30 layers, ms, GEMV /
 # packed: fp32 2 rows 14.0 / 6.3, 4 rows 25.0 / 8.5; bf16 2 rows 9.7 / 6.0, 4 rows 13.0 / 9.7.
+# On AVX2 it takes single rows too (``packed_min_rows``: its one-row tile, gemm_tile_avx2.h).
 PACKED_MIN_ROWS = 2
 PACK_HINT_ROWS = 64
 # Rows for which our int8 GEMV beats torch's int8 kernel, per activation dtype (accel_quant's
@@ -84,9 +86,13 @@ def gemv_max_rows(dtype: torch.dtype) -> int:
 
 def linear_rows(dtype: torch.dtype) -> tuple[int, ...]:
     """The C++ layers' row thresholds (``LinearRows``: GEMV up to, transposed from, to, packed
-    from), as ``linear`` picks; () where the C++ layers do not serve ``dtype``."""
+    from), as ``linear`` picks; () where the C++ layers do not serve ``dtype``. A dtype's
+    packs are all ours or all oneDNN's (``pack_weight``)."""
     r = _TRANSPOSED_ROWS.get(dtype)
-    return () if r is None else (gemv_max_rows(dtype), r.start, r.stop, PACKED_MIN_ROWS)
+    if r is None:
+        return ()
+    ours = dtype in gemm_packed_dtypes() and gemm_packed_min_rows()
+    return (gemv_max_rows(dtype), r.start, r.stop, ours or PACKED_MIN_ROWS)
 
 
 def widened_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -148,9 +154,17 @@ def _dense(x: torch.Tensor, w: Weight) -> bool:
     )
 
 
+def packed_min_rows(packed: torch.Tensor | None) -> int:
+    """The fewest rows ``linear`` gives to ``packed``'s GEMM (``pack_weight``'s copy): oneDNN's
+    from ``PACKED_MIN_ROWS``, csrc/gemm_packed.cpp's from ``gemm_packed_min_rows()``."""
+    if packed is None or packed.is_mkldnn:
+        return PACKED_MIN_ROWS
+    return gemm_packed_min_rows() or PACKED_MIN_ROWS
+
+
 def takes_gemv(x: torch.Tensor, w: Weight, rows: int, packed: torch.Tensor | None) -> bool:
     """Whether ``linear`` gives ``rows`` rows of ``x`` times ``w`` to the C++ GEMV."""
-    if x.device.type != "cpu" or (packed is not None and rows >= PACKED_MIN_ROWS):
+    if x.device.type != "cpu" or (packed is not None and rows >= packed_min_rows(packed)):
         return False
     return _dense(x, w) and 0 < rows <= gemv_max_rows(x.dtype) and gemv_op() is not None
 
@@ -169,8 +183,8 @@ def linear(
     x: torch.Tensor, w: Weight, b: torch.Tensor | None = None, packed: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``x @ w.T + b`` with the fastest kernel for the row count (``packed``: ``w``'s
-    ``pack_weight`` copy, used from ``PACKED_MIN_ROWS`` rows)."""
-    if packed is not None and x.shape[0] >= PACKED_MIN_ROWS:
+    ``pack_weight`` copy, used from ``packed_min_rows(packed)`` rows)."""
+    if packed is not None and x.shape[0] >= packed_min_rows(packed):
         if packed.is_mkldnn:
             return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
         return _gemm_packed(x, packed, b)

@@ -38,6 +38,7 @@ from sagellm.engines.native.linear import (
     linear,
     linear_rows,
     pack_weight,
+    packed_min_rows,
     takes_gemv,
 )
 from sagellm.engines.native.tp_shard import TPShard
@@ -75,15 +76,25 @@ def _final_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return op(x.contiguous(), w.contiguous(), eps)
 
 
+FINAL_LOGITS_MAX_ROWS = 16  # csrc/final_logits.cpp's limit
+
+
 def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, packed) -> torch.Tensor:
     """fp32 logits of ``x[rows]`` through the final norm and lm_head: one C++ op (the same
-    kernels, so the same bits) where ``linear`` would take the GEMV, else three torch ops."""
+    kernels, so the same bits) where ``linear`` would take the GEMV or our packed GEMM for at
+    most ``FINAL_LOGITS_MAX_ROWS`` rows, else three torch ops."""
     op, n = final_logits_op(), rows.shape[0]
     same = norm.dtype == x.dtype and rows.dtype == torch.int64
-    if op is not None and same and takes_gemv(x, lm_head, n, packed):
-        out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
-        op(x.contiguous(), rows, norm.contiguous(), eps, lm_head, out)
-        return out
+    if op is not None and same and x.device.type == "cpu" and n <= FINAL_LOGITS_MAX_ROWS:
+        use = None
+        if takes_gemv(x, lm_head, n, packed):
+            use = x.new_empty(0)
+        elif packed is not None and not packed.is_mkldnn and n >= packed_min_rows(packed):
+            use = packed
+        if use is not None and isinstance(lm_head, torch.Tensor) and lm_head.dtype == x.dtype:
+            out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
+            op(x.contiguous(), rows, norm.contiguous(), eps, lm_head.contiguous(), use, out)
+            return out
     return linear(_final_norm(x[rows], norm, eps), lm_head, None, packed).float()
 
 

@@ -1,4 +1,4 @@
-// Linear layers of 2 or more rows over a weight packed once, on AVX-512 and AVX2 CPUs:
+// Linear layers over a weight packed once, on AVX-512 and AVX2 CPUs:
 // out[M, N] = x[M, K] . w[N, K]^T (+ bias), fp32 sums, each output rounded once to the dtype.
 //
 // Registered (where the compiler targets AVX-512F, or AVX2 with FMA) as
@@ -6,6 +6,8 @@
 //   torch.ops.sagellm.gemm_packed(x, wp, bias, out) x [M, K], bias [N] or empty, out [M, N]
 //   torch.ops.sagellm.gemm_packed_dtypes() -> the dtype names served: float32, and bfloat16
 //                                             with AVX2 or AVX512-BF16
+//   torch.ops.sagellm.gemm_packed_min_rows() -> the fewest rows linear.py gives it: 1 on AVX2
+//                                               (tile_row), 2 on AVX-512 (1 row: the GEMV)
 // P is the inputs one 32-bit lane holds: 1 for float32, 2 for bfloat16. wp is
 // [N / 16, K / P, 16 P]: for each 16 output columns, the K / P groups (w[n, P k .. P k + P - 1])
 // of its 16 columns side by side, 64 bytes per group of inputs, so a step's GEMMs never reorder
@@ -59,6 +61,9 @@ constexpr int64_t kGroup = std::is_same_v<T, float> ? 1 : 2;  // inputs per 32-b
 template <typename T, int NP>
 void rows_of_panel(const XOf<T>* x, int64_t M, int64_t K, const T* wp, int64_t Kg,
                    const float* bias, T* out, int64_t N) {
+#ifdef SAGELLM_GEMM_ONE_ROW
+  if (M == 1) return sagellm_gemm::tile_row<T>(x, wp, Kg, bias, out);
+#endif
   int64_t m = 0;
   for (; m + kRows <= M; m += kRows) tile<T, kRows, NP>(x + m * K, K, wp, Kg, bias, out + m * N, N);
   if (M - m >= 4) {
@@ -193,12 +198,16 @@ void gemm_packed(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bi
 // The dtypes gemm_packed serves on this build.
 std::vector<std::string> gemm_packed_dtypes() { return served_names(); }
 
+// The fewest rows for which linear.py gives this GEMM a packed weight rather than the GEMV.
+int64_t gemm_packed_min_rows() { return sagellm_gemm::kMinRows; }
+
 }  // namespace sagellm
 
 TORCH_LIBRARY_FRAGMENT(sagellm, m) {
   m.def("pack_gemm(Tensor w) -> Tensor");
   m.def("gemm_packed(Tensor x, Tensor wp, Tensor bias, Tensor(a!) out) -> ()");
   m.def("gemm_packed_dtypes() -> str[]", &sagellm::gemm_packed_dtypes);
+  m.def("gemm_packed_min_rows() -> int", &sagellm::gemm_packed_min_rows);
 }
 
 TORCH_LIBRARY_IMPL(sagellm, CPU, m) {

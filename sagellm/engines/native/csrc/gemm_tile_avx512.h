@@ -18,6 +18,9 @@ namespace sagellm_gemm {
 
 constexpr int kRows = 8, kPanels = 3;
 constexpr const char* kIsa = "AVX-512F";
+// linear.py gives single rows to the GEMV (gemv.cpp), this GEMM from 2 rows on
+// (gemm_packed_min_rows; measured in linear.py)
+constexpr int64_t kMinRows = 2;
 
 template <typename T>
 constexpr bool kServes = std::is_same_v<T, float>

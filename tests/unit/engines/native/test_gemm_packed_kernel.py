@@ -1,9 +1,9 @@
 """The GEMM over a packed weight (csrc/gemm_packed.cpp: AVX-512 CPUs, bf16 with AVX512-BF16;
 AVX2 CPUs, both dtypes) equals an fp64 reference to fp32 summation (and bf16's one rounding)
-for every row count (the 8- or 6-, 4-, 2- and 1-row tiles) and column count (3-, 2- and
-1-panel tails on AVX-512), with and without bias;
+for every row count (the 8- or 6-, 4-, 2- and 1-row tiles, AVX2's split-K one-row tile) and
+column count (3-, 2- and 1-panel tails on AVX-512), with and without bias;
 the pack is the documented layout; bad inputs name the field; and ``linear``/``pack_weight``
-route linears of 2 or more rows to it."""
+route linears of ``gemm_packed_min_rows()`` or more rows to it (1 on AVX2, 2 on AVX-512)."""
 
 import os
 from pathlib import Path
@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from sagellm.engines.native import linear as linear_mod
-from sagellm.engines.native.kernels import gemm_packed_dtypes, gemm_packed_ops, kernel_status
+from sagellm.engines.native.kernels import (
+    gemm_packed_dtypes,
+    gemm_packed_min_rows,
+    gemm_packed_ops,
+    kernel_status,
+)
 
 pytestmark = pytest.mark.skipif(
     gemm_packed_ops() is None, reason=f"no AVX-512 or AVX2 GEMM here ({kernel_status()})"
@@ -99,12 +104,14 @@ def test_dtypes_follow_the_cpu():
     avx2_only = " avx2" in flags and " fma" in flags and " avx512f" not in flags
     assert torch.float32 in gemm_packed_dtypes()
     assert (torch.bfloat16 in gemm_packed_dtypes()) == (" avx512_bf16" in flags or avx2_only)
+    assert gemm_packed_min_rows() == (1 if avx2_only else 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_routes_to_it(dtype, monkeypatch):
-    """``pack_weight`` gives served weights this layout, ``linear`` runs it from 2 rows (the
-    GEMV keeps 1 row); a width the layout cannot hold keeps oneDNN's pack."""
+    """``pack_weight`` gives served weights this layout, ``linear`` runs it from
+    ``gemm_packed_min_rows()`` rows (below that the GEMV); a width the layout cannot hold keeps
+    oneDNN's pack. The C++ layers get the same threshold (``linear_rows``)."""
     g = torch.Generator().manual_seed(3)
     w = torch.randn(96, 64, generator=g).to(dtype)
     packed = linear_mod.pack_weight(w, dtype)
@@ -119,7 +126,9 @@ def test_linear_routes_to_it(dtype, monkeypatch):
         x = torch.randn(rows, 64, generator=g).to(dtype)
         before = len(calls)
         y = linear_mod.linear(x, w, None, packed)
-        assert len(calls) - before == (rows >= linear_mod.PACKED_MIN_ROWS)
+        assert len(calls) - before == (rows >= gemm_packed_min_rows())
+        assert linear_mod.takes_gemv(x, w, rows, packed) == (rows < gemm_packed_min_rows())
         torch.testing.assert_close(y.double(), x.double() @ w.double().t(), **_tol(dtype, 64))
+    assert linear_mod.linear_rows(dtype)[3] == gemm_packed_min_rows()
     odd = linear_mod.pack_weight(torch.randn(20, 64, generator=g).to(dtype), dtype)
     assert odd is None or odd.is_mkldnn
