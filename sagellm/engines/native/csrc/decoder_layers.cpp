@@ -80,24 +80,23 @@ at::Tensor widened_linear(const at::Tensor& x, const at::Tensor& w) {
   return out_t.t().to(x.scalar_type()).contiguous();
 }
 
-// gemv_out: where the GEMV path writes ([M, w.size(0)], contiguous); other paths return a new
-// tensor
+// buf: the step's output buffer of this linear ([M, w.size(0)], contiguous), where the GEMV and
+// our packed GEMM write; the other paths return a new tensor
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                  const at::Tensor& packed, const LinearRows& rows, at::Tensor gemv_out) {
+                  const at::Tensor& packed, const LinearRows& rows, at::Tensor buf) {
   const int64_t M = x.size(0);
   if (packed.numel() && M >= rows.packed_min) {
     if (packed.is_mkldnn()) return packed_linear(x, packed, b);
 #ifdef SAGELLM_GEMM_PACKED
-    at::Tensor y = at::empty({M, packed.size(0) * 16}, x.options());
-    sagellm::gemm_packed(x, packed, b, y);
-    return y;
+    sagellm::gemm_packed(x, packed, b, buf);
+    return buf;
 #else
     TORCH_CHECK(false, "decoder_layers: a pack_gemm weight needs AVX-512F or AVX2 with FMA");
 #endif
   }
   at::Tensor y;
   if (M <= rows.gemv_max) {
-    y = gemv_out;
+    y = buf;
     sagellm::gemv(x, w, y);
   } else if (!kBf16GemmNative && x.scalar_type() == at::kBFloat16) {
     y = widened_linear(x, w);
