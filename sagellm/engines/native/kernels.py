@@ -169,8 +169,7 @@ def rms_norm_op():
 def final_logits_op():
     """``torch.ops.sagellm.final_logits`` (csrc/final_logits.cpp: fp32 logits of a few rows of
     the last hidden state through the final RMSNorm and the lm_head's GEMV or packed GEMM), or
-    None like
-    ``paged_attention_op``."""
+    None like ``paged_attention_op``."""
     return _loaded("final_logits")
 
 
@@ -189,8 +188,8 @@ def prefix_attention_dtypes() -> frozenset[torch.dtype]:
 
 def gemm_packed_ops():
     """``(torch.ops.sagellm.pack_gemm, torch.ops.sagellm.gemm_packed)`` (csrc/gemm_packed.cpp:
-    linears over a weight packed once, in ``gemm_packed_dtypes()``), or None
-    where the CPU has neither AVX-512F nor AVX2 with FMA, or as ``paged_attention_op``."""
+    linears over a weight packed once, in ``gemm_packed_dtypes()``), or None where the CPU has
+    neither AVX-512F nor AVX2 with FMA, or as ``paged_attention_op``."""
     return _loaded("gemm_packed")
 
 

@@ -2,8 +2,9 @@
 
 One rule for the Python forward (:func:`linear`) and the C++ layers (``csrc/decoder_layers.cpp``
 gets the thresholds from :func:`linear_rows`): the C++ GEMV for a few rows (decode steps,
-where the weights' bytes set the time), oneDNN's GEMM on a prepacked weight from
-``PACKED_MIN_ROWS`` rows, the transposed product where MKL/oneDNN pick better kernels for a
+where the weights' bytes set the time), a GEMM on a prepacked weight from
+``packed_min_rows`` rows (ours, csrc/gemm_packed.cpp, on AVX-512 and AVX2 CPUs: from 1 row on
+AVX2; else oneDNN's), the transposed product where MKL/oneDNN pick better kernels for a
 tall-skinny product, bf16 widened to fp32 on a CPU without a bf16 GEMM, and ``F.linear``
 otherwise. Every choice computes ``x @ w.T`` in the weight's dtype with fp32 accumulation;
 the measurements behind each threshold are beside it (2 Zen 4 or Zen 3 cores).
