@@ -43,6 +43,7 @@ _HEADERS = [
         "attention_avx512.h",
         "attention_avx2.h",
         "vec_avx512.h",
+        "vec_avx2.h",
         "gemm_tile_avx512.h",
         "gemm_tile_avx2.h",
     )

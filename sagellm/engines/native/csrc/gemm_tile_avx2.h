@@ -19,6 +19,8 @@
 #include <ATen/ATen.h>
 #include <immintrin.h>
 
+#include "vec_avx2.h"
+
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -50,25 +52,14 @@ const float* stage_x(const T* x, int64_t mb, int64_t K, std::vector<float>& buf)
   }
 }
 
-// 8 fp32 lanes rounded to bf16, nearest even (NaN to the quiet NaN 0x7fc0, as c10 rounds)
-inline __m128i to_bf16(__m256 v) {
-  const __m256i b = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
-  r = _mm256_srli_epi32(r, 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
-  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-}
-
 template <typename T>
 inline void store16(T* out, __m256 lo, __m256 hi) {
   if constexpr (std::is_same_v<T, float>) {
     _mm256_storeu_ps(out, lo);
     _mm256_storeu_ps(out + 8, hi);
   } else {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), to_bf16(lo));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), to_bf16(hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), sagellm_avx2::to_bf16(lo));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), sagellm_avx2::to_bf16(hi));
   }
 }
 
