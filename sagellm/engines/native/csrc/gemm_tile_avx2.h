@@ -54,13 +54,8 @@ const float* stage_x(const T* x, int64_t mb, int64_t K, std::vector<float>& buf)
 
 template <typename T>
 inline void store16(T* out, __m256 lo, __m256 hi) {
-  if constexpr (std::is_same_v<T, float>) {
-    _mm256_storeu_ps(out, lo);
-    _mm256_storeu_ps(out + 8, hi);
-  } else {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), sagellm_avx2::to_bf16(lo));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), sagellm_avx2::to_bf16(hi));
-  }
+  sagellm_avx2::store8(out, lo);
+  sagellm_avx2::store8(out + 8, hi);
 }
 
 // out[r, c] for r < R, c < 16: x's R fp32 rows (row stride K inputs) times the column panel at
