@@ -30,8 +30,8 @@ def available(q: torch.Tensor) -> bool:
     on CPU, head size 32k <= 128)."""
     d = q.shape[-1]
     return (
-        q.dtype in prefix_attention_dtypes()
-        and q.device.type == "cpu"
+        q.device.type == "cpu"  # first: CUDA queries never build the CPU kernels
+        and q.dtype in prefix_attention_dtypes()
         and d % 32 == 0
         and d <= 128
         and prefix_attention_op() is not None

@@ -134,9 +134,9 @@ def pack_weight(w: Weight, dtype: torch.dtype) -> torch.Tensor | None:
     at 1,024-2,048; 2 Zen 3 cores (AVX2): fp32 1.06-1.6x oneDNN's at 2-2,048 rows, bf16
     1.2-11x the widened product at 2-2,048 rows); else oneDNN's (blocked for its GEMM: 1.2-2x
     torch's linear at 2-512 rows)."""
-    if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
-        return None
     if not isinstance(w, torch.Tensor) or w.device.type != "cpu" or w.dtype != dtype:
+        return None  # checked first: a CUDA model never builds the CPU kernels
+    if not packs_weights(dtype) or os.environ.get("SAGELLM_PACK_WEIGHTS", "1") == "0":
         return None
     if _our_gemm_packs(w):
         return gemm_packed_ops()[0](w.contiguous())

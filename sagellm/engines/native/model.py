@@ -83,9 +83,9 @@ def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, pack
     """fp32 logits of ``x[rows]`` through the final norm and lm_head: one C++ op (the same
     kernels, so the same bits) where ``linear`` would take the GEMV or our packed GEMM for at
     most ``FINAL_LOGITS_MAX_ROWS`` rows, else three torch ops."""
-    op, n = final_logits_op(), rows.shape[0]
-    same = norm.dtype == x.dtype and rows.dtype == torch.int64
-    if op is not None and same and x.device.type == "cpu" and n <= FINAL_LOGITS_MAX_ROWS:
+    op = final_logits_op() if x.device.type == "cpu" else None  # never builds them on CUDA
+    n, same = rows.shape[0], norm.dtype == x.dtype and rows.dtype == torch.int64
+    if op is not None and same and n <= FINAL_LOGITS_MAX_ROWS:
         use = None
         if takes_gemv(x, lm_head, n, packed):
             use = x.new_empty(0)
@@ -327,7 +327,7 @@ class DecoderModel:
         fused = self._fused_layers(meta, cache)
         halves = None if fused is not None else self._layer_halves(cache)
         packed = self.packed
-        rows = linear_rows(self.dtype)
+        rows = linear_rows(self.dtype) if fused is not None or halves is not None else ()
         if fused is not None:
             op, weights = fused
             groups = meta.groups
