@@ -47,4 +47,7 @@ for whl in "$OUT"/wheels/*.whl; do
     "$PYTHON" -m zipfile -e "$whl" "$OUT/site"
 done
 rm -rf "$OUT/wheels"
+# GNU patch for apply_patches.sh, in case the image lacks it (it needs only libc)
+mkdir -p "$OUT/bin"
+cp "$(command -v patch)" "$OUT/bin/"
 du -sh "$OUT"

@@ -13,6 +13,7 @@ BUNDLE="tests/gpu/bundle"
 LOG="${OUT:-/tmp}/gpu"
 PY="${PYTHON:-python3}"
 mkdir -p "$LOG"
+command -v patch >/dev/null || export PATH="$PATH:$PWD/$BUNDLE/bin"
 export PYTHONPATH="$PWD/$BUNDLE/site:$PWD" PYTHONUNBUFFERED=1 SAGELLM_KERNEL_DIR=/tmp/sagellm_kernels
 PYTEST=("$PY" -m pytest -q -rA -p no:cacheprovider -o addopts= --timeout=170)
 {
