@@ -7,7 +7,8 @@
 #      skip with fewer than 2 GPUs);
 #   3. LMDeploy 0.11.0's PyTorch engine with the sagellm patch series applied to an overlay of
 #      the bundled package and every hook on (tests/gpu/test_lmdeploy_gpu.py).
-# Each stage has its own time limit, so a hang in one still returns the others' logs.
+# Each stage has its own time limit, so a hang in one still returns the others' logs;
+# STAGES (default "native lmdeploy") picks stages 2 and 3.
 set -uo pipefail
 BUNDLE="tests/gpu/bundle"
 LOG="${OUT:-/tmp}/gpu"
@@ -20,8 +21,10 @@ PYTEST=("$PY" -m pytest -q -rA -p no:cacheprovider -o addopts= --timeout=170)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     "$PY" -c 'import sys, torch, triton, transformers; print(sys.version, torch.__version__, triton.__version__, transformers.__version__, torch.cuda.is_available())'
 } 2>&1 | tee "$LOG/env.txt"
-timeout 180 "${PYTEST[@]}" tests/gpu --ignore=tests/gpu/test_lmdeploy_gpu.py \
+STAGES="${STAGES:-native lmdeploy}"
+[[ " $STAGES " == *" native "* ]] && timeout 180 "${PYTEST[@]}" tests/gpu --ignore=tests/gpu/test_lmdeploy_gpu.py \
     tests/unit/comm_backend/test_comm_shm_collectives.py -m gpu 2>&1 | tee "$LOG/native.txt"
+[[ " $STAGES " == *" lmdeploy "* ]] || exit 0
 LMDEPLOY_SRC="$BUNDLE/site/lmdeploy" PYTHON="$PY" third_party/apply_patches.sh /tmp/lmdeploy_overlay \
     2>&1 | tee "$LOG/apply.txt"
 SAGELLM_LMDEPLOY_OVERLAY=/tmp/lmdeploy_overlay timeout 240 "${PYTEST[@]}" \

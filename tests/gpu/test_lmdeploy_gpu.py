@@ -17,10 +17,29 @@ pytestmark = [
 ]
 
 
-def test_lmdeploy_greedy_equals_native_with_hooks_on(tiny_checkpoint):
+def _with_tokenizer(folder, dst):
+    """A copy of the tiny checkpoint ``folder`` with a word-level tokenizer of its 256 ids
+    (LMDeploy's model agent loads one from the model folder; the prompts are token ids)."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(folder, dst)
+    vocab = {f"t{i}": i for i in range(256)}
+    words = Tokenizer(WordLevel(vocab, unk_token="t0"))
+    words.pre_tokenizer = WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="t255")  # the test ignores EOS
+    tok.save_pretrained(dst)
+    return dst
+
+
+def test_lmdeploy_greedy_equals_native_with_hooks_on(tiny_checkpoint, tmp_path):
     from sagellm.engines import create_engine
 
-    _, folder = tiny_checkpoint("llama")
+    folder = _with_tokenizer(tiny_checkpoint("llama")[1], tmp_path / "tiny-llama")
     base = dict(
         model=ModelConfig(path=str(folder), dtype="bfloat16"),
         device="cuda",
