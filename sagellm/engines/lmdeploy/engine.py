@@ -46,6 +46,20 @@ from sagellm.models import resolve_model_path
 _DTYPES = {"bfloat16": "bfloat16"}  # PytorchEngineConfig asserts auto/float16/bfloat16
 
 
+def transformers5_overrides(model_dir) -> dict[str, Any] | None:
+    """The HF config attributes LMDeploy 0.11 reads that transformers 5 no longer sets, as
+    ``PytorchEngineConfig.hf_overrides``, or None when none is missing: transformers 5 keeps
+    ``rope_theta`` only inside ``rope_parameters`` (LMDeploy's rotary embedding reads
+    ``config.rope_theta``; ``rope_scaling`` still answers, as an alias of ``rope_parameters``)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    params = getattr(cfg, "rope_parameters", None)
+    if hasattr(cfg, "rope_theta") or not isinstance(params, dict) or "rope_theta" not in params:
+        return None
+    return {"rope_theta": params["rope_theta"]}
+
+
 @dataclass
 class _Live:
     session_id: int
@@ -93,6 +107,7 @@ class LmdeployEngine:
                 enable_prefix_caching=config.enable_prefix_caching,
                 eager_mode=True,
                 device_type="cuda",
+                hf_overrides=transformers5_overrides(model),
             ),
         )
         scheduler = self._engine.scheduler
