@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from sagellm.core.types import (
     StepMetrics,
 )
 from sagellm.engines.lmdeploy.comm_hooks import CommCallStats
+from sagellm.engines.lmdeploy.compat import ALLOW_ENV, transformers5_overrides, unsupported_versions
 from sagellm.engines.lmdeploy.kv_manager import LmdeployKVManager
 from sagellm.engines.lmdeploy.overlay import activate_overlay
 from sagellm.engines.lmdeploy.prefix_hooks import PrefixReuseBridge
@@ -44,20 +46,6 @@ from sagellm.engines.token_prompts import token_id_batch
 from sagellm.models import resolve_model_path
 
 _DTYPES = {"bfloat16": "bfloat16"}  # PytorchEngineConfig asserts auto/float16/bfloat16
-
-
-def transformers5_overrides(model_dir) -> dict[str, Any] | None:
-    """The HF config attributes LMDeploy 0.11 reads that transformers 5 no longer sets, as
-    ``PytorchEngineConfig.hf_overrides``, or None when none is missing: transformers 5 keeps
-    ``rope_theta`` only inside ``rope_parameters`` (LMDeploy's rotary embedding reads
-    ``config.rope_theta``; ``rope_scaling`` still answers, as an alias of ``rope_parameters``)."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    params = getattr(cfg, "rope_parameters", None)
-    if hasattr(cfg, "rope_theta") or not isinstance(params, dict) or "rope_theta" not in params:
-        return None
-    return {"rope_theta": params["rope_theta"]}
 
 
 @dataclass
@@ -84,6 +72,14 @@ class LmdeployEngine:
                 f"model.dtype: lmdeploy's PyTorch engine has no {config.model.dtype!r} path; "
                 f"allowed: {', '.join(repr(d) for d in _DTYPES)} (so its greedy output is "
                 f"compared with the native engine in bfloat16, not with the fp32 oracle)"
+            )
+        bad = unsupported_versions()
+        if bad and os.environ.get(ALLOW_ENV) != "1":
+            raise ConfigError(
+                f"engine.name: lmdeploy 0.11.0 runs outside its declared requirements here: "
+                f"{'; '.join(bad)}. There its PyTorch engine's greedy output differed from HF's "
+                f"(sagellm.engines.lmdeploy.compat); install the declared versions, or set "
+                f"{ALLOW_ENV}=1 to run it anyway"
             )
         decider = StrategyDecider(config.scheduling_strategy, config.block_size_tokens)
         self.patches = activate_overlay()
