@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pack what the lent GPU machine lacks for the `gpu` tests (it reaches no package registry; its
 # image has torch, triton, transformers and ~200 packages, Python 3.12; a 64 MiB copy of the
-# working tree travels). Usage: `make gpu-bundle`, or tests/gpu/device_bundle.sh [OUT] (default tests/gpu/bundle,
-# git-ignored). Then on the device machine, carrying OUT: tests/gpu/device_check.sh
+# working tree travels). Usage: `make gpu-bundle`, or tests/gpu/device_bundle.sh [OUT] (default
+# tests/gpu/bundle, git-ignored). Then on the device machine, carrying OUT: tests/gpu/device_check.sh
 #
 # OUT/site is one folder for PYTHONPATH, ~35 MB:
 #  - pure-Python packages copied from this .venv: sagellm's own imports the image lacks

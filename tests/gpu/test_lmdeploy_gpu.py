@@ -43,8 +43,9 @@ def _with_tokenizer(folder, dst):
 
 def test_lmdeploy_greedy_equals_native_with_hooks_on(tiny_checkpoint, tmp_path, monkeypatch):
     from sagellm.engines import create_engine
+    from sagellm.engines.lmdeploy.compat import ALLOW_ENV
 
-    monkeypatch.setenv("SAGELLM_LMDEPLOY_ALLOW_UNSUPPORTED", "1")  # the image's torch/triton
+    monkeypatch.setenv(ALLOW_ENV, "1")  # the image's torch/triton/transformers
     folder = _with_tokenizer(tiny_checkpoint("llama-d64")[1], tmp_path / "tiny-llama")
     base = dict(
         model=ModelConfig(path=str(folder), dtype="bfloat16"),
