@@ -6,8 +6,9 @@
 // denominator and P.V accumulator are updated once per tile (the accumulator rescaled when the
 // max grows). All arithmetic is fp32; bf16 K/V rows are widened once per chunk. W1-shaped decode
 // attention (64 sequences x 320 keys x 30 layers, Zen 3, 2 threads) took 54-56 ms a step
-// against 61-64 with one softmax step per 8-key chunk (fp32; bf16 36 against 39-41). Same inputs and result as the portable two-pass loop, to
-// fp32 rounding (the sums run in another order; e^x is a polynomial, not libm's).
+// against 61-64 with one softmax step per 8-key chunk (fp32; bf16 36 against 39-41). Same
+// inputs and result as the portable two-pass loop, to fp32 rounding (the sums run in another
+// order; e^x is a polynomial, not libm's).
 #pragma once
 
 #include <ATen/ATen.h>
