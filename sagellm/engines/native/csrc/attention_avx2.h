@@ -52,18 +52,21 @@ constexpr int64_t kTileKeys = 8 * kTileChunks;
 // denominator l; sc[0..n) are replaced by the probabilities exp(sc - m) (past n: 0, up to the
 // chunk's end). Returns the factor exp(m_old - m_new) the caller's P.V accumulator must be
 // scaled by (0 on the first tile; exactly 1, without a scalar exp, when the max did not grow).
+// A NaN score makes l NaN for good (so the row's output is NaN, as in the reference): max and
+// exp8's clamp would otherwise turn it into an ordinary small weight.
 inline float softmax_tile(float* sc, int64_t n, float& m, float& l) {
   const int64_t chunks = (n + 7) / 8;
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 sv[kTileChunks];
-  __m256 mx = neg_inf;
+  __m256 mx = neg_inf, nan = _mm256_setzero_ps();
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t c = std::min<int64_t>(8, n - ch * 8);
     const __m256 live =
         _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(c)), lane));
     sv[ch] = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(sc + ch * 8), live);
     mx = _mm256_max_ps(mx, sv[ch]);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(sv[ch], sv[ch], _CMP_UNORD_Q));
   }
   const float tile_max = hmax8(mx);
   float corr = 1.f;
@@ -81,6 +84,7 @@ inline float softmax_tile(float* sc, int64_t n, float& m, float& l) {
     sum = _mm256_add_ps(sum, p);
   }
   l = l * corr + hadd8(sum);
+  if (_mm256_movemask_ps(nan)) l = std::numeric_limits<float>::quiet_NaN();
   return corr;
 }
 

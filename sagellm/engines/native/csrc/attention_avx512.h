@@ -45,7 +45,9 @@ constexpr int64_t kMaxGroup = 16;
 // `live` ignored) raise the running max m if larger, rescale the running denominator l, and
 // give the chunk's probabilities p = exp(sc - m) (0 outside `live`). Returns the factor
 // exp(m_old - m_new) the caller's P.V accumulator must be scaled by (0 on the first chunk;
-// exactly 1, without a scalar exp, when the max did not grow: most chunks).
+// exactly 1, without a scalar exp, when the max did not grow: most chunks). A NaN score makes
+// l NaN for good (so the row's output is NaN, as in the reference): max and exp16's clamp
+// would otherwise turn it into an ordinary small weight.
 inline float softmax_chunk(const float* sc, __mmask16 live, float& m, float& l, __m512& p) {
   const __m512 sv =
       _mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), live, sc);
@@ -57,6 +59,7 @@ inline float softmax_chunk(const float* sc, __mmask16 live, float& m, float& l, 
   }
   p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(m))));
   l = l * corr + _mm512_reduce_add_ps(p);
+  if (_mm512_cmp_ps_mask(sv, sv, _CMP_UNORD_Q)) l = std::numeric_limits<float>::quiet_NaN();
   return corr;
 }
 

@@ -74,12 +74,13 @@ def test_engine_entry_point_uses_kernel_and_matches_torch_path(monkeypatch):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("D", [16, 32, 64, 128])
-@pytest.mark.parametrize("bs", [16, 6])
+@pytest.mark.parametrize("bs", [16, 6, 40])
 @pytest.mark.parametrize("q_scale", [1.0, 30.0])
 def test_vector_loop_head_sizes_partial_chunks_and_peaked_softmax(dtype, tol, D, bs, q_scale):
     """The vector loop (AVX-512 or AVX2, by CPU) for every head size it serves, blocks whose
-    size is not a multiple of its chunk, and queries scaled so the softmax is peaked (the max
-    grows across chunks; most weights underflow) equals the fp64 reference."""
+    size is not a multiple of its chunk (or, 40, of the AVX2 loop's 32-key tile), and queries
+    scaled so the softmax is peaked (the max grows across chunks; most weights underflow)
+    equals the fp64 reference."""
     g = torch.Generator().manual_seed(D * 7 + bs)
     kvh, G, n_blocks = 2, 3, 64
     q_lens, num_computed = [1, 2, 1], [0, 45, 130]
@@ -130,3 +131,32 @@ def test_shared_prefix_tables_and_prefetched_blocks(dtype, tol):
     )  # fmt: skip
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("portable", [False, True])
+def test_a_nan_key_reaches_the_rows_that_attend_to_it(dtype, portable, monkeypatch):
+    """A NaN in one cached K row makes exactly the outputs the fp64 reference makes NaN (the
+    query heads of its kv head, in sequences whose tables hold its block): no loop masks it
+    away as a padding lane."""
+    if portable:
+        monkeypatch.setenv("SAGELLM_ATTENTION_PORTABLE", "1")
+    g = torch.Generator().manual_seed(11)
+    kvh, G, D, bs, n_blocks = 2, 3, 64, 32, 16
+    kc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    vc = torch.randn(n_blocks, kvh, bs, D, generator=g).to(dtype)
+    q_lens, num_computed = [1, 1], [69, 50]
+    tables, starts = [[3, 7, 9], [4, 5]], [0, 1]
+    kc[7, 0, 9, 5] = float("nan")  # key 41 of the first sequence, kv head 0
+    q = torch.randn(2, kvh * G, D, generator=g).to(dtype)
+    grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
+    out = torch.zeros_like(q)
+    scale = D**-0.5
+    paged_attention_op()(
+        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
+        grp.max_blocks, scale, out,
+    )  # fmt: skip
+    ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
+    assert ref[0, :G].isnan().all() and not ref[0, G:].isnan().any()
+    assert not ref[1].isnan().any()
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2, equal_nan=True)
