@@ -58,13 +58,13 @@ inline float softmax_tile(float* sc, int64_t n, float& m, float& l) {
   const int64_t chunks = (n + 7) / 8;
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256 sv[kTileChunks];
+  __m256 sv[kTileChunks], live[kTileChunks];
   __m256 mx = neg_inf, nan = _mm256_setzero_ps();
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t c = std::min<int64_t>(8, n - ch * 8);
-    const __m256 live =
+    live[ch] =
         _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(c)), lane));
-    sv[ch] = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(sc + ch * 8), live);
+    sv[ch] = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(sc + ch * 8), live[ch]);
     mx = _mm256_max_ps(mx, sv[ch]);
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(sv[ch], sv[ch], _CMP_UNORD_Q));
   }
@@ -77,9 +77,8 @@ inline float softmax_tile(float* sc, int64_t n, float& m, float& l) {
   const __m256 mv = _mm256_set1_ps(m);
   __m256 sum = _mm256_setzero_ps();
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    // dead lanes are -inf: exp8 clamps them to e^-87, so they are masked to 0 explicitly
-    const __m256 live = _mm256_cmp_ps(sv[ch], neg_inf, _CMP_NEQ_OQ);
-    const __m256 p = _mm256_and_ps(live, exp8(_mm256_sub_ps(sv[ch], mv)));
+    // exp8 clamps the dead lanes' -inf to e^-87: they are masked to 0
+    const __m256 p = _mm256_and_ps(live[ch], exp8(_mm256_sub_ps(sv[ch], mv)));
     _mm256_storeu_ps(sc + ch * 8, p);
     sum = _mm256_add_ps(sum, p);
   }

@@ -3,6 +3,8 @@ attends its own table's keys 0 .. num_computed + i under a plain causal softmax.
 
 import torch
 
+from sagellm.engines.native.kernels import paged_attention_op
+
 
 def scattered_tables(q_lens, num_computed, block_size, num_blocks, generator):
     """Block tables over a random permutation of ``num_blocks`` blocks (drawn from
@@ -31,4 +33,14 @@ def dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale):
             for h in range(q.shape[1]):
                 s = (k[h // grp, :n] @ q[s0 + i, h].double()) * scale
                 out[s0 + i, h] = s.softmax(-1) @ v[h // grp, :n]
+    return out
+
+
+def run_kernel(q, kc, vc, group, scale, out):
+    """``torch.ops.sagellm.paged_attention`` of q over the caches for one attention group
+    (``build_group``), written into ``out``; returns ``out``."""
+    paged_attention_op()(
+        q, kc, vc, group.block_ids, group.q_starts, group.q_lens, group.num_computed,
+        group.max_blocks, scale, out,
+    )  # fmt: skip
     return out

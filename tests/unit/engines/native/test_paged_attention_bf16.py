@@ -5,7 +5,7 @@ per sequence."""
 
 import pytest
 import torch
-from attention_reference import dense_reference, scattered_tables
+from attention_reference import dense_reference, run_kernel, scattered_tables
 
 from sagellm.engines.native.attention import build_group
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -30,9 +30,6 @@ def test_bf16_loop_equals_fp64_reference(D, G, q_lens, num_computed):
     grp = build_group(starts, q_lens, num_computed, tables, BS, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))
     scale = D**-0.5
-    paged_attention_op()(
-        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
-        grp.max_blocks, scale, out,
-    )  # fmt: skip
+    run_kernel(q, kc, vc, grp, scale, out)
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     assert (out.double() - ref).abs().max() < 2e-2

@@ -3,7 +3,7 @@ on scattered block tables, mixed query lengths and GQA, in fp32 and bf16."""
 
 import pytest
 import torch
-from attention_reference import dense_reference, scattered_tables
+from attention_reference import dense_reference, run_kernel, scattered_tables
 
 from sagellm.engines.native.attention import AttnMetadata, Workspace, build_group, paged_attention
 from sagellm.engines.native.kernels import kernel_status, paged_attention_op
@@ -40,18 +40,7 @@ def test_kernel_equals_dense_reference(dtype, tol, q_lens, num_computed, portabl
     scale = D**-0.5
     group = build_group(starts, q_lens, num_computed, tables, BS, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))
-    paged_attention_op()(
-        q,
-        kc,
-        vc,
-        group.block_ids,
-        group.q_starts,
-        group.q_lens,
-        group.num_computed,
-        group.max_blocks,
-        scale,
-        out,
-    )
+    run_kernel(q, kc, vc, group, scale, out)
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
@@ -91,10 +80,7 @@ def test_vector_loop_head_sizes_partial_chunks_and_peaked_softmax(dtype, tol, D,
     grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))
     scale = D**-0.5
-    paged_attention_op()(
-        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
-        grp.max_blocks, scale, out,
-    )  # fmt: skip
+    run_kernel(q, kc, vc, grp, scale, out)
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
@@ -125,10 +111,7 @@ def test_shared_prefix_tables_and_prefetched_blocks(dtype, tol):
     grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
     out = torch.full_like(q, float("nan"))
     scale = D**-0.5
-    paged_attention_op()(
-        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
-        grp.max_blocks, scale, out,
-    )  # fmt: skip
+    run_kernel(q, kc, vc, grp, scale, out)
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
@@ -152,10 +135,7 @@ def test_a_nan_key_reaches_the_rows_that_attend_to_it(dtype, portable, monkeypat
     grp = build_group(starts, q_lens, num_computed, tables, bs, torch.device("cpu"))
     out = torch.zeros_like(q)
     scale = D**-0.5
-    paged_attention_op()(
-        q, kc, vc, grp.block_ids, grp.q_starts, grp.q_lens, grp.num_computed,
-        grp.max_blocks, scale, out,
-    )  # fmt: skip
+    run_kernel(q, kc, vc, grp, scale, out)
     ref = dense_reference(q, kc, vc, tables, starts, q_lens, num_computed, scale)
     assert ref[0, :G].isnan().all() and not ref[0, G:].isnan().any()
     assert not ref[1].isnan().any()
