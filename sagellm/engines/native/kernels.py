@@ -46,6 +46,7 @@ _HEADERS = [
         "vec_avx2.h",
         "gemm_tile_avx512.h",
         "gemm_tile_avx2.h",
+        "steal_split.h",
     )
 ]
 _lock = threading.Lock()

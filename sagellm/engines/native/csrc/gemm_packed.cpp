@@ -13,7 +13,7 @@
 // of its 16 columns side by side, 64 bytes per group of inputs, so a step's GEMMs never reorder
 // a weight. The register tile is the ISA's (gemm_tile_avx512.h: 8 rows x 48 columns;
 // gemm_tile_avx2.h: 6 rows x 16 columns); it keeps its accumulators in registers over all of K.
-// Threads split the column panels.
+// Threads split the column panels, the tail of the split stolen (steal_split.h).
 //
 // Measured against oneDNN's GEMM on its own prepacked weight (linear.pack_weight, hint 64 rows),
 // SmolLM2-135M's four layer shapes x 30 layers, alone on 2 Zen 4 cores, ms (oneDNN / ours):
@@ -28,6 +28,7 @@
 // products of pairs in fp32. Both orders differ from oneDNN's and torch's, so results agree to
 // fp32 rounding (before bf16's one rounding), not bitwise.
 #include "ops.h"
+#include "steal_split.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -89,24 +90,16 @@ void run(const T* x, const T* w, const float* bias, T* out, int64_t M, int64_t N
   for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
     const int64_t mb = std::min(kBlockRows, M - m0);
     const XOf<T>* xb = sagellm_gemm::stage_x<T>(x + m0 * K, mb, K, staged);
-    at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t nb = p * kPanels, np = std::min<int64_t>(kPanels, NB - nb);
-        const T* wp = w + nb * K * kCols;
-        const float* b = bias ? bias + nb * kCols : nullptr;
-        T* o = out + m0 * N + nb * kCols;
-        if constexpr (kPanels == 3) {
-          if (np == 3) {
-            rows_of_panel<T, 3>(xb, mb, K, wp, Kg, b, o, N);
-            continue;
-          }
-          if (np == 2) {
-            rows_of_panel<T, 2>(xb, mb, K, wp, Kg, b, o, N);
-            continue;
-          }
-        }
-        rows_of_panel<T, 1>(xb, mb, K, wp, Kg, b, o, N);
+    sagellm::parallel_for_stealing(panels, [&](int64_t p) {
+      const int64_t nb = p * kPanels, np = std::min<int64_t>(kPanels, NB - nb);
+      const T* wp = w + nb * K * kCols;
+      const float* b = bias ? bias + nb * kCols : nullptr;
+      T* o = out + m0 * N + nb * kCols;
+      if constexpr (kPanels == 3) {
+        if (np == 3) return rows_of_panel<T, 3>(xb, mb, K, wp, Kg, b, o, N);
+        if (np == 2) return rows_of_panel<T, 2>(xb, mb, K, wp, Kg, b, o, N);
       }
+      rows_of_panel<T, 1>(xb, mb, K, wp, Kg, b, o, N);
     });
   }
 }

@@ -2,6 +2,7 @@
 AVX2 CPUs, both dtypes) equals an fp64 reference to fp32 summation (and bf16's one rounding)
 for every row count (the 8- or 6-, 4-, 2- and 1-row tiles, AVX2's split-K one-row tile) and
 column count (3-, 2- and 1-panel tails on AVX-512), with and without bias;
+threads steal the tail of the split and run every panel once;
 the pack is the documented layout; bad inputs name the field; and ``linear``/``pack_weight``
 route linears of ``gemm_packed_min_rows()`` or more rows to it (1 on AVX2, 2 on AVX-512)."""
 
@@ -63,6 +64,28 @@ def test_gemm_matches_fp64(dtype, rows, out_dim, in_dim, with_bias):
     out = _gemm(x, _pack(w), bias)
     ref = x.double() @ w.double().t() + (bias.double() if with_bias else 0.0)
     torch.testing.assert_close(out.double(), ref, **_tol(dtype, in_dim))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_threads_steal_the_tail_and_run_every_panel_once(dtype, threads):
+    """Panels split across threads, the tail stolen (csrc/steal_split.h): each panel computed
+    once by whichever thread claims it, so every panel count, odd ones and fewer panels than
+    threads included, gives one thread's bits (a lost panel stays NaN; repeated calls race
+    the claims differently)."""
+    g = torch.Generator().manual_seed(threads)
+    before = torch.get_num_threads()
+    try:
+        for panels in (1, 2, 3, 5, 36, 97):
+            x = torch.randn(1 + panels % 3, 96, generator=g).to(dtype)
+            wp = _pack(torch.randn(16 * panels, 96, generator=g).to(dtype))
+            torch.set_num_threads(1)
+            one = _gemm(x, wp)
+            torch.set_num_threads(threads)
+            for _ in range(20):
+                assert torch.equal(_gemm(x, wp), one)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
