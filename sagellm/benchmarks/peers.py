@@ -226,6 +226,9 @@ def run_peers(
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"dtypes: unknown {d!r}; allowed: {', '.join(DTYPES)}")
+    for k in workloads or ():
+        if k not in PRESETS[preset]:
+            raise ValueError(f"workloads: unknown {k!r}; allowed: {', '.join(PRESETS[preset])}")
     chosen = {k: w for k, w in PRESETS[preset].items() if workloads is None or k in workloads}
     root = Path(results_root)
     model = preset_model(preset, root / "models")

@@ -98,7 +98,8 @@ def _peers_bench(args: argparse.Namespace) -> int:
     from sagellm.benchmarks.peers import run_peers
 
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
-    run_dir = run_peers(args.preset, peers, tuple(args.dtype), args.results)
+    workloads = tuple(args.workloads) if args.workloads else None
+    run_dir = run_peers(args.preset, peers, tuple(args.dtype), args.results, workloads)
     print((run_dir / "peers.md").read_text())
     print(f"results written to {run_dir}")
     return 0

@@ -145,6 +145,13 @@ def _add_bench_parser(sub) -> None:
         "(--preset full or ci, --dtype picks the dtypes); default: off",
     )
     b.add_argument(
+        "--workloads",
+        nargs="+",
+        default=None,
+        choices=["w1", "w2", "w3"],
+        help="--peers: run only these workloads (default: all three)",
+    )
+    b.add_argument(
         "--model",
         default=None,
         help=f"--offline: the model (default {DEFAULT_MODEL}); --backend openai: the served "

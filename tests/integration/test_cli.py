@@ -42,3 +42,16 @@ def test_quickstart_writes_results(tmp_path):
     report = (run.run_dir / "report.md").read_text()
     assert "kind: quickstart" in report and "What is 2 + 2?" in report
     assert "![tokens_over_time.png](tokens_over_time.png)" in report
+
+
+def test_bench_peers_runs_only_the_chosen_workloads(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    monkeypatch.setenv("SAGELLM_VLLM_PYTHON", str(tmp_path / "no-vllm" / "python"))
+    argv = ["bench", "--peers", "hf", "--preset", "ci", "--workloads", "w3"]
+    rc = main([*argv, "--results", str(tmp_path)])
+    assert rc == 0
+    (run,) = (tmp_path / "peers_ci").iterdir()
+    df = pd.read_parquet(run / "peers.parquet")
+    assert set(df.workload) == {"w3"} and set(df.engine) == {"native", "hf"}
+    assert "| w3 |" in capsys.readouterr().out

@@ -53,6 +53,8 @@ def test_bad_peer_names_the_field():
         check_peers(["hf", "sglang"])
     with pytest.raises(ValueError, match="preset: unknown 'w1'; allowed: full, ci"):
         run_peers("w1", ("hf",))
+    with pytest.raises(ValueError, match="workloads: unknown 'w4'; allowed: w1, w2, w3"):
+        run_peers("ci", ("hf",), workloads=("w3", "w4"))
 
 
 def test_ci_preset_runs_native_beside_hf(tmp_path, monkeypatch):
