@@ -113,7 +113,9 @@ inline void tile(const float* x, int64_t K, const T* wp, int64_t Kg, const float
 constexpr int kSplit = 4;
 
 // bf16 rows ask for the weight line kAheadLines ahead with the non-temporal hint (prefetchnta;
-// past the panel it is the thread's next panel, past the weight a request that cannot fault).
+// past the panel it is the next panel, which a thread running its own range from the front
+// runs next (a thread stealing from the back of another's range, steal_split.h, has run it
+// already: 16 wasted lines a stolen panel); past the weight a request that cannot fault).
 // On the Zen 3 VM a chain of SmolLM2's 120 layer matrices at one row streamed 24-27.5 GB/s
 // with it against 19.5-22.4 without (8-16 lines ahead alike, 4 less, 32 less; prefetcht0 in
 // between); W3 bf16 decode, medians of 5 runs in alternating processes, 82.7 / 89.2 / 94.9
