@@ -32,25 +32,15 @@ struct alignas(64) Range {  // one cache line each: a thread's claims do not bou
 
 inline uint64_t pack(uint64_t front, uint64_t back) { return front | (back << 32); }
 
-// the front item of r, or -1 when r is empty
-inline int64_t take_front(Range& r) {
+// the front item of r (or its back item), or -1 when r is empty
+inline int64_t take(Range& r, bool front) {
   uint64_t cur = r.front_back.load(std::memory_order_relaxed);
   for (;;) {
     const uint64_t f = cur & 0xffffffffu, b = cur >> 32;
     if (f >= b) return -1;
-    if (r.front_back.compare_exchange_weak(cur, pack(f + 1, b), std::memory_order_relaxed))
-      return static_cast<int64_t>(f);
-  }
-}
-
-// the back item of r, or -1 when r is empty
-inline int64_t take_back(Range& r) {
-  uint64_t cur = r.front_back.load(std::memory_order_relaxed);
-  for (;;) {
-    const uint64_t f = cur & 0xffffffffu, b = cur >> 32;
-    if (f >= b) return -1;
-    if (r.front_back.compare_exchange_weak(cur, pack(f, b - 1), std::memory_order_relaxed))
-      return static_cast<int64_t>(b - 1);
+    const uint64_t next = front ? pack(f + 1, b) : pack(f, b - 1);
+    if (r.front_back.compare_exchange_weak(cur, next, std::memory_order_relaxed))
+      return static_cast<int64_t>(front ? f : b - 1);
   }
 }
 
@@ -73,9 +63,9 @@ void parallel_for_stealing(int64_t n, const F& fn) {
   // several, which it runs in turn before stealing
   at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
-      for (int64_t i; (i = take_front(ranges[t])) >= 0;) fn(i);
+      for (int64_t i; (i = take(ranges[t], true)) >= 0;) fn(i);
     for (int64_t k = 1; k < nt; ++k)
-      for (int64_t i; (i = take_back(ranges[(t0 + k) % nt])) >= 0;) fn(i);
+      for (int64_t i; (i = take(ranges[(t0 + k) % nt], false)) >= 0;) fn(i);
   });
 }
 
