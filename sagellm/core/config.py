@@ -212,6 +212,10 @@ class EngineConfig(_Frozen):
     scheduling_strategy: str = "fifo"  # a scheduler_ir strategy name (checked by the engine)
     overlap_kv_loads: bool = False  # read host/disk hits while the previous forward runs
     max_empty_steps: int = Field(default=64, ge=1)  # empty decisions with work waiting -> raise
+    # multi-step decode (vLLM's num_scheduler_steps): a plan's forward of only greedy decodes,
+    # at most 16 sequences, runs up to this many steps in one C++ call (the plan, inputs and
+    # sampler bookkeeping once per burst); 1 = one step per plan. See native/decode_burst.py
+    num_decode_steps: int = Field(default=1, ge=1, le=64)
     # --- acceleration (issue 13): quantization, sparse attention, speculative decoding ---
     accel: AccelConfig = Field(default_factory=AccelConfig)
     # --- tensor parallelism (issue 12): ranks as processes, see engines/native/tp_group ---

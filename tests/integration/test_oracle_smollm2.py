@@ -67,3 +67,24 @@ def test_greedy_tokens_and_logits_equal_hf(engine, hf_model):
 def test_answers_make_sense(engine):
     out = engine.generate(["What is the capital of France?"], SamplingParams(max_tokens=16))
     assert "Paris" in engine.tokenizer.decode(out[0])
+
+
+@torch.inference_mode()
+def test_multi_step_decode_equals_hf(hf_model):
+    """Bursts of 8 decode steps (``num_decode_steps``, one C++ call each) give HF's tokens."""
+    eng = NativeEngine.from_pretrained(
+        "smollm2-135m-instruct", block_size_tokens=16, num_decode_steps=8
+    )
+    prompts = [eng.encode(p) for p in PROMPTS[:4]]
+    outs = eng.generate(prompts, SamplingParams(max_tokens=NEW_TOKENS))
+    plans, steps = eng.ir_stats()["num_plans"], len(eng.step_metrics())
+    eng.close()
+    assert plans < steps  # the decode ran in bursts
+    for p, ours in zip(prompts, outs, strict=True):
+        ref = hf_model.generate(
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+        )[0, len(p) :].tolist()
+        assert ours == ref

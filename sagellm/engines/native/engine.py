@@ -307,8 +307,12 @@ class NativeEngine(PlanExecution):
             out.append(RequestOutput(seq.request_id, [], True, "error", error=str(err)))
         return out
 
-    def _step_metrics(self, items, inputs, t0, schedule_s, compute_s, kv_load_s) -> StepMetrics:
-        """One forward's metrics; ``sample_s`` (and overlapped loads) are added later."""
+    def _step_metrics(
+        self, items, inputs, t0, schedule_s, compute_s, kv_load_s, extra_kv_tokens=0
+    ) -> StepMetrics:
+        """One forward's metrics; ``sample_s`` (and overlapped loads) are added later.
+        ``extra_kv_tokens``: keys read beyond the items' computed tokens (a burst's later
+        steps, decode_burst.py)."""
         arch = self.arch
         T = sum(n for _, n in items)
         n_logits = sum(inputs.num_logits)
@@ -318,7 +322,8 @@ class NativeEngine(PlanExecution):
             + 2.0 * arch.vocab_size * arch.hidden_size * n_logits
         )
         # num_computed_tokens already includes this step's tokens: every key read once
-        kv_read = sum(s.num_computed_tokens for s, _ in items) * self.kv_bytes_per_token
+        kv_tokens = sum(s.num_computed_tokens for s, _ in items) + extra_kv_tokens
+        kv_read = kv_tokens * self.kv_bytes_per_token
         return StepMetrics(
             step=len(self._steps),
             start_s=t0,

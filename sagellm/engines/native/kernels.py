@@ -34,6 +34,7 @@ _SRCS = [
         "prefix_attention.cpp",
         "final_logits.cpp",
         "gemm_packed.cpp",
+        "decode_burst.cpp",
     )
 ]
 _HEADERS = [
@@ -97,6 +98,7 @@ def _load() -> None:
         _state["argmax_rows"] = torch.ops.sagellm.argmax_rows
         _state["rms_norm"] = torch.ops.sagellm.rms_norm
         _state["final_logits"] = torch.ops.sagellm.final_logits
+        _state["decode_burst"] = torch.ops.sagellm.decode_burst
         if hasattr(torch.ops.sagellm, "prefix_attention"):  # compiled for AVX-512F only
             _state["prefix_attention"] = torch.ops.sagellm.prefix_attention
             _state["prefix_attention_dtypes"] = _dtypes(torch.ops.sagellm.prefix_attention_dtypes)
@@ -173,6 +175,13 @@ def final_logits_op():
     the last hidden state through the final RMSNorm and the lm_head's GEMV or packed GEMM), or
     None like ``paged_attention_op``."""
     return _loaded("final_logits")
+
+
+def decode_burst_op():
+    """``torch.ops.sagellm.decode_burst`` (csrc/decode_burst.cpp: several greedy decode steps
+    of up to 16 sequences in one call, each the one-step path's ops), or None like
+    ``paged_attention_op``."""
+    return _loaded("decode_burst")
 
 
 def prefix_attention_op():

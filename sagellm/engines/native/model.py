@@ -27,6 +27,7 @@ from sagellm.engines.native.attention import (
     paged_attention,
 )
 from sagellm.engines.native.kernels import (
+    decode_burst_op,
     decoder_layer_halves_op,
     decoder_layers_op,
     final_logits_op,
@@ -77,6 +78,7 @@ def _final_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 FINAL_LOGITS_MAX_ROWS = 16  # csrc/final_logits.cpp's limit
+BURST_MAX_SEQS = FINAL_LOGITS_MAX_ROWS  # csrc/decode_burst.cpp's (its final_logits call)
 
 
 def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, packed) -> torch.Tensor:
@@ -84,18 +86,28 @@ def _final_logits(x, rows: torch.Tensor, norm, eps: float, lm_head: Weight, pack
     kernels, so the same bits) where ``linear`` would take the GEMV or our packed GEMM for at
     most ``FINAL_LOGITS_MAX_ROWS`` rows, else three torch ops."""
     op = final_logits_op() if x.device.type == "cpu" else None  # never builds them on CUDA
-    n, same = rows.shape[0], norm.dtype == x.dtype and rows.dtype == torch.int64
-    if op is not None and same and n <= FINAL_LOGITS_MAX_ROWS:
-        use = None
-        if takes_gemv(x, lm_head, n, packed):
-            use = x.new_empty(0)
-        elif packed is not None and not packed.is_mkldnn and n >= packed_min_rows(packed):
-            use = packed
-        if use is not None and isinstance(lm_head, torch.Tensor) and lm_head.dtype == x.dtype:
-            out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
-            op(x.contiguous(), rows, norm.contiguous(), eps, lm_head.contiguous(), use, out)
-            return out
+    n = rows.shape[0]
+    use = final_logits_product(x, n, norm, lm_head, packed) if op is not None else None
+    if use is not None and rows.dtype == torch.int64:
+        out = torch.empty((n, lm_head.shape[0]), dtype=torch.float32)
+        op(x.contiguous(), rows, norm.contiguous(), eps, lm_head.contiguous(), use, out)
+        return out
     return linear(_final_norm(x[rows], norm, eps), lm_head, None, packed).float()
+
+
+def final_logits_product(x, n: int, norm, lm_head: Weight, packed) -> torch.Tensor | None:
+    """The ``packed`` argument of csrc/final_logits.cpp for ``n`` rows of ``x`` (an empty
+    tensor: the GEMV; ``packed``: our packed GEMM), or None where ``linear`` would take
+    another path for them (then the op does not serve the step)."""
+    if n > FINAL_LOGITS_MAX_ROWS or norm.dtype != x.dtype:
+        return None
+    if not isinstance(lm_head, torch.Tensor) or lm_head.dtype != x.dtype:
+        return None
+    if takes_gemv(x, lm_head, n, packed):
+        return x.new_empty(0)
+    if packed is not None and not packed.is_mkldnn and n >= packed_min_rows(packed):
+        return packed
+    return None
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -304,6 +316,61 @@ class DecoderModel:
         if not all(isinstance(t, torch.Tensor) and t.dtype == self.dtype for t in weights):
             return None  # a quantized linear
         return weights
+
+    @torch.inference_mode()
+    def decode_burst(
+        self,
+        cache: PagedKVCache,
+        ids: list[int],
+        positions: list[int],
+        tables: list[list[int]],
+        steps: int,
+        stops: list[list[int]],
+    ) -> tuple[list[list[int]], list[float]] | None:
+        """Up to ``steps`` greedy decode steps of B sequences in one C++ call
+        (csrc/decode_burst.cpp: each step this forward's ops): ``ids``/``positions`` their
+        pending tokens and positions, ``tables`` their blocks (covering ``steps`` positions),
+        ``stops`` the tokens that end each. Returns ``(tokens [B][n], seconds from the call to
+        each step's tokens [n])``, n <= steps (fewer when a sequence picked a stop token), or
+        None where the C++ path does not serve this model or batch (nothing computed)."""
+        op = decode_burst_op()
+        halves = self._layer_halves(cache) if op is not None else None
+        B = len(ids)
+        if halves is None or B > BURST_MAX_SEQS:
+            return None
+        use = final_logits_product(
+            self.embed, B, self.norm, self.lm_head, self.packed.get("lm_head")
+        )
+        if use is None:
+            return None
+        self._rope(torch.tensor([max(positions) + steps - 1]))  # the table covers the burst
+        cos_table, sin_table = self._rope_cache
+        width = max(len(t) for t in tables)
+        width_stops = max(1, max(len(st) for st in stops))
+        out_tokens = torch.empty((B, steps), dtype=torch.int64)
+        out_s = torch.empty(steps, dtype=torch.float64)
+        n = op(
+            torch.tensor(ids, dtype=torch.int64),
+            torch.tensor(positions, dtype=torch.int64),
+            torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int64),
+            steps,
+            torch.tensor([st + [-1] * (width_stops - len(st)) for st in stops], dtype=torch.int64),
+            self.embed,
+            halves[2],
+            cache.kv,
+            cos_table,
+            sin_table,
+            self.num_heads,
+            self.arch.rms_norm_eps,
+            self.scale,
+            *linear_rows(self.dtype),
+            self.norm,
+            self.lm_head,
+            use,
+            out_tokens,
+            out_s,
+        )
+        return out_tokens[:, :n].tolist(), out_s[:n].tolist()
 
     @torch.inference_mode()
     def forward(

@@ -16,6 +16,9 @@
         kv_store         index the blocks the forward completed (prefix caching)
         sample           next tokens, streamed as RequestOutputs
 
+With ``num_decode_steps`` k > 1, a forward of only greedy decodes (at most 16 sequences) runs
+up to k steps in one C++ call (decode_burst.py); its sample node appends each step's tokens.
+
 With ``accel.speculative_tokens`` set, the drafter proposes tokens for the decision's decoding
 requests before the build (``speculative.SpeculativeSteps``): such a request's forward item is
 a ``verify`` chunk (pending token + drafts; logits at every position), and its sample node
@@ -37,6 +40,7 @@ import torch
 from sagellm.core.errors import PlanRejectedError, SchedulingStalledError
 from sagellm.core.types import RequestId, RequestOutput, StepMetrics
 from sagellm.engines.native.batch_inputs import build_inputs
+from sagellm.engines.native.decode_burst import DecodeBursts
 from sagellm.engines.native.kv_admission import PendingLoad
 from sagellm.engines.native.kv_manager import AllocStatus
 from sagellm.engines.native.plan_check import UNSUPPORTED, PlanChecks, plan_items
@@ -60,6 +64,8 @@ class _StepRun:
     outputs: list[RequestOutput] = field(default_factory=list)
     logits: dict[RequestId, tuple[torch.Tensor, int]] = field(default_factory=dict)
     verify: dict[RequestId, torch.Tensor] = field(default_factory=dict)  # rows [1 + k, V]
+    # a multi-step burst's (tokens, each token's time) per request (decode_burst.py)
+    bursts: dict[RequestId, tuple[list[int], list[float]]] = field(default_factory=dict)
     pending: list[PendingLoad] = field(default_factory=list)
     dropped: set[RequestId] = field(default_factory=set)  # admission failed: not this step
     kv_load_s: float = 0.0  # synchronous load time not yet put in a step's metrics
@@ -74,7 +80,7 @@ def _request_ids(node: IRNode) -> list[str]:
     return [str(r) for r in rids] if rids is not None else [str(node.get("request_id"))]
 
 
-class PlanExecution(SpeculativeSteps, ModelForward, PlanChecks):
+class PlanExecution(SpeculativeSteps, DecodeBursts, ModelForward, PlanChecks):
     """The plan path of :class:`~sagellm.engines.native.engine.NativeEngine` (a mixin: it
     works on the engine's queues, KV manager, model, strategy, builder and optimizer)."""
 
@@ -341,6 +347,9 @@ class PlanExecution(SpeculativeSteps, ModelForward, PlanChecks):
                     drafts[rid] = d
         if not items:
             return
+        steps = self._burst_steps(items, drafts)
+        if steps > 1 and self._run_burst(items, steps, run, t0):
+            return
         inputs = build_inputs(
             items,
             self.config.block_size_tokens,
@@ -390,14 +399,17 @@ class PlanExecution(SpeculativeSteps, ModelForward, PlanChecks):
         rids = _request_ids(node)
         rows = [(seqs[r], run.logits.pop(r)) for r in rids if r in run.logits]
         verify = [(seqs[r], run.verify.pop(r)) for r in rids if r in run.verify]
-        if not rows and not verify:
+        bursts = [(seqs[r], run.bursts.pop(r)) for r in rids if r in run.bursts]
+        if not rows and not verify and not bursts:
             return
+        for seq, (tokens, times_s) in bursts:
+            run.outputs.append(self._emit_burst(seq, tokens, times_s))
         by_tensor: dict[int, list] = {}
         for seq, (lg, j) in rows:
             by_tensor.setdefault(id(lg), [lg, [], []])
             by_tensor[id(lg)][1].append(j)
             by_tensor[id(lg)][2].append(seq)
-        now = None
+        now = self.clock() if bursts else None
         for lg, js, group in by_tensor.values():
             picked = lg if js == list(range(lg.shape[0])) else lg[js]
             tokens = sample(
