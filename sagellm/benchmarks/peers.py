@@ -108,9 +108,15 @@ def preset_model(preset: str, models_dir: Path) -> Path:
     )
 
 
+# decode steps per burst of the native engine (EngineConfig.num_decode_steps)
+NATIVE_DECODE_STEPS = 8
+
+
 def engine_config(engine: str, model: Path, dtype: str, w: Workload, threads: int):
     """The EngineConfig native and vLLM share: a KV pool that holds every request at once
-    (one block of slack each), all requests in flight, 2048 tokens per step."""
+    (one block of slack each), all requests in flight, 2048 tokens per step; the native
+    engine decodes in bursts of ``NATIVE_DECODE_STEPS`` (multi-step decode: it applies to W3's
+    one sequence, W1 and W2 decode more than 16 at once; vLLM V1 has no such option)."""
     from sagellm.core.config import EngineConfig, ModelConfig
 
     per_request = -(-w.request_tokens // BLOCK_TOKENS) + 1
@@ -124,6 +130,7 @@ def engine_config(engine: str, model: Path, dtype: str, w: Workload, threads: in
         max_model_len_tokens=per_request * BLOCK_TOKENS,
         enable_prefix_caching=w.prefix_caching,
         num_threads=threads,
+        num_decode_steps=NATIVE_DECODE_STEPS if engine == "native" else 1,
     )
 
 
@@ -234,7 +241,10 @@ def run_peers(
     model = preset_model(preset, root / "models")
     shape, threads = ModelShape.from_checkpoint(model), cpu_threads()
     machine = measure_machine(preset)
-    notes: list[str] = []
+    notes: list[str] = [
+        f"native decodes in bursts of {NATIVE_DECODE_STEPS} steps (num_decode_steps; it applies "
+        f"where at most 16 greedy sequences decode: W3), each token timed at its own step"
+    ]
     engines = ["native", *peers]
     if "vllm" in peers and "vllm" not in installed_engine_names():
         engines.remove("vllm")

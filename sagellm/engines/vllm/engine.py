@@ -57,6 +57,7 @@ def _check_config(config: EngineConfig) -> None:
         "disk_tier_blocks": config.disk_tier_blocks or config.disk_tier_bytes,
         "tenant_quotas": config.tenant_quotas,
         "accel": config.accel != type(config.accel)(),
+        "num_decode_steps": config.num_decode_steps > 1,  # vLLM V1 dropped multi-step
     }
     for field, value in unsupported.items():
         if value:

@@ -47,6 +47,7 @@ def test_vllm_without_its_environment_names_the_make_target(tmp_path, monkeypatc
         ({"block_size_tokens": 16}, "multiple of 32"),
         ({"num_kv_blocks": 8, "tenant_quotas": {"a": {"hard_blocks": 2}}}, "capabilities: "),
         ({"device": "cuda"}, "allowed: 'cpu'"),
+        ({"num_decode_steps": 8}, r"engine.num_decode_steps: .*capabilities: "),
     ],
 )
 def test_vllm_refuses_what_it_cannot_honour(kw, match):
