@@ -136,15 +136,23 @@ def test_bursts_give_way_to_speculative_and_sampled_requests(tiny_checkpoint):
     eng.close()
 
 
-def test_a_bad_burst_names_the_field():
+@pytest.mark.parametrize(
+    ("positions", "table", "match"),
+    [
+        (torch.zeros(2, dtype=torch.int32), [[0], [0]], "positions a contiguous CPU int64"),
+        (torch.tensor([3, 0]), [[0], [0]], r"sequence 0's positions 3..4 past its block_table"),
+        (torch.tensor([0, 0]), [[0], [-1]], r"block_table\[1, 0\] = -1 is not a block"),
+    ],
+)
+def test_a_bad_burst_names_the_field(positions, table, match):
     op = decode_burst_op()
     ids = torch.zeros(2, dtype=torch.int64)
-    with pytest.raises(RuntimeError, match="positions"):
+    with pytest.raises(RuntimeError, match=match):
         op(
             ids,
-            torch.zeros(2, dtype=torch.int32),  # positions must be int64
-            torch.zeros((2, 1), dtype=torch.int64),
-            1,
+            positions,
+            torch.tensor(table, dtype=torch.int64),
+            2,
             torch.full((2, 1), -1, dtype=torch.int64),
             torch.zeros((8, 16)),
             [],
@@ -161,6 +169,6 @@ def test_a_bad_burst_names_the_field():
             torch.zeros(16),
             torch.zeros((8, 16)),
             torch.zeros(0),
-            torch.zeros((2, 1), dtype=torch.int64),
-            torch.zeros(1, dtype=torch.float64),
+            torch.zeros((2, 2), dtype=torch.int64),
+            torch.zeros(2, dtype=torch.float64),
         )

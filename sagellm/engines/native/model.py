@@ -352,7 +352,7 @@ class DecoderModel:
         n = op(
             torch.tensor(ids, dtype=torch.int64),
             torch.tensor(positions, dtype=torch.int64),
-            torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int64),
+            torch.tensor([t + [-1] * (width - len(t)) for t in tables], dtype=torch.int64),
             steps,
             torch.tensor([st + [-1] * (width_stops - len(st)) for st in stops], dtype=torch.int64),
             self.embed,

@@ -12,7 +12,7 @@
 // out_tokens, out_s) -> int. Shapes (int64 unless said):
 //   ids, positions [B]           each sequence's pending token and its position
 //   block_table [B, max_blocks]  each sequence's blocks, allocated for positions up to
-//                                positions + steps - 1 (the rest of a row: any block id)
+//                                positions + steps - 1 (checked; the rest of a row: -1)
 //   stop_ids [B, S]              tokens that finish each sequence (-1: none)
 //   embed [V, hidden], cos_table / sin_table [P > max position, D] (the dtype's RoPE rows),
 //   weights, kv, num_heads .. packed_min_rows: as decoder_layers takes them
@@ -97,14 +97,20 @@ int64_t decode_burst(const at::Tensor& ids, const at::Tensor& positions,
               "decode_burst: out_s a contiguous float64 [>= steps] tensor");
   TORCH_CHECK(embed.dim() == 2 && embed.is_contiguous() && kv.dim() == 6,
               "decode_burst: embed [V, hidden] and kv [L, 2, N, kvH, bs, D]");
-  const int64_t kvH = kv.size(3), bs = kv.size(4);
+  const int64_t kvH = kv.size(3), bs = kv.size(4), num_blocks = kv.size(2);
   const int64_t* pos0 = positions.data_ptr<int64_t>();
   const int64_t* table = block_table.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b)
-    TORCH_CHECK(pos0[b] >= 0 && pos0[b] + steps - 1 < max_blocks * bs &&
-                    pos0[b] + steps - 1 < cos_table.size(0),
-                "decode_burst: sequence ", b, "'s positions ", pos0[b], "..",
-                pos0[b] + steps - 1, " past its block table or the RoPE table");
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t last = pos0[b] + steps - 1;
+    TORCH_CHECK(pos0[b] >= 0 && last < max_blocks * bs && last < cos_table.size(0),
+                "decode_burst: sequence ", b, "'s positions ", pos0[b], "..", last,
+                " past its block_table row or the RoPE table");
+    for (int64_t j = 0; j <= last / bs; ++j)
+      TORCH_CHECK(table[b * max_blocks + j] >= 0 && table[b * max_blocks + j] < num_blocks,
+                  "decode_burst: block_table[", b, ", ", j, "] = ", table[b * max_blocks + j],
+                  " is not a block of the cache [0, ", num_blocks, ") (positions ", pos0[b],
+                  "..", last, " need blocks 0..", last / bs, ")");
+  }
   const at::TensorOptions i64 = ids.options();
   at::Tensor cur = ids.clone(), pos = positions.clone();
   const at::Tensor rows = at::arange(B, i64), q_lens = at::ones({B}, i64);
