@@ -22,7 +22,9 @@ Invariants:
 Runs one step instead where the C++ path does not apply: TP, sparse attention, speculative
 decoding, recorded logits, scored prompts, sampled (non-greedy) requests, non-CPU devices,
 quantized weights, more than 16 sequences. New requests wait for the burst to end (at most
-``k`` steps), the price vLLM's multi-step scheduling paid too.
+``k`` steps), the price vLLM's multi-step scheduling paid too. Bursts apply to every plan the
+engine executes, its strategy's or one submitted through ``ExecutorAPI``; a plan log replays to
+the same tokens under the same ``num_decode_steps``.
 """
 
 from __future__ import annotations
