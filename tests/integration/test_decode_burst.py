@@ -5,7 +5,7 @@ max_tokens; each token keeps its own time and each burst step its own metrics re
 
 import pytest
 import torch
-from test_one_path_composes import CASES, STRATEGIES
+from test_one_path_composes import CASES, STRATEGIES, serve
 from test_oracle_tiny import hf_reference, prompts_of
 
 from sagellm.core.config import AccelConfig
@@ -88,30 +88,11 @@ def test_bursts_compose_with_prefix_caching_tiers_quotas_and_every_strategy(
     kw = dict(CASES[case])
     if "disk_tier_blocks" in kw:
         kw["kv_cache_dir"] = str(tmp_path / "kv")
-    stagger = kw.pop("stagger")
     for strategy in STRATEGIES:
-        eng = NativeEngine.from_pretrained(
-            folder,
-            block_size_tokens=4,
-            enable_prefix_caching=True,
-            scheduling_strategy=strategy,
-            num_decode_steps=4,
-            **kw,
-        )
-        outs, n = [], len(prompts)
-        pending, steps = list(enumerate(prompts)), 0
-        while pending or eng.has_unfinished():
-            if pending and steps % stagger == 0:
-                i, p = pending.pop(0)
-                eng.add_request(Request(f"r{i}", p, sp, tenant_id=f"t{i % 2}", priority=i % 3))
-            eng.step()
-            steps += 1
-        outs = [eng.output_token_ids(f"r{i}") for i in range(n)]
-        cached = sum(m.num_cached_tokens for m in eng.request_metrics())
+        outs, cached, eng = serve(folder, prompts, strategy, sp=sp, num_decode_steps=4, **kw)
         plans, records = plans_and_steps(eng)
-        eng.close()
         assert outs == refs, strategy
-        assert cached >= 40, strategy  # the prefixes were reused
+        assert sum(cached.values()) >= 40, strategy  # the prefixes were reused
         assert plans < records, strategy  # bursts ran
 
 

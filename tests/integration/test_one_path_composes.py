@@ -22,7 +22,7 @@ def workload(tiny_checkpoint):
     return folder, prompts, refs
 
 
-def serve(folder, prompts, strategy, stagger=3, **kw):
+def serve(folder, prompts, strategy, stagger=3, sp=SP, **kw):
     eng = NativeEngine.from_pretrained(
         folder,
         block_size_tokens=4,
@@ -35,7 +35,7 @@ def serve(folder, prompts, strategy, stagger=3, **kw):
     while pending or eng.has_unfinished():
         if pending and steps % stagger == 0:  # earlier requests' prefixes are cached by then
             i, p = pending.pop(0)
-            eng.add_request(Request(f"r{i}", p, SP, tenant_id=f"t{i % 2}", priority=i % 3))
+            eng.add_request(Request(f"r{i}", p, sp, tenant_id=f"t{i % 2}", priority=i % 3))
         eng.step()
         steps += 1
     outs = [eng.output_token_ids(f"r{i}") for i in range(len(prompts))]

@@ -255,7 +255,12 @@ class DecoderModel:
         setattr(self.layers[int(i)], field, weight)
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        need = int(positions.max()) + 1
+        cos, sin = self._rope_tables(int(positions.max()) + 1)
+        return cos[positions][:, None, :], sin[positions][:, None, :]
+
+    def _rope_tables(self, need: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cos and sin rows [P >= need, D] of positions 0..P-1 (scaled, in the dtype),
+        grown (doubling, at least 4096) when ``need`` passes them."""
         if self._rope_cache is None or self._rope_cache[0].shape[0] < need:
             n = max(need, 4096, 2 * (self._rope_cache[0].shape[0] if self._rope_cache else 0))
             t = torch.arange(n, dtype=torch.int64, device=self.device).float()
@@ -266,8 +271,7 @@ class DecoderModel:
                 (emb.cos() * s).to(self.dtype),
                 (emb.sin() * s).to(self.dtype),
             )
-        cos, sin = self._rope_cache
-        return cos[positions][:, None, :], sin[positions][:, None, :]
+        return self._rope_cache
 
     def _fused_layers(self, meta: AttnMetadata, cache: PagedKVCache):
         """``(decoder_layers op, its weight list)`` when this step can run every layer in one
@@ -343,8 +347,7 @@ class DecoderModel:
         )
         if use is None:
             return None
-        self._rope(torch.tensor([max(positions) + steps - 1]))  # the table covers the burst
-        cos_table, sin_table = self._rope_cache
+        cos_table, sin_table = self._rope_tables(max(positions) + steps)
         width = max(len(t) for t in tables)
         width_stops = max(1, max(len(st) for st in stops))
         out_tokens = torch.empty((B, steps), dtype=torch.int64)
